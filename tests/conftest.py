@@ -1,0 +1,69 @@
+"""Shared helpers: the bundled sample dataset and a tiny model config that trains on CPU in seconds."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+sys.path.insert(0, str(REPO))
+
+# Tiny model on the bundled sample: every test run of the script uses this, plus overrides.
+TINY_ENV = {
+    "DATA_PATH": str(SAMPLE),
+    "TRAIN_GLOB": "sotu_train_*.bin",
+    "VAL_GLOB": "sotu_val_*.bin",
+    "TOKENIZER_PATH": str(SAMPLE / "sotu_1024_bpe.model"),
+    "NUM_LAYERS": "2",
+    "MODEL_DIM": "64",
+    "NUM_HEADS": "2",
+    "NUM_KV_HEADS": "1",
+    "TRAIN_SEQ_LEN": "128",
+    "TRAIN_BATCH_TOKENS": "4096",
+    "ITERATIONS": "12",
+    "WARMDOWN_ITERS": "4",
+    "WARMUP_STEPS": "2",
+    "MAX_WALLCLOCK_SECONDS": "0",
+    "VAL_LOSS_EVERY": "0",
+    "TRAIN_LOG_EVERY": "4",
+    "VAL_MAX_TOKENS": "16384",
+    "VAL_BATCH_SIZE": "8192",
+}
+
+
+def clean_environ() -> dict:
+    """The caller's environment without any variable the trainer would read."""
+    env = {k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_script(tmp_path: Path, overrides: dict | None = None, nproc: int = 1, timeout: int = 600,
+               script: Path = REPO / "train_gpt.py", check: bool = True) -> subprocess.CompletedProcess:
+    env = clean_environ() | TINY_ENV | {"OUT_DIR": str(tmp_path), "RUN_ID": "run"} | (overrides or {})
+    if nproc == 1:
+        cmd = [sys.executable, str(script)]
+    else:
+        env["OMP_NUM_THREADS"] = "1"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train_gpt.py failed (rc={proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def metric(log_text: str, name: str, key: str = "val_bpb") -> float:
+    m = re.search(rf"^{re.escape(name)} .*?\b{key}:([0-9.]+)", log_text, re.M)
+    assert m, f"no {name} {key} line in log"
+    return float(m.group(1))
+
+
+@pytest.fixture(scope="session")
+def tg():
+    import train_gpt
+    return train_gpt

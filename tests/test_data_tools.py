@@ -1,0 +1,510 @@
+"""Tests for the data tools: data/cached_challenge_fineweb.py and data/build_sp_dataset.py,
+plus the bundled sample dataset in data/sample/. CPU only, a few seconds in all.
+
+The downloader is tested offline: its single network function is replaced by a stub that
+serves a fake manifest and fake files. The build tool is tested end to end on a small
+synthetic corpus built in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import json
+import random
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT / "data"
+SAMPLE_DIR = DATA_DIR / "sample"
+
+
+def _load(name: str):
+    """Import data/<name>.py as a module (data/ is a scripts folder, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, DATA_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+dl = _load("cached_challenge_fineweb")
+bsd = _load("build_sp_dataset")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _split_docs(tokens: np.ndarray, bos: int) -> list[np.ndarray]:
+    """Cut a token stream at its BOS tokens; each part is one document without its BOS."""
+    starts = np.flatnonzero(tokens == bos)
+    assert len(starts) and starts[0] == 0, "stream must start with BOS"
+    return [tokens[s + 1 : e] for s, e in zip(starts, list(starts[1:]) + [len(tokens)])]
+
+
+# ========================================================================================
+# Downloader (offline, stubbed)
+# ========================================================================================
+
+FAKE_MANIFEST = {
+    "datasets": [
+        {"name": "fineweb10B_sp1024", "tokenizer_name": "sp_bpe_1024", "stats": {"files_train": 3, "files_val": 1}},
+        {"name": "fineweb10B_byte260", "tokenizer_name": "pure_byte_260", "stats": {"files_train": 2, "files_val": 2}},
+    ],
+    "tokenizers": [
+        {"name": "sp_bpe_1024", "model_path": "tokenizers/fineweb_1024_bpe.model",
+         "vocab_path": "tokenizers/fineweb_1024_bpe.vocab"},
+        {"name": "pure_byte_260", "path": "tokenizers/fineweb_pure_byte_260.json"},
+    ],
+}
+
+
+class StubHub:
+    """Stands in for download_file: serves the fake manifest, valid tiny shards, and bytes."""
+
+    def __init__(self, manifest=FAKE_MANIFEST):
+        self.manifest = manifest
+        self.calls: list[tuple[str, str, Path]] = []
+
+    def __call__(self, repo_id: str, remote_path: str, local_path: Path) -> None:
+        self.calls.append((repo_id, remote_path, local_path))
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        if remote_path.endswith("manifest.json"):
+            local_path.write_text(json.dumps(self.manifest))
+        elif remote_path.endswith(".bin"):
+            bsd.write_shard(local_path, [1, 5, 6, 7])
+        else:
+            local_path.write_bytes(b"payload of " + remote_path.encode())
+
+    @property
+    def remote_paths(self) -> list[str]:
+        return [remote for _, remote, _ in self.calls]
+
+
+def test_plan_lists_val_train_prefix_and_tokenizer(tmp_path):
+    plan = dl.plan_downloads(FAKE_MANIFEST, "sp1024", 2, output_root=tmp_path)
+    d = "datasets/datasets/fineweb10B_sp1024"
+    assert [r.remote_path for r in plan] == [
+        f"{d}/fineweb_val_000000.bin",
+        f"{d}/fineweb_train_000000.bin",
+        f"{d}/fineweb_train_000001.bin",
+        "datasets/tokenizers/fineweb_1024_bpe.model",
+        "datasets/tokenizers/fineweb_1024_bpe.vocab",
+    ]
+    # The export's root folder is dropped locally: data/datasets/<name>/, data/tokenizers/.
+    assert plan[0].local_path == tmp_path / "datasets/fineweb10B_sp1024/fineweb_val_000000.bin"
+    assert plan[-1].local_path == tmp_path / "tokenizers/fineweb_1024_bpe.vocab"
+
+
+def test_plan_follows_manifest_counts_and_options(tmp_path):
+    plan = dl.plan_downloads(FAKE_MANIFEST, "byte260", 0, output_root=tmp_path, remote_root="", with_docs=True)
+    assert [r.remote_path for r in plan] == [
+        "datasets/fineweb10B_byte260/fineweb_val_000000.bin",
+        "datasets/fineweb10B_byte260/fineweb_val_000001.bin",
+        "tokenizers/fineweb_pure_byte_260.json",
+        "docs_selected.jsonl",
+        "docs_selected.source_manifest.json",
+    ]
+
+
+@pytest.mark.parametrize(
+    "variant, shards, message",
+    [
+        ("sp1024", 4, "only 3 train shards"),
+        ("sp1024", -1, "must be >= 0"),
+        ("sp4096", 1, "not in the manifest; available: byte260, sp1024"),
+        ("gpt2", 1, "unknown variant"),
+    ],
+)
+def test_plan_rejects_bad_requests(tmp_path, variant, shards, message):
+    with pytest.raises(ValueError, match=message):
+        dl.plan_downloads(FAKE_MANIFEST, variant, shards, output_root=tmp_path)
+
+
+def test_plan_rejects_paths_escaping_the_output_root(tmp_path):
+    evil = json.loads(json.dumps(FAKE_MANIFEST))
+    evil["tokenizers"][0]["model_path"] = "../../outside.model"
+    with pytest.raises(ValueError, match="unsafe path"):
+        dl.plan_downloads(evil, "sp1024", 1, output_root=tmp_path)
+
+
+def test_main_downloads_manifest_then_files_and_skips_complete_ones(tmp_path, capsys):
+    hub = StubHub()
+    argv = ["--variant", "sp1024", "--train-shards", "2", "--output-root", str(tmp_path), "--no-progress",
+            "--repo-id", "someone/golf"]
+    assert dl.main(argv, download=hub) == 0
+    assert hub.remote_paths[0] == "datasets/manifest.json"
+    assert len(hub.remote_paths) == 1 + 1 + 2 + 2  # manifest, val, 2 train, model + vocab
+    assert {repo for repo, _, _ in hub.calls} == {"someone/golf"}
+    assert (tmp_path / "manifest.json").is_file()
+    assert (tmp_path / "datasets/fineweb10B_sp1024/fineweb_train_000001.bin").is_file()
+    assert (tmp_path / "tokenizers/fineweb_1024_bpe.model").is_file()
+
+    # A second run finds everything complete and downloads nothing, not even the manifest.
+    hub.calls.clear()
+    assert dl.main(argv, download=hub) == 0
+    assert hub.calls == []
+    assert "(0 downloaded, 5 already present)" in capsys.readouterr().out
+
+    # A truncated shard and an empty tokenizer file are fetched again; one more shard is new.
+    shard = tmp_path / "datasets/fineweb10B_sp1024/fineweb_train_000000.bin"
+    shard.write_bytes(shard.read_bytes()[:-2])
+    (tmp_path / "tokenizers/fineweb_1024_bpe.vocab").write_bytes(b"")
+    assert dl.main(argv[:3] + ["3"] + argv[4:], download=hub) == 0
+    assert sorted(hub.remote_paths) == sorted([
+        "datasets/datasets/fineweb10B_sp1024/fineweb_train_000000.bin",
+        "datasets/datasets/fineweb10B_sp1024/fineweb_train_000002.bin",
+        "datasets/tokenizers/fineweb_1024_bpe.vocab",
+    ])
+
+
+def test_main_refuses_bad_requests_before_downloading_shards(tmp_path, capsys):
+    hub = StubHub()
+    base = ["--output-root", str(tmp_path), "--no-progress"]
+    assert dl.main(["--train-shards", "80"] + base, download=hub) == 2
+    assert "sp1024 has only 3 train shards, 80 requested" in capsys.readouterr().err
+    assert hub.remote_paths == ["datasets/manifest.json"]
+    assert dl.main(["--variant", "sp8192"] + base, download=hub) == 2
+    assert "available: byte260, sp1024" in capsys.readouterr().err
+    assert dl.main(["--variant", "bpe"] + base, download=hub) == 2
+    assert "unknown variant" in capsys.readouterr().err
+    assert len(hub.calls) == 1
+
+
+def test_skip_manifest_needs_a_local_copy(tmp_path, capsys):
+    hub = StubHub()
+    assert dl.main(["--skip-manifest", "--output-root", str(tmp_path)], download=hub) == 2
+    assert "no local manifest" in capsys.readouterr().err
+    assert hub.calls == []
+
+
+def test_check_only_and_legacy_positional_count(tmp_path, capsys):
+    hub = StubHub()
+    assert dl.main(["1", "--check-only", "--output-root", str(tmp_path)], download=hub) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert hub.remote_paths == ["datasets/manifest.json"]  # the plan needs it; nothing else
+    assert len(out) == 1 + 1 + 2 and all(line.startswith("missing\t") for line in out)
+
+
+def test_is_complete(tmp_path):
+    shard = tmp_path / "x.bin"
+    bsd.write_shard(shard, np.arange(10))
+    assert dl.is_complete(shard)
+    shard.write_bytes(shard.read_bytes() + b"\0\0")
+    assert not dl.is_complete(shard)
+    assert not dl.is_complete(tmp_path / "absent.model")
+
+
+@pytest.mark.parametrize("script", ["cached_challenge_fineweb.py", "build_sp_dataset.py"])
+def test_scripts_show_help(script):
+    result = subprocess.run([sys.executable, str(DATA_DIR / script), "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "usage:" in result.stdout
+
+
+# ========================================================================================
+# Build tool on a synthetic corpus
+# ========================================================================================
+
+VOCAB = 400
+VAL_DOCS = 6
+SHARD_TOKENS = 3000
+VAL_ONLY_WORD = "zorblaxifrant"  # appears in validation documents only
+LONG_ONLY_WORD = "quokkaberry"  # appears only inside single-line documents over the trainer limit
+
+
+def _synthetic_docs(seed: int = 0) -> list[str]:
+    """~120 KB of varied text: sentences, digits, accents, fullwidth forms, odd whitespace."""
+    rng = random.Random(seed)
+    syllables = ["ka", "lo", "mi", "ra", "te", "su", "no", "vi", "de", "an", "or", "el", "ish", "ump"]
+    words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(300)]
+    words += ["café", "über", "naïve", "Ｆｕｌｌ", "２０２４", "東京"]  # NFKC folds the fullwidth forms
+
+    def sentence() -> str:
+        body = " ".join(rng.choice(words) for _ in range(rng.randint(4, 14)))
+        number = f" {rng.randint(0, 99999)}" if rng.random() < 0.3 else ""
+        return body.capitalize() + number + rng.choice([".", "!", "?", ";"])
+
+    docs = []
+    for i in range(90):
+        paragraphs = [" ".join(sentence() for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 4))]
+        doc = rng.choice(["\n\n", "\n", "  \n\t"]).join(paragraphs)
+        if i < VAL_DOCS:
+            doc += f" The {VAL_ONLY_WORD} {VAL_ONLY_WORD} {VAL_ONLY_WORD}."
+        docs.append(doc)
+    # Two train documents of ~6 KB on one line without sentence punctuation.
+    for _ in range(2):
+        docs.append(" ".join(rng.choice(words + [LONG_ONLY_WORD] * 40) for _ in range(1500)))
+    return docs
+
+
+def _write_corpus(folder: Path, docs: list[str]) -> list[Path]:
+    """Spread the documents over a .jsonl.gz file and a blank-line separated .txt file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jsonl = folder / "corpus.jsonl.gz"
+    with gzip.open(jsonl, "wt", encoding="utf-8") as f:
+        for doc in docs[:80]:
+            f.write(json.dumps({"body": doc, "id": "x"}) + "\n")
+    txt = folder / "more.txt"
+    # Blocks must not contain the separator themselves: flatten their blank lines.
+    txt.write_text("\n\n\n".join(doc.replace("\n\n", "\n") for doc in docs[80:]), encoding="utf-8")
+    return [jsonl, txt]
+
+
+def _build_argv(inputs: list[Path], out: Path) -> list[str]:
+    return [*map(str, inputs), "--output-dir", str(out), "--prefix", "syn", "--vocab-size", str(VOCAB),
+            "--val-docs", str(VAL_DOCS), "--shard-tokens", str(SHARD_TOKENS), "--text-field", "body",
+            "--txt-doc-sep", r"\n\n\n", "--no-progress", "--encode-threads", "2"]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """Build the synthetic dataset once through the CLI; return (docs, output dir, manifest)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    docs = _synthetic_docs()
+    inputs = _write_corpus(root / "src", docs)
+    expected_docs = docs[:80] + [d.replace("\n\n", "\n") for d in docs[80:]]
+    assert bsd.main(_build_argv(inputs, root / "out")) == 0
+    manifest = json.loads((root / "out/manifest.json").read_text())
+    return expected_docs, root / "out", manifest, inputs
+
+
+def _processor(out: Path) -> spm.SentencePieceProcessor:
+    return spm.SentencePieceProcessor(model_file=str(out / f"syn_{VOCAB}_bpe.model"))
+
+
+def test_read_documents_formats(tmp_path, synthetic):
+    docs, _, _, inputs = synthetic
+    got = [d for p in inputs for d in bsd.read_documents(p, text_field="body", txt_doc_sep="\n\n\n")]
+    assert got == docs
+    plain = tmp_path / "one.txt"
+    plain.write_text("first\n\nsecond\r\n", encoding="utf-8")
+    assert list(bsd.read_documents(plain)) == ["first\n\nsecond\n"]  # whole file, newlines normalized
+    assert list(bsd.read_documents(plain, txt_doc_sep="\n\n")) == ["first", "second\n"]
+
+
+def test_read_documents_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n\n{"content": "no text field"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: no 'text' field"):
+        list(bsd.read_documents(bad))
+    with pytest.raises(ValueError, match="unsupported input type"):
+        list(bsd.read_documents(tmp_path / "corpus.csv"))
+
+
+def test_tokenizer_settings_and_space_piece(synthetic):
+    _, out, manifest, _ = synthetic
+    sp = _processor(out)
+    assert sp.get_piece_size() == VOCAB == manifest["vocab_size"]
+    assert (sp.pad_id(), sp.bos_id(), sp.eos_id(), sp.unk_id()) == (0, 1, 2, 3)
+    assert sp.piece_to_id("\u2581") != sp.unk_id()
+    assert sp.is_byte(4) and sp.id_to_piece(4) == "<0x00>"  # byte fallback pieces follow the specials
+    vocab_lines = (out / f"syn_{VOCAB}_bpe.vocab").read_text(encoding="utf-8").splitlines()
+    assert len(vocab_lines) == VOCAB and vocab_lines[1] == "<s>\t0"
+    settings = manifest["tokenizer"]["trainer_settings"]
+    assert settings["normalization_rule_name"] == "nmt_nfkc" and settings["add_dummy_prefix"] is False
+
+
+def test_digits_are_split_and_no_dummy_prefix(synthetic):
+    _, out, _, _ = synthetic
+    sp = _processor(out)
+    assert len(sp.encode("90210")) == 5  # split_digits: one piece per digit
+    assert not sp.id_to_piece(sp.encode("kalo")[0]).startswith("\u2581")  # add_dummy_prefix=False
+
+
+def test_tokenizer_is_trained_on_train_docs_only(synthetic):
+    _, out, _, _ = synthetic
+    sp = _processor(out)
+    assert not any(VAL_ONLY_WORD[:6] in sp.id_to_piece(i) for i in range(sp.get_piece_size()))
+    # The word that only occurs inside overlong single-line train docs was learned, so those
+    # docs reached the trainer. Had SentencePiece skipped them whole, "q" and "y" would not
+    # even be characters of the vocabulary and the word would take 10 tokens, 2 byte-fallback.
+    ids = sp.encode(LONG_ONLY_WORD)
+    assert len(ids) <= 3 and not any(sp.is_byte(i) for i in ids)
+
+
+def test_shards_layout_bos_and_split(synthetic):
+    docs, out, manifest, _ = synthetic
+    sp = _processor(out)
+    for split, split_docs in (("val", docs[:VAL_DOCS]), ("train", docs[VAL_DOCS:])):
+        names = manifest["shards"][split]
+        assert names == [f"syn_{split}_{i:06d}.bin" for i in range(len(names))]
+        sizes = [bsd.read_shard_header(out / n) for n in names]
+        assert all(s == SHARD_TOKENS for s in sizes[:-1]) and 0 < sizes[-1] <= SHARD_TOKENS
+        stream = np.concatenate([bsd.read_shard(out / n) for n in names])
+        assert len(stream) == manifest[f"tokens_{split}"] == sum(sizes)
+        assert not np.any(stream == sp.eos_id())
+        parts = _split_docs(stream, sp.bos_id())
+        assert len(parts) == len(split_docs) == manifest[f"docs_{split}"]
+        # Round trip: each document decodes to its own text after nmt_nfkc normalization
+        # (whitespace runs collapse, fullwidth forms fold); byte-fallback text survives.
+        for ids, doc in zip(parts, split_docs):
+            assert sp.decode(ids.tolist()) == sp.normalize(doc).replace("\u2581", " ")
+        assert manifest[f"text_bytes_{split}"] == sum(len(sp.decode(p.tolist()).encode()) for p in parts)
+    assert len(manifest["shards"]["train"]) > 2  # the small shard size forced several shards
+
+
+def test_manifest_hashes_and_build_is_deterministic(synthetic, tmp_path):
+    docs, out, manifest, inputs = synthetic
+    for name, entry in manifest["files"].items():
+        assert _sha256(out / name) == entry["sha256"] and (out / name).stat().st_size == entry["bytes"]
+    assert bsd.main(_build_argv(inputs, tmp_path / "again")) == 0
+    for name in list(manifest["files"]) + ["manifest.json"]:
+        assert _sha256(tmp_path / "again" / name) == _sha256(out / name), name
+
+
+def test_rebuild_removes_stale_shards(tmp_path):
+    docs = _synthetic_docs(seed=1)
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    opts = dict(prefix="syn", vocab_size=VOCAB, val_docs=2)
+    bsd.build_dataset([src], tmp_path / "o", bsd.BuildOptions(shard_tokens=1000, **opts), progress=False)
+    many = sorted(p.name for p in (tmp_path / "o").glob("syn_train_*.bin"))
+    (tmp_path / "o/other_train_000000.bin").write_bytes(b"not ours")
+    m = bsd.build_dataset([src], tmp_path / "o", bsd.BuildOptions(shard_tokens=10**6, **opts), progress=False)
+    assert len(many) > 1 and m["shards"]["train"] == ["syn_train_000000.bin"]
+    assert sorted(p.name for p in (tmp_path / "o").glob("syn_train_*.bin")) == ["syn_train_000000.bin"]
+    assert (tmp_path / "o/other_train_000000.bin").exists()
+
+
+def test_build_rejects_bad_splits_and_small_corpora(tmp_path):
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps({"text": f"doc number {i}."}) + "\n" for i in range(5)), encoding="utf-8")
+    with pytest.raises(ValueError, match="leaves no train documents"):
+        bsd.build_dataset([src], tmp_path / "o", bsd.BuildOptions(val_docs=5), progress=False)
+    with pytest.raises(bsd.TokenizerError, match="too small"):
+        bsd.build_dataset([src], tmp_path / "o", bsd.BuildOptions(val_docs=1, vocab_size=1024), progress=False)
+
+
+def test_trainer_sentences_respect_the_byte_limit():
+    rng = random.Random(3)
+    line = " ".join(rng.choice(["alpha", "béta", "γάμμα", "delta."]) for _ in range(3000))
+    doc = f"short line\n\n{line}\n{'x' * 50}{'é' * 40}\n"
+    pieces = list(bsd.trainer_sentences(doc, max_bytes=64))
+    assert all(0 < len(p.encode()) <= 64 for p in pieces)
+    assert "".join(pieces).replace(" ", "") == doc.replace(" ", "").replace("\n", "")
+    assert pieces[0] == "short line"
+
+
+def test_shuffle_is_a_fixed_permutation():
+    docs = [str(i) for i in range(20)]
+    assert bsd.shuffled(docs, 7) == bsd.shuffled(docs, 7) != bsd.shuffled(docs, 8)
+    assert sorted(bsd.shuffled(docs, 7)) == sorted(docs)
+    assert bsd.shuffled(docs, 1)[:3] == ["7", "11", "4"]  # pinned: must not change across versions
+
+
+# ========================================================================================
+# Shard reader errors
+# ========================================================================================
+
+
+def test_shard_round_trip(tmp_path):
+    path = tmp_path / "ok.bin"
+    bsd.write_shard(path, [1, 2, 65535, 0])
+    assert bsd.read_shard(path).tolist() == [1, 2, 65535, 0]
+    assert path.stat().st_size == 1024 + 8
+    with pytest.raises(ValueError, match="65535"):
+        bsd.write_shard(tmp_path / "big.bin", [70000])
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: (12345).to_bytes(4, "little") + b[4:], "bad magic number 12345"),
+        (lambda b: b[:4] + (2).to_bytes(4, "little") + b[8:], "unsupported shard version 2"),
+        (lambda b: b[:-1], "truncated or corrupt"),
+        (lambda b: b + b"\0\0", "truncated or corrupt"),
+        (lambda b: b[:100], "shorter than the 1024-byte header"),
+    ],
+)
+def test_shard_reader_errors_name_the_file(tmp_path, damage, message):
+    path = tmp_path / "broken_shard.bin"
+    bsd.write_shard(path, np.arange(50))
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(bsd.ShardFormatError, match=message) as info:
+        bsd.read_shard(path)
+    assert "broken_shard.bin" in str(info.value)
+
+
+# ========================================================================================
+# The bundled sample dataset (data/sample)
+# ========================================================================================
+
+
+@pytest.fixture(scope="module")
+def sample_manifest():
+    return json.loads((SAMPLE_DIR / "manifest.json").read_text(encoding="utf-8"))
+
+
+def test_sample_files_match_manifest(sample_manifest):
+    for name, entry in sample_manifest["files"].items():
+        path = SAMPLE_DIR / name
+        assert path.stat().st_size == entry["bytes"], name
+        assert _sha256(path) == entry["sha256"], name
+
+
+def test_sample_shards_are_consistent(sample_manifest):
+    sp = spm.SentencePieceProcessor(model_file=str(SAMPLE_DIR / sample_manifest["tokenizer"]["model"]))
+    assert sp.get_piece_size() == sample_manifest["vocab_size"] == 1024
+    assert sp.piece_to_id("\u2581") != sp.unk_id()
+    for split in ("val", "train"):
+        stream = np.concatenate([bsd.read_shard(SAMPLE_DIR / n) for n in sample_manifest["shards"][split]])
+        assert len(stream) == sample_manifest[f"tokens_{split}"]
+        assert stream[0] == sp.bos_id() == sample_manifest["bos_id"]
+        assert int(np.sum(stream == sp.bos_id())) == sample_manifest[f"docs_{split}"]
+        assert int(stream.max()) < 1024
+    assert 40_000 <= sample_manifest["tokens_val"] <= 80_000
+
+
+def test_sample_text_bytes_match_the_bpb_byte_lut(sample_manifest):
+    """text_bytes_* equals the tokenizer-agnostic BPB byte count (the LUT rule of the challenge)."""
+    sp = spm.SentencePieceProcessor(model_file=str(SAMPLE_DIR / sample_manifest["tokenizer"]["model"]))
+    n = sp.get_piece_size()
+    base, leading_space, boundary = np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, bool)
+    for i in range(n):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            boundary[i] = True
+        elif sp.is_byte(i):
+            base[i] = 1
+        else:
+            piece = sp.id_to_piece(i)
+            leading_space[i] = piece.startswith("\u2581")
+            base[i] = len(piece.removeprefix("\u2581").encode())
+    stream = np.concatenate([bsd.read_shard(SAMPLE_DIR / n) for n in sample_manifest["shards"]["val"]]).astype(np.int64)
+    prev, target = stream[:-1], stream[1:]
+    lut_bytes = base[target].sum() + (leading_space[target] & ~boundary[prev]).sum()
+    assert lut_bytes == sample_manifest["text_bytes_val"]
+
+
+def test_sample_readme_command_rebuilds_the_sample(sample_manifest, tmp_path):
+    """The README's command has the manifest's options and, when the source text is
+    available, rebuilds every file byte for byte."""
+    readme = (SAMPLE_DIR / "README.md").read_text(encoding="utf-8")
+    command = next(line.strip() for line in readme.splitlines()
+                   if line.strip().startswith("python data/build_sp_dataset.py"))
+    argv = shlex.split(command)[2:]
+    args = bsd.build_parser().parse_args(argv)
+    assert args.output_dir == Path("data/sample")
+    assert {"prefix": args.prefix, "vocab_size": args.vocab_size, "val_docs": args.val_docs,
+            "shard_tokens": args.shard_tokens, "shuffle_seed": args.shuffle_seed} == {
+        k: sample_manifest["options"][k] for k in ("prefix", "vocab_size", "val_docs", "shard_tokens", "shuffle_seed")}
+
+    source = REPO_ROOT / args.inputs[0]
+    if not source.is_file():
+        pytest.skip(f"source text {source} not available")
+    if spm.__version__ != sample_manifest["tokenizer"]["sentencepiece_version"]:
+        pytest.skip("a different sentencepiece version may train a different tokenizer")
+    argv[argv.index("--output-dir") + 1] = str(tmp_path)
+    assert bsd.main([str(REPO_ROOT / args.inputs[0]) if a == str(args.inputs[0]) else a for a in argv]
+                    + ["--no-progress"]) == 0
+    for name in list(sample_manifest["files"]) + ["manifest.json"]:
+        assert _sha256(tmp_path / name) == _sha256(SAMPLE_DIR / name), name

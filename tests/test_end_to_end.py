@@ -1,0 +1,73 @@
+"""The script as a user runs it: subprocess runs on the bundled sample, single process and torchrun."""
+import math
+import os
+
+import pytest
+
+from conftest import REPO, TINY_ENV, metric, run_script
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("single")
+    proc = run_script(tmp)
+    return tmp, proc, (tmp / "run.txt").read_text()
+
+
+def test_run_trains_exports_reloads_and_scores(single_run):
+    tmp, proc, log = single_run
+    src = (REPO / "train_gpt.py").read_text()
+    assert log.startswith(src)  # the log is the record: it embeds the exact source
+    for key in ("code_sha256:", "python:", "torch:", "config:NUM_LAYERS=2", "model_params:", "world_size:1 grad_accum_steps:8",
+                "warmup_steps:2", "step:12/12 val_loss:", "final_prequant_exact", "raw_model:", "artifact:",
+                "final_int8_zstd22_roundtrip_exact", "train_time_total_ms:", "final_score_exact metric:final_int8_zstd22_roundtrip"):
+        assert key in log, key
+    assert "WARNING: VAL_MAX_TOKENS=16384" in log  # the cap is loud
+    first_loss = metric(log, "step:1/12", "train_loss")
+    final = metric(log, "final_score_exact")
+    pre = metric(log, "final_prequant_exact")
+    assert math.isfinite(final) and metric(log, "final_score_exact", "val_loss") < first_loss - 1.0  # it learned
+    assert abs(final - pre) < 0.02                       # int8 costs little
+    sizes = dict(kv.split(":") for kv in next(l for l in log.splitlines() if l.startswith("code_bytes:")).split())
+    assert int(sizes["code_bytes"]) == len((REPO / "train_gpt.py").read_bytes())
+    assert int(sizes["model_bytes"]) == (tmp / "run.int8_zstd22").stat().st_size
+    assert int(sizes["total_bytes"]) == int(sizes["code_bytes"]) + int(sizes["model_bytes"])
+    assert (tmp / "run.raw.pt").is_file()
+    assert "final_score_exact" in proc.stdout  # the console shows progress and the result
+
+
+def test_seed_makes_runs_reproducible(single_run, tmp_path):
+    _, _, log = single_run
+    again = (run_script(tmp_path), (tmp_path / "run.txt").read_text())[1]
+    assert metric(again, "final_score_exact") == metric(log, "final_score_exact")
+
+
+def test_torchrun_two_ranks_match_single_process(single_run, tmp_path):
+    _, _, log = single_run
+    run_script(tmp_path, nproc=2)
+    dist_log = (tmp_path / "run.txt").read_text()
+    assert "world_size:2 grad_accum_steps:4" in dist_log
+    assert abs(metric(dist_log, "final_score_exact") - metric(log, "final_score_exact")) < 1e-3
+
+
+def test_bad_setting_fails_before_training(tmp_path):
+    proc = run_script(tmp_path, {"NUM_KV_HEADS": "3"}, check=False)
+    assert proc.returncode != 0 and "NUM_HEADS=2 must be divisible by NUM_KV_HEADS=3" in proc.stderr
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    proc = run_script(tmp_path, {"DATA_PATH": str(tmp_path / "nowhere")}, check=False)
+    assert proc.returncode != 0 and "is not a directory" in proc.stderr
+    assert "error:FileNotFoundError" in (tmp_path / "run.txt").read_text()  # the failure is in the log too
+
+
+def test_over_cap_artifact_raises_after_saving_everything(tg, tmp_path, monkeypatch):
+    for k, v in (TINY_ENV | {"OUT_DIR": str(tmp_path), "RUN_ID": "big", "ITERATIONS": "2"}).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setattr(tg, "ARTIFACT_CAP_BYTES", 1000)
+    with pytest.raises(RuntimeError, match=r"exceeds the 1000-byte cap"):
+        tg.main([])
+    log = (tmp_path / "big.txt").read_text()
+    assert "final_score_exact" in log and "error:RuntimeError" in log
+    assert (tmp_path / "big.raw.pt").is_file() and (tmp_path / "big.int8_zstd22").is_file()

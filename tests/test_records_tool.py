@@ -1,0 +1,484 @@
+"""Tests of records/records_tool.py: log parsing (published formats and ours), new, validate,
+diff, leaderboard, significance math and the CLI. CPU only, no network, a few seconds."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIX = ROOT / "tests" / "fixtures" / "records"
+PUB, OURS, REAL = FIX / "published", FIX / "ours", FIX / "real"
+TOOL = ROOT / "records" / "records_tool.py"
+
+_spec = importlib.util.spec_from_file_location("records_tool", TOOL)
+rt = importlib.util.module_from_spec(_spec)
+sys.modules["records_tool"] = rt
+_spec.loader.exec_module(rt)
+
+
+# ----- helpers -----
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    code = rt.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def lines_with(text: str, status: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith(status)]
+
+
+def tiny_logs(tmp_path: Path, edit=None) -> list[Path]:
+    """Copies of the our-format fixtures, optionally edited line by line: edit(seed, line)."""
+    out = []
+    for seed in (1, 2, 3):
+        text = (OURS / f"tiny_s{seed}.txt").read_text()
+        if edit is not None:
+            text = "\n".join(edit(seed, ln) for ln in text.split("\n"))
+        p = tmp_path / f"in_s{seed}.txt"
+        p.write_text(text)
+        out.append(p)
+    return out
+
+
+def make_record(capsys, tmp_path: Path, logs=None, script=OURS / "tiny_train_gpt.py", desc="Tiny_Test",
+                extra=()) -> Path:
+    logs = logs if logs is not None else tiny_logs(tmp_path)
+    code, out = run_cli(capsys, "new", *logs, "--script", script, "--name", "Tiny test", "--author", "A B",
+                        "--github-id", "ab", "--description", desc, "--date", "2026-05-01",
+                        "--records-root", tmp_path / "records", *extra)
+    assert code == 0, out
+    return tmp_path / "records" / "track_10min_16mb" / f"2026-05-01_{desc}"
+
+
+def published_folder(tmp_path: Path, name: str, files: dict) -> Path:
+    folder = tmp_path / "records" / "track_10min_16mb" / name
+    folder.mkdir(parents=True)
+    for dst, src in files.items():
+        if isinstance(src, Path):
+            shutil.copyfile(src, folder / dst)
+        else:
+            (folder / dst).write_text(src)
+    return folder
+
+
+# ----- parsing: published formats -----
+
+@pytest.mark.parametrize("name, metric, loss, bpb, steps, train_ms, eval_ms, total, code, has_source, seed", [
+    ("naive_baseline_train.log", "final_int8_zlib_roundtrip_exact", 2.07269931, 1.22436570, 13780, 600038, 1401,
+     15863489, 47642, False, 1337),
+    ("smeargate_train.log", "final_sliding_window_eval_exact", 1.95110428, 1.15555486, 12047, 599974, 1553 + 75096,
+     15878809, 61629, True, 1337),
+    ("int5mlp_seed42.log", "final_int8_zlib_roundtrip_exact", 1.92941613, 1.14271194, 6709, 600037, 168421,
+     15965978, 52930, True, 42),
+    ("gptq_lite_seed1337.log", "final_int6_sliding_window_exact", 1.89576235, 1.12278022, 7096, 600036,
+     1960 + 5788 + 73133, 15555017, 67603, False, 1337),
+    ("legal_ttt_seed1337.log", "legal_ttt_exact", 1.88976776, 1.11922988, 7179, 600128,
+     1971 + 6562 + 74066 + 410268, 15977386, 89458, False, 1337),
+    ("top_phased_ttt_seed42.log", "quantized_ttt_phased", 2.31944212, 1.05989454, 4945, 599592, 508800,
+     15897259, 31999, False, 42),
+])
+def test_parse_published(name, metric, loss, bpb, steps, train_ms, eval_ms, total, code, has_source, seed):
+    r = rt.parse_log(PUB / name)
+    assert r.fmt == "published"
+    assert r.score.name == metric
+    assert r.score.val_loss == pytest.approx(loss, abs=1e-9)
+    assert r.score.val_bpb == pytest.approx(bpb, abs=1e-9)
+    assert r.steps == steps
+    assert r.train_time_ms == pytest.approx(train_ms)
+    assert r.eval_time_ms == pytest.approx(eval_ms)
+    assert (r.total_bytes, r.code_bytes) == (total, code)
+    assert (r.source is not None) == has_source
+    assert r.seed == seed
+    assert r.train_points and r.val_points
+
+
+def test_published_details_and_not_in_log():
+    top = rt.parse_log(PUB / "top_phased_ttt_seed42.log")
+    assert top.config["NUM_LAYERS"] == "11" and top.config["ARTIFACT_DIR"] == ""
+    assert top.config_source == "log `Hyperparameters:` block"
+    assert top.notes["eval_time"] == "log `total_eval_time:` line"
+    assert top.notes["code_bytes"] == "log `Code size (compressed):` line"
+    assert "derived" in top.notes["step_avg"] and top.step_avg_ms == pytest.approx(599592 / 4945)
+    assert top.train_points[1] == (500, 2.5615)
+    assert top.device_name is None and top.python_version is None  # stdout capture: not in log
+    smear = rt.parse_log(PUB / "smeargate_train.log")
+    assert smear.source == (PUB / "smeargate_train_gpt_v5.py").read_text()  # no trailing newline
+    assert (smear.device_count, smear.device_name) == (8, "NVIDIA H100 80GB HBM3")
+    assert (smear.python_version, smear.torch_version, smear.cuda_version) == ("3.12.3", "2.9.1+cu128", "12.8")
+    int5 = rt.parse_log(PUB / "int5mlp_seed42.log")
+    assert int5.source == (PUB / "int5mlp_train_gpt.py").read_text()  # ends with "\n": blank line in the log
+    assert "label may not describe the eval" in int5.notes["score"]
+    gptq = rt.parse_log(PUB / "gptq_lite_seed1337.log")
+    assert all(m.name != "val_bpb:" for m in gptq.metrics)  # trailing `---` summary is not a metric
+    assert gptq.total_bytes == 15555017 and gptq.model_bytes == 15487414
+
+
+def test_metric_priority_inline():
+    text = "\n".join([
+        "step:10/10 val_loss:2.1 val_bpb:1.3 train_time:1000ms step_avg:100.00ms",
+        "final_int8_zlib_roundtrip val_loss:2.0727 val_bpb:1.2244 eval_time:1401ms",
+        "final_int8_zlib_roundtrip_exact val_loss:2.07269931 val_bpb:1.22436570",
+        "quantized_sampled_sliding_no_ttt_summary_exact seeds:1,2 mean_val_loss:1.7 mean_val_bpb:1.0",
+        "final_int8_ttt_lora val_loss:2.0180 val_bpb:1.1929 eval_time:60123ms",
+    ])
+    r = rt.parse_log_text(text, Path("lora.log"))
+    assert r.score.name == "final_int8_ttt_lora"  # TTT wins even without an _exact line
+    assert r.eval_time_ms == pytest.approx(1401 + 60123)
+    assert rt.metric_family("quantized_sliding_no_ttt_exact") == "sliding"
+    assert rt.parse_log_text("hello\n", Path("x.log")).score is None
+
+
+# ----- parsing: our format -----
+
+def test_parse_ours_contract():
+    r = rt.parse_log(OURS / "tiny_s1.txt")
+    assert r.fmt == "ours" and r.seed == 1 and r.seed_source == "log `config:` lines"
+    assert r.source == (OURS / "tiny_train_gpt.py").read_text()
+    assert r.code_sha256 == rt.sha256_bytes((OURS / "tiny_train_gpt.py").read_bytes())
+    assert r.score.name == "final_int8_zstd22_roundtrip" and r.score.val_bpb == pytest.approx(1.1431)
+    assert "final_score_exact" in r.notes["score"]
+    assert (r.train_time_ms, r.eval_time_ms, r.steps) == (599950, 171579, 6709)
+    assert (r.code_bytes, r.model_bytes, r.total_bytes) == (1062, 15913048, 15914110)
+    assert (r.python_version, r.torch_version, r.cuda_version) == ("3.11.7", "2.13.0", "12.8")
+    assert (r.device_count, r.device_name) == (8, "NVIDIA H100 80GB HBM3")
+    assert r.config["MATRIX_LR"] == "0.025" and r.config_source == "log `config:` lines"
+    assert any(m.name == "final_prequant_exact" for m in r.metrics)  # parsed, never scored
+
+
+def test_parse_real_logs_from_train_gpt():
+    runs = [rt.parse_log(REAL / f"real_s{s}.txt") for s in (1, 2, 3)]
+    for seed, r in zip((1, 2, 3), runs):
+        assert r.fmt == "ours" and r.seed == seed and r.source is not None
+        assert r.code_sha256 == rt.sha256_bytes(r.source.encode())
+        assert r.score is not None and r.score.name.startswith("final_") and r.score.name.endswith("_roundtrip")
+        assert r.total_bytes == r.code_bytes + r.model_bytes
+        assert r.train_time_ms is not None and r.eval_time_ms is not None and r.steps
+        assert r.train_points and r.val_points
+    assert rt.check_same_config(runs) == []
+
+
+def test_env_defaults_ast():
+    smear = rt.env_defaults((PUB / "smeargate_train_gpt_v5.py").read_text())
+    assert smear["NUM_LAYERS"] == "9" and smear["TRAIN_BATCH_TOKENS"] == "524288"
+    assert smear["TIE_EMBEDDINGS"] == "1" and smear["RUN_ID"].startswith("<expr>")
+    tiny = rt.env_defaults((OURS / "tiny_train_gpt.py").read_text())  # dataclass of knob(default, ...)
+    assert tiny["NUM_LAYERS"] == "9" and tiny["TIE_EMBEDDINGS"] == "True" and tiny["MAX_WALLCLOCK_SECONDS"] == "600.0"
+    real = rt.env_defaults(rt.parse_log(REAL / "real_s1.txt").source)
+    assert real["SEED"] == "1337" and "MATRIX_LR" in real
+    assert rt.env_defaults('import os\nX = os.environ["NEEDED"]\nY = os.getenv("OPT")\n') == \
+        {"NEEDED": "<required>", "OPT": "<unset>"}
+
+
+def test_current_train_gpt_log_follows_the_contract(tmp_path):
+    """Runs the repository's train_gpt.py for a few CPU steps (about 5 s) and parses its log,
+    so a change of the trainer's log format cannot hide behind the snapshot fixtures."""
+    script, sample = ROOT / "train_gpt.py", ROOT / "data" / "sample"
+    if not script.is_file() or not (sample / "sotu_1024_bpe.model").is_file():
+        pytest.skip("train_gpt.py or data/sample is not present")
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "SYSTEMROOT")
+    env = {k: v for k, v in __import__("os").environ.items() if k in keep}
+    env.update(DATA_PATH=str(sample), TRAIN_GLOB="sotu_train_*.bin", VAL_GLOB="sotu_val_*.bin",
+               TOKENIZER_PATH=str(sample / "sotu_1024_bpe.model"), NUM_LAYERS="1", MODEL_DIM="32", NUM_HEADS="2",
+               NUM_KV_HEADS="1", TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="512", ITERATIONS="4", WARMUP_STEPS="1",
+               VAL_LOSS_EVERY="2", TRAIN_LOG_EVERY="1", VAL_BATCH_SIZE="2048", VAL_MAX_TOKENS="4096",
+               OUT_DIR=str(tmp_path), RUN_ID="contract", SEED="7", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = rt.parse_log(tmp_path / "contract.txt")
+    assert r.fmt == "ours" and r.seed == 7 and r.config["NUM_LAYERS"] == "1"
+    assert rt.verify_script(r, script.read_bytes())[0] == "PASS"
+    assert r.final_score is not None and r.score is r.final_score
+    assert None not in (r.total_bytes, r.code_bytes, r.model_bytes, r.train_time_ms, r.eval_time_ms, r.steps,
+                        r.step_avg_ms, r.python_version, r.torch_version, r.device_name)
+    assert r.steps == 4 and r.train_points and r.val_points
+
+
+# ----- new + validate -----
+
+def test_new_creates_folder_that_validates(capsys, tmp_path):
+    folder = make_record(capsys, tmp_path, extra=("--best-loss", "1.95"))
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["README.md", "curves.png", "submission.json", "train_gpt.py",
+                     "train_seed1.log", "train_seed2.log", "train_seed3.log"]
+    assert (folder / "train_gpt.py").read_bytes() == (OURS / "tiny_train_gpt.py").read_bytes()
+    assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sub = json.loads((folder / "submission.json").read_text())
+    for key in ("author", "github_id", "name", "blurb", "date", "track", "val_loss", "val_bpb", "val_loss_std",
+                "val_bpb_std", "seeds", "seed_results", "bytes_total", "bytes_code", "hardware",
+                "pytorch_version", "cuda_version"):
+        assert key in sub, key
+    assert sub["seeds"] == [1, 2, 3] and sub["bytes_total"] == 15914110 and sub["bytes_code"] == 1062
+    assert sub["val_loss"] == pytest.approx((1.93 + 1.9296 + 1.9305) / 3)
+    assert set(sub["seed_results"]["2"]) == {"val_loss", "val_bpb", "artifact_bytes", "steps", "step_avg_ms",
+                                             "train_time_s", "eval_time_s"}
+    assert sub["hardware"] == "8x NVIDIA H100 80GB HBM3" and sub["p_value"] < 0.01
+    readme = (folder / "README.md").read_text()
+    assert "| 2 | 1.92960000 | 1.14286301 | 15,778,318 | 6711 |" in readme
+    assert "MATRIX_LR=0.025 MLP_MULT=3.0 MUON_WD=0.04 NUM_LAYERS=10 SEED=$SEED" in readme
+    assert "| MUON_WD | `0.04` |" in readme
+    code, out = run_cli(capsys, "validate", folder, "--best-loss", "1.95")
+    assert code == 0, out
+    assert out.strip().endswith("RESULT: PASS (0 failed, 0 unverified)")
+    assert not lines_with(out, "FAIL") and len(lines_with(out, "PASS")) >= 20
+
+
+def test_new_refuses_script_mismatch_and_missing_source(capsys, tmp_path):
+    other = tmp_path / "train_gpt.py"
+    other.write_text((OURS / "tiny_train_gpt.py").read_text() + "# edited after the run\n")
+    code, out = run_cli(capsys, "new", *tiny_logs(tmp_path), "--script", other, "--name", "n", "--author", "a",
+                        "--github-id", "g", "--description", "D", "--records-root", tmp_path / "records")
+    assert code == 2 and "refusing" in out and "code_sha256" in out
+    assert not (tmp_path / "records").exists()
+    code, out = run_cli(capsys, "new", PUB / "naive_baseline_train.log", "--script", other, "--name", "n",
+                        "--author", "a", "--github-id", "g", "--description", "D", "--records-root", tmp_path / "r")
+    assert code == 2 and "does not embed its source" in out
+
+
+def test_new_refuses_mixed_configs(capsys, tmp_path):
+    logs = tiny_logs(tmp_path, lambda s, ln: "config:NUM_LAYERS=11" if s == 3 and ln == "config:NUM_LAYERS=10" else ln)
+    # the embedded source is untouched, so only the config check can refuse
+    code, out = run_cli(capsys, "new", *logs, "--script", OURS / "tiny_train_gpt.py", "--name", "n", "--author", "a",
+                        "--github-id", "g", "--description", "D", "--records-root", tmp_path / "records")
+    assert code == 2 and "NUM_LAYERS" in out
+
+
+def test_new_and_validate_real_train_gpt_logs(capsys, tmp_path):
+    script = tmp_path / "train_gpt.py"
+    script.write_text(rt.parse_log(REAL / "real_s1.txt").source)
+    folder = make_record(capsys, tmp_path, logs=[REAL / f"real_s{s}.txt" for s in (1, 2, 3)], script=script,
+                         desc="Real_Tiny")
+    assert (folder / "train_gpt.py").read_bytes() == script.read_bytes()
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 1
+    fails = lines_with(out, "FAIL")
+    # tiny CPU runs: only the partial validation split and the CPU hardware fail
+    assert fails and all(("VAL_MAX_TOKENS" in f) or ("hardware" in f) for f in fails), fails
+    assert len([ln for ln in lines_with(out, "PASS") if "embeds train_gpt.py exactly" in ln]) == 3
+
+
+def _set(pattern: str, repl: str, seeds=(1, 2, 3)):
+    return lambda s, ln: re.sub(pattern, repl, ln) if s in seeds else ln
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (_set(r"total_bytes:\d+", "total_bytes:16000001", seeds=(2,)), "FAIL       size seed 2: total 16,000,001 >"),
+    (_set(r"^train_time_total_ms:\d+", "train_time_total_ms:601000", seeds=(3,)), "FAIL       train time seed 3: 601.000 s"),
+    (_set(r"eval_time_total_ms:\d+", "eval_time_total_ms:600500", seeds=(1,)), "FAIL       eval time seed 1: 600.500 s"),
+])
+def test_validate_fails_on_size_and_time(capsys, tmp_path, edit, expected):
+    folder = make_record(capsys, tmp_path, logs=tiny_logs(tmp_path, edit))
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 1, out
+    assert any(ln.startswith(expected) for ln in out.splitlines()), out
+    assert len(lines_with(out, "FAIL")) == 1, out  # the json was generated from these logs: it agrees
+    assert "RESULT: FAIL" in out
+
+
+def test_validate_train_time_grace_is_one_step(capsys, tmp_path):
+    # 600.050 s with 89.42 ms steps: the cap is checked at step boundaries, so this passes;
+    # --train-grace-steps 0 makes the check strict
+    folder = make_record(capsys, tmp_path, logs=tiny_logs(tmp_path, _set(r"^train_time_total_ms:\d+",
+                                                                          "train_time_total_ms:600050")))
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 0 and "within the grace of 1 step(s)" in out
+    code, out = run_cli(capsys, "validate", folder, "--train-grace-steps", "0")
+    assert code == 1 and "FAIL       train time seed 1: 600.050 s > 600 s" in out
+
+
+def test_validate_fails_on_script_mismatch(capsys, tmp_path):
+    folder = make_record(capsys, tmp_path)
+    with open(folder / "train_gpt.py", "a") as f:
+        f.write("# changed after the runs\n")
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 1
+    fails = lines_with(out, "FAIL")
+    assert len(fails) == 3 and all(f.startswith("FAIL       script seed") and "code_sha256" in f for f in fails)
+
+
+def test_validate_fails_when_json_disagrees(capsys, tmp_path):
+    folder = make_record(capsys, tmp_path)
+    sub = json.loads((folder / "submission.json").read_text())
+    sub["val_bpb"] = 1.1500
+    sub["seed_results"]["3"]["artifact_bytes"] = 15000000
+    (folder / "submission.json").write_text(json.dumps(sub))
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 1
+    [fail] = lines_with(out, "FAIL")
+    assert "submission.json disagrees" in fail and "val_bpb: json 1.15 vs logs 1.1431196" in fail
+    assert "seed_results[3].artifact_bytes: json 15000000 vs logs 15633008" in fail
+
+
+def test_validate_published_folders(capsys, tmp_path):
+    folder = published_folder(tmp_path, "2026-03-20_10L_Int5MLP_MuonWD04_SWA50", {
+        **{f"train_seed{s}.log": PUB / f"int5mlp_seed{s}.log" for s in (42, 1337, 2024)},
+        "train_gpt.py": PUB / "int5mlp_train_gpt.py", "submission.json": PUB / "int5mlp_submission.json",
+        "README.md": "# excerpt\n"})
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 1
+    assert len([ln for ln in lines_with(out, "PASS") if "embeds train_gpt.py exactly" in ln]) == 3
+    assert len([ln for ln in lines_with(out, "PASS") if "within the grace of 1 step" in ln]) == 3
+    [fail] = lines_with(out, "FAIL")  # the sloppy published json
+    assert "missing required field 'val_bpb'" in fail and "bytes_total: json 15900000 vs logs 15965978" in fail
+
+    gptq = published_folder(tmp_path, "2026-03-22_11L_EMA_GPTQ-lite", {
+        "train_seed1337.log": PUB / "gptq_lite_seed1337.log", "train_gpt.py": "print('not the real script')\n",
+        "README.md": "# excerpt\n",
+        "submission.json": json.dumps({"name": "Record: 11L EMA + GPTQ-lite", "github_id": "signalrush",
+                                       "val_loss": 1.89576235, "val_bpb": 1.12278022, "bytes_total": 15555017})})
+    code, out = run_cli(capsys, "validate", gptq)
+    assert code == 1 and not lines_with(out, "FAIL")
+    unverified = lines_with(out, "UNVERIFIED")
+    assert any("does not embed its source" in ln for ln in unverified)
+    assert any(ln.startswith("UNVERIFIED hardware") and "not in log" in ln for ln in unverified)
+    code, out = run_cli(capsys, "validate", gptq, "--allow-unverified")
+    assert code == 0 and "RESULT: PASS (0 failed, 2 unverified, unverified allowed)" in out
+
+
+def test_validate_non_record_track_reports_time_as_info(capsys, tmp_path):
+    folder = tmp_path / "records" / "track_non_record_16mb" / "2026-04-01_Long"
+    folder.mkdir(parents=True)
+    logs = tiny_logs(tmp_path, _set(r"^train_time_total_ms:\d+", "train_time_total_ms:14400000"))
+    code, _ = run_cli(capsys, "new", *logs, "--script", OURS / "tiny_train_gpt.py", "--name", "n", "--author", "a",
+                      "--github-id", "g", "--description", "x", "--out", folder, "--force")
+    assert code == 0
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 0 and "INFO       time seed 1: train 14400.000 s" in out
+
+
+# ----- significance -----
+
+def test_t_distribution_against_closed_forms():
+    for t in (-2.5, -0.3, 0.0, 0.7, 3.0619, 12.0):
+        assert rt.t_sf(t, 1) == pytest.approx(0.5 - math.atan(t) / math.pi, abs=1e-13)       # Cauchy
+        assert rt.t_sf(t, 2) == pytest.approx(0.5 - t / (2 * math.sqrt(2 + t * t)), abs=1e-13)
+        cdf4 = 0.5 + t * (t * t + 6) / (2 * (t * t + 4) ** 1.5)
+        assert rt.t_sf(t, 4) == pytest.approx(1 - cdf4, abs=1e-13)
+
+
+def test_welch_and_one_sample_known_values():
+    # hand computation: means 1.91 / 1.94, sample variances 1e-4 each, n = 3:
+    # t = (1.94 - 0.005 - 1.91) / sqrt(2e-4/3) = 3.0618621785, Welch df = 4 exactly
+    sig = rt.welch_test([1.90, 1.91, 1.92], [1.93, 1.94, 1.95], 0.005)
+    assert sig.t == pytest.approx(0.025 / math.sqrt(2e-4 / 3), rel=1e-12) and sig.df == pytest.approx(4.0)
+    t = sig.t
+    assert sig.p == pytest.approx(1 - (0.5 + t * (t * t + 6) / (2 * (t * t + 4) ** 1.5)), rel=1e-10)
+    assert sig.p == pytest.approx(0.0187950557555725, rel=1e-9) and not sig.passed()  # p >= 0.01
+    one = rt.one_sample_test([1.90, 1.91, 1.92], 1.95, 0.005)
+    assert one.t == pytest.approx(0.035 / (0.01 / math.sqrt(3))) and one.df == 2.0
+    assert one.p == pytest.approx(0.5 - one.t / (2 * math.sqrt(2 + one.t ** 2)), rel=1e-10)
+    with pytest.raises(ValueError):
+        rt.one_sample_test([1.9], 1.95)
+
+
+def test_significance_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    ours, best = [1.9290, 1.9301, 1.9285, 1.9296], [1.9360, 1.9381, 1.9352]
+    sig = rt.welch_test(ours, best, 0.005)
+    ref = stats.ttest_ind(ours, [b - 0.005 for b in best], equal_var=False, alternative="less")
+    assert sig.t == pytest.approx(-ref.statistic, rel=1e-10) and sig.p == pytest.approx(ref.pvalue, rel=1e-9)
+    one = rt.one_sample_test(ours, 1.9400, 0.005)
+    ref = stats.ttest_1samp(ours, 1.9400 - 0.005, alternative="less")
+    assert one.p == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_validate_significance_modes(capsys, tmp_path):
+    folder = make_record(capsys, tmp_path)
+    code, out = run_cli(capsys, "validate", folder, "--best-losses", "1.9430,1.9450,1.9420")
+    assert code == 0 and "one-sided Welch t-test" in out and "PASS       significance" in out
+    code, out = run_cli(capsys, "validate", folder, "--best-loss", "1.9330")  # gain 0.0030 < 0.005
+    assert code == 1 and "FAIL       significance" in out
+    code, out = run_cli(capsys, "validate", folder, "--best-bpb", "1.1600")
+    assert code == 0 and "on val_bpb; margin 0.005 nats = 0.00296" in out
+    best_losses = {1: "1.94200000", 2: "1.94300000", 3: "1.94100000"}
+    best = make_record(capsys, tmp_path, desc="Best", logs=tiny_logs(tmp_path, lambda s, ln: re.sub(
+        r"val_loss:\S+", "val_loss:" + best_losses[s], ln) if ln.startswith("final_score_exact") else ln))
+    code, out = run_cli(capsys, "validate", folder, "--best-record", best)
+    assert code == 0 and "one-sided Welch t-test" in out and "vs best 1.94200000" in out
+
+
+# ----- diff -----
+
+def test_diff_records_shows_config_metrics_and_script(capsys, tmp_path):
+    a = make_record(capsys, tmp_path, desc="A")
+    script_b = tmp_path / "b_train_gpt.py"
+    script_b.write_text((OURS / "tiny_train_gpt.py").read_text().replace('knob(9, "transformer blocks")',
+                                                                        'knob(11, "transformer blocks")'))
+    sha_b = rt.sha256_bytes(script_b.read_bytes())
+    src_a = (OURS / "tiny_train_gpt.py").read_text()
+    sha_a = rt.sha256_bytes(src_a.encode())
+
+    def edit(seed, ln):
+        ln = ln.replace(sha_a, sha_b).replace('knob(9, "transformer blocks")', 'knob(11, "transformer blocks")')
+        ln = "config:MATRIX_LR=0.03" if ln == "config:MATRIX_LR=0.025" else ln
+        return re.sub(r"^(final_score_exact .* val_bpb:)1\.14", r"\g<1>1.13", ln)
+
+    b = make_record(capsys, tmp_path, desc="B", logs=tiny_logs(tmp_path, edit), script=script_b)
+    code, out = run_cli(capsys, "diff", a, b)
+    assert code == 0
+    assert "MATRIX_LR: 0.025 -> 0.03" in out and "SEED" not in out.split("== metric")[0]
+    assert re.search(r"val_bpb \(mean\)\s+1\.14311969 -> 1\.13311969\s+\(-0\.01000000\)", out)
+    assert "--- A/2026-05-01_A/train_gpt.py" in out and "+++ B/2026-05-01_B/train_gpt.py" in out
+    assert '-    num_layers: int = knob(9, "transformer blocks")' in out
+    assert '+    num_layers: int = knob(11, "transformer blocks")' in out
+
+
+def test_diff_published_uses_script_defaults(capsys, tmp_path):
+    code, out = run_cli(capsys, "diff", PUB / "smeargate_train.log", PUB / "int5mlp_seed42.log")
+    assert code == 0
+    assert out.count("script env-var defaults (ast") == 2
+    assert "NUM_LAYERS: 9 -> 10" in out and "TRAIN_SEQ_LEN: <absent> -> 2048" in out
+    assert "MLP_MULT" not in out.split("== metric")[0]  # 3 and 3.0 are the same value
+    assert "@@" in out
+    code, out = run_cli(capsys, "diff", PUB / "top_phased_ttt_seed42.log", OURS / "tiny_s1.txt")
+    assert "MATRIX_LR: 0.026 -> 0.025" in out and "does not embed its source" in out
+
+
+# ----- leaderboard -----
+
+def test_leaderboard_sorted_by_score(capsys, tmp_path):
+    make_record(capsys, tmp_path, desc="Ours")  # 1.14311969 from logs
+    published_folder(tmp_path, "2026-03-17_NaiveBaseline", {
+        "train.log": PUB / "naive_baseline_train.log", "submission.json": PUB / "naive_baseline_submission.json"})
+    published_folder(tmp_path, "2026-03-23_LeakyReLU_LegalTTT", {"train_seed1337.log": PUB / "legal_ttt_seed1337.log"})
+    published_folder(tmp_path, "2026-03-19_JsonOnly", {"submission.json": json.dumps({"val_bpb": 1.1500, "name": "x"})})
+    other = tmp_path / "records" / "track_non_record_16mb" / "2026-04-27_Top"
+    other.mkdir(parents=True)
+    shutil.copyfile(PUB / "top_phased_ttt_seed42.log", other / "train_seed42.log")
+    code, out = run_cli(capsys, "leaderboard", "--root", tmp_path / "records")
+    assert code == 0
+    order = [ln.split()[-1] if "[" not in ln else ln.split("[")[0].split()[-1]
+             for ln in out.splitlines() if re.match(r"\s*\d+\s", ln)]
+    assert order == ["2026-04-27_Top", "2026-03-23_LeakyReLU_LegalTTT", "2026-05-01_Ours",
+                     "2026-03-19_JsonOnly", "2026-03-17_NaiveBaseline"]
+    assert "json val_bpb 1.21687994 != logs" in out and "submission.json" in out
+    code, out = run_cli(capsys, "leaderboard", "--root", tmp_path / "records", "--track", "non_record_16mb")
+    assert "2026-04-27_Top" in out and "Ours" not in out
+
+
+# ----- CLI -----
+
+@pytest.mark.parametrize("command", [None, "new", "validate", "diff", "leaderboard"])
+def test_help(capsys, command):
+    with pytest.raises(SystemExit) as exc:
+        rt.main(([command] if command else []) + ["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: records_tool.py") and (command is None or command in out.splitlines()[0])
+
+
+def test_runs_as_a_program_and_agrees_helper():
+    proc = subprocess.run([sys.executable, str(TOOL), "validate", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and "--best-loss" in proc.stdout
+    assert rt.agrees(1.1556, 1.15555486) and not rt.agrees(1.1555, 1.15555486)
+    assert rt.agrees(600, 599.974) and rt.agrees(15555017, 15555017) and not rt.agrees(15900000, 15965978)
