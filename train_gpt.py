@@ -6,10 +6,14 @@ Every knob is an environment variable; `python train_gpt.py --help` lists them a
 their defaults and meanings. The run writes logs/<RUN_ID>.txt (the log is the record: it
 holds this source, versions, the resolved config and one key:value line per event).
 
+The defaults are the full configuration of the 2026-03-21 record "11L XSA4 + EMA + partial
+RoPE + LN scale" (val_bpb 1.1248, 26,829,913 parameters), with its late QAT made to really
+run under torch.compile.
+
 Sections (grep -n '^# =====' prints this table of contents):
-  1 CONFIG  2 DISTRIBUTED+LOGGING  3 DATA  4 BPB  5 MODEL  6 MUON  7 EXPORT  8 EVAL
+  1 CONFIG  2 DISTRIBUTED+LOGGING  3 DATA  4 BPB  5 MODEL  6 MUON  7 QUANT+EXPORT  8 EVAL
   9 TRAIN  10 MAIN
-Hard cap: 1500 lines.
+Hard cap: 1800 lines (a test enforces it).
 """
 from __future__ import annotations
 
@@ -18,7 +22,6 @@ import dataclasses
 import difflib
 import glob
 import hashlib
-import io
 import json
 import math
 import os
@@ -53,6 +56,9 @@ def knob(default, help: str, *, lo=None, hi=None, choices=None, group: str = "mi
     return field(default=default, metadata=dict(help=help, lo=lo, hi=hi, choices=choices, group=group))
 
 
+BITS = (4, 5, 6, 7, 8, 16)  # 16 = stored as fp16, not quantized
+
+
 @dataclass(frozen=True)
 class Config:
     # --- data and run ---
@@ -65,43 +71,87 @@ class Config:
     out_dir: str = knob("logs", "directory for the log, raw weights and artifact (rank 0 writes)", group="data")
     seed: int = knob(1337, "random seed (init and nothing else: the data order is fixed)", lo=0, group="data")
     # --- schedule ---
-    iterations: int = knob(20000, "maximum number of training steps", lo=0, group="schedule")
+    iterations: int = knob(9000, "maximum number of training steps", lo=0, group="schedule")
     max_wallclock_seconds: float = knob(600.0, "training-time cap in seconds (0 = no cap, iteration-based warmdown)", lo=0.0, group="schedule")
-    warmdown_iters: int = knob(1200, "length of the final linear LR decay, in steps (converted to time when capped)", lo=0, group="schedule")
+    warmdown_iters: int = knob(3000, "length of the final linear LR decay, in steps (converted to time when capped)", lo=0, group="schedule")
     warmup_steps: int = knob(20, "compile-priming steps whose weights/optimizer/data state are then restored", lo=0, group="schedule")
-    train_batch_tokens: int = knob(524288, "global tokens per optimizer step (identical for any world size dividing 8)", lo=1, group="schedule")
-    train_seq_len: int = knob(1024, "training sequence length", lo=2, group="schedule")
+    train_batch_tokens: int = knob(786432, "global tokens per optimizer step (identical for any world size dividing 8)", lo=1, group="schedule")
+    train_seq_len: int = knob(2048, "training sequence length", lo=2, group="schedule")
     train_log_every: int = knob(200, "print a step line every N steps (0 = never)", lo=0, group="schedule")
-    val_loss_every: int = knob(1000, "validate every N steps (0 = only at the end)", lo=0, group="schedule")
+    val_loss_every: int = knob(0, "validate every N steps (0 = only at the end)", lo=0, group="schedule")
     val_batch_size: int = knob(524288, "global tokens per validation forward batch", lo=1, group="schedule")
     val_max_tokens: int = knob(0, "score only the first N validation tokens (0 = all; quick local runs only)", lo=0, group="schedule")
     # --- model ---
-    num_layers: int = knob(9, "transformer blocks", lo=1, group="model")
+    num_layers: int = knob(11, "transformer blocks", lo=1, group="model")
     model_dim: int = knob(512, "residual width", lo=8, group="model")
     num_heads: int = knob(8, "query heads", lo=1, group="model")
     num_kv_heads: int = knob(4, "key/value heads (GQA); must divide NUM_HEADS", lo=1, group="model")
-    mlp_mult: float = knob(2.0, "MLP hidden width as a multiple of MODEL_DIM", lo=0.0, group="model")
+    mlp_mult: float = knob(3.0, "MLP hidden width as a multiple of MODEL_DIM", lo=0.0, group="model")
+    mlp_act: str = knob("relu2", "MLP activation: relu2 = relu(x)^2, leaky_relu2 = leaky_relu(x, 0.5)^2", choices=("relu2", "leaky_relu2"), group="model")
     tie_embeddings: bool = knob(True, "share the token embedding with the output head", group="model")
     tied_embed_init_std: float = knob(0.005, "std of the token-embedding init", lo=0.0, group="model")
+    embed_init: str = knob("normal", "token-embedding init: normal, or spectral (power-law singular values)", choices=("normal", "spectral"), group="model")
+    ortho_init: bool = knob(True, "orthogonal init of non-zero-init matrices; the bigram projection also scaled by 1/sqrt(2L)", group="model")
+    resid_mix_init: str = knob("identity", "resid_mix init: identity (x only), or phase (early layers lean on x0)", choices=("identity", "phase"), group="model")
     rope_base: float = knob(10000.0, "RoPE base frequency", lo=1.0, group="model")
+    rope_dims: int = knob(16, "rotate only the first R dims of each head (0 = all)", lo=0, group="model")
+    ln_scale: bool = knob(True, "scale block i's pre-norm outputs by 1/sqrt(i+1)", group="model")
     logit_softcap: float = knob(30.0, "logits = C*tanh(z/C) (0 disables)", lo=0.0, group="model")
     qk_gain_init: float = knob(1.5, "initial per-head query gain after QK RMS-norm", group="model")
+    xsa_last_n: int = knob(4, "exclusive self-attention on the last N blocks (0 = off)", lo=0, group="model")
+    smear_gate: str = knob("blend", "previous-token smear: off, blend (per-dim gate after the norm), additive (input-dependent, before the norm)", choices=("off", "blend", "additive"), group="model")
+    bigram_vocab_size: int = knob(2048, "BigramHash buckets, the last reserved for 'no previous token' (0 = off)", lo=0, group="model")
+    bigram_dim: int = knob(128, "BigramHash table width (projected to MODEL_DIM)", lo=1, group="model")
+    backout: bool = knob(False, "subtract a learned multiple of the middle block's output before the final norm", group="model")
+    backout_init: float = knob(0.2, "initial backout coefficient", group="model")
     # --- optimizer ---
-    matrix_lr: float = knob(0.04, "Muon LR for block matrices", lo=0.0, group="optim")
-    scalar_lr: float = knob(0.04, "AdamW LR for vectors and scalar controls", lo=0.0, group="optim")
-    tied_embed_lr: float = knob(0.05, "AdamW LR for the tied embedding", lo=0.0, group="optim")
-    embed_lr: float = knob(0.6, "AdamW LR for the untied input embedding", lo=0.0, group="optim")
+    matrix_lr: float = knob(0.025, "Muon LR for block matrices", lo=0.0, group="optim")
+    scalar_lr: float = knob(0.025, "AdamW LR for vectors and scalar controls", lo=0.0, group="optim")
+    tied_embed_lr: float = knob(0.035, "AdamW LR for the tied embedding and the bigram table", lo=0.0, group="optim")
+    embed_lr: float = knob(0.6, "AdamW LR for the untied input embedding and the bigram table", lo=0.0, group="optim")
     head_lr: float = knob(0.008, "AdamW LR for the untied output head", lo=0.0, group="optim")
-    muon_momentum: float = knob(0.95, "Muon momentum after warmup", lo=0.0, hi=1.0, group="optim")
-    muon_momentum_warmup_start: float = knob(0.85, "Muon momentum at step 0", lo=0.0, hi=1.0, group="optim")
-    muon_momentum_warmup_steps: int = knob(500, "steps of linear momentum warmup", lo=0, group="optim")
+    muon_momentum: float = knob(0.99, "Muon momentum after warmup", lo=0.0, hi=1.0, group="optim")
+    muon_momentum_warmup_start: float = knob(0.92, "Muon momentum at step 0", lo=0.0, hi=1.0, group="optim")
+    muon_momentum_warmup_steps: int = knob(1500, "steps of linear momentum warmup", lo=0, group="optim")
     muon_backend_steps: int = knob(5, "Newton-Schulz iterations", lo=1, group="optim")
-    muon_wd: float = knob(0.0, "Muon decoupled weight decay (W *= 1 - lr*wd)", lo=0.0, group="optim")
-    adam_wd: float = knob(0.0, "AdamW weight decay on embeddings and scalars", lo=0.0, group="optim")
+    muon_wd: float = knob(0.04, "Muon decoupled weight decay (W *= 1 - lr*wd)", lo=0.0, group="optim")
+    adam_wd: float = knob(0.04, "AdamW weight decay on embeddings and scalars", lo=0.0, group="optim")
     beta1: float = knob(0.9, "AdamW beta1", lo=0.0, hi=1.0, group="optim")
     beta2: float = knob(0.95, "AdamW beta2", lo=0.0, hi=1.0, group="optim")
     adam_eps: float = knob(1e-8, "AdamW epsilon", lo=0.0, group="optim")
-    grad_clip_norm: float = knob(0.0, "global grad-norm clip (0 = off)", lo=0.0, group="optim")
+    grad_clip_norm: float = knob(0.3, "global grad-norm clip (0 = off)", lo=0.0, group="optim")
+    # --- weight averaging and QAT ---
+    ema_enabled: bool = knob(True, "keep an fp32 EMA of the weights; it is what gets exported", group="average")
+    ema_decay: float = knob(0.997, "EMA decay per update", lo=0.0, hi=1.0, group="average")
+    ema_every: int = knob(1, "update the EMA every N steps", lo=1, group="average")
+    ema_reset_on_qat: bool = knob(False, "restart the EMA from the live weights when late QAT fires", group="average")
+    swa_enabled: bool = knob(False, "average snapshots once the LR scale falls below SWA_START_FRAC (exclusive with EMA)", group="average")
+    swa_start_frac: float = knob(0.4, "SWA collects while lr_scale < this (a fraction of the warmdown)", lo=0.0, hi=1.0, group="average")
+    swa_every: int = knob(50, "SWA snapshot every N steps", lo=1, group="average")
+    qat_mode: str = knob("late", "fake-quant training: off, always, or late (from QAT_START_FRAC of training on)", choices=("off", "always", "late"), group="average")
+    qat_start_frac: float = knob(0.9, "late QAT fires when training progress (time or steps) reaches this fraction", lo=0.0, hi=1.0, group="average")
+    # --- quantization and export ---
+    quant_bits_attn: int = knob(5, "bits of attention matrices (16 = fp16)", choices=BITS, group="quant")
+    quant_bits_mlp: int = knob(5, "bits of MLP matrices (16 = fp16)", choices=BITS, group="quant")
+    quant_bits_proj: int = knob(6, "bits of the BigramHash projection (16 = fp16)", choices=BITS, group="quant")
+    quant_bits_bigram: int = knob(6, "bits of the BigramHash table (16 = fp16)", choices=BITS, group="quant")
+    quant_bits_embed: int = knob(8, "bits of the token embedding (16 = fp16)", choices=BITS, group="quant")
+    quant_bits_head: int = knob(8, "bits of the untied output head (16 = fp16)", choices=BITS, group="quant")
+    quant_clip: str = knob("search", "per-row clip: amax, or search (GPTQ-lite: best of a few clip ratios per row)", choices=("amax", "search"), group="quant")
+    prune_frac: float = knob(0.0, "zero the smallest |w| fraction of every quantized matrix before export", lo=0.0, hi=0.5, group="quant")
+    export_packing: str = knob("auto", "code storage: int8 containers, bitpack, or auto (the smaller after zstd)", choices=("auto", "int8", "bitpack"), group="quant")
+    # --- evaluation ---
+    eval_stride: int = knob(64, "sliding-window stride for the final score (0 = non-overlapping windows)", lo=0, group="eval")
+    eval_seq_len: int = knob(0, "sliding-window length (0 = TRAIN_SEQ_LEN)", lo=0, group="eval")
+    eval_batch_seqs: int = knob(32, "windows per forward batch (per rank) in sliding and TTT eval", lo=1, group="eval")
+    eval_budget_seconds: float = knob(600.0, "the eval-time budget that projected and measured eval times are checked against", lo=0.0, group="eval")
+    ttt_enabled: bool = knob(False, "score-first test-time training with per-document LoRA adapters", group="eval")
+    ttt_lora_rank: int = knob(8, "LoRA rank of the TTT adapters", lo=1, group="eval")
+    ttt_lora_lr: float = knob(0.01, "Adam LR of the TTT adapters", lo=0.0, group="eval")
+    ttt_targets: str = knob("q,v,head", "comma list of adapted weights: q, k, v, o, up, down, head", group="eval")
+    ttt_chunk_size: int = knob(256, "tokens scored per TTT chunk (an update follows each chunk but a document's last)", lo=1, group="eval")
+    ttt_eval_seq_len: int = knob(1024, "context window (in-document) of TTT scoring", lo=2, group="eval")
+    ttt_steps: int = knob(1, "adapter updates per scored chunk", lo=1, group="eval")
     # --- speed path ---
     compile: str = knob("auto", "torch.compile the model: auto (CUDA only), 1, 0", choices=("auto", "0", "1"), group="speed")
 
@@ -110,7 +160,8 @@ class Config:
     FAMILIES = ("TRAIN_", "VAL_", "EVAL_", "MUON_", "QAT_", "EMA_", "SWA_", "TTT_", "QUANT_",
                 "BIGRAM_", "SMEAR_", "WARMUP_", "WARMDOWN_", "TIED_", "MATRIX_", "SCALAR_",
                 "EMBED_", "HEAD_", "ROPE_", "MLP_", "MODEL_", "ADAM_", "LOGIT_", "QK_", "XSA_",
-                "EXPORT_", "NUM_", "TOKENIZER_")
+                "EXPORT_", "NUM_", "TOKENIZER_", "BACKOUT", "PRUNE_", "ORTHO_", "RESID_", "LN_")
+    TTT_TARGETS = ("q", "k", "v", "o", "up", "down", "head")
 
     @staticmethod
     def env_name(f: dataclasses.Field) -> str:
@@ -137,30 +188,56 @@ class Config:
         for f in dataclasses.fields(self):
             v, m, name = getattr(self, f.name), f.metadata, self.env_name(f)
             if m["choices"] is not None and v not in m["choices"]:
-                raise ValueError(f"{name}={v!r}: must be one of {', '.join(m['choices'])}")
+                raise ValueError(f"{name}={v!r}: must be one of {', '.join(map(str, m['choices']))}")
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"{name}={v}: must be finite")
             if m["lo"] is not None and v < m["lo"]:
                 raise ValueError(f"{name}={v}: must be >= {m['lo']}")
             if m["hi"] is not None and v > m["hi"]:
                 raise ValueError(f"{name}={v}: must be <= {m['hi']}")
-        if self.model_dim % self.num_heads:
-            raise ValueError(f"MODEL_DIM={self.model_dim} must be divisible by NUM_HEADS={self.num_heads}")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"NUM_HEADS={self.num_heads} must be divisible by NUM_KV_HEADS={self.num_kv_heads}")
-        if (self.model_dim // self.num_heads) % 2:
-            raise ValueError(f"head dim MODEL_DIM/NUM_HEADS={self.model_dim // self.num_heads} must be even for RoPE")
-        if self.train_batch_tokens % (8 * self.train_seq_len):
-            raise ValueError(f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must be a multiple of 8*TRAIN_SEQ_LEN="
-                             f"{8 * self.train_seq_len} (the global batch is split into 8 equal micro-batches)")
-        if self.mlp_hidden < 1:
-            raise ValueError(f"MLP_MULT={self.mlp_mult}: MLP hidden width would be {self.mlp_hidden}")
-        if self.val_max_tokens and self.val_max_tokens <= self.train_seq_len:
-            raise ValueError(f"VAL_MAX_TOKENS={self.val_max_tokens} must exceed TRAIN_SEQ_LEN={self.train_seq_len}")
+        hd = self.model_dim // self.num_heads
+        rules = [
+            (self.model_dim % self.num_heads == 0, f"MODEL_DIM={self.model_dim} must be divisible by NUM_HEADS={self.num_heads}"),
+            (self.num_heads % self.num_kv_heads == 0, f"NUM_HEADS={self.num_heads} must be divisible by NUM_KV_HEADS={self.num_kv_heads}"),
+            (hd % 2 == 0, f"head dim MODEL_DIM/NUM_HEADS={hd} must be even for RoPE"),
+            (self.rope_dims % 2 == 0 and self.rope_dims <= hd, f"ROPE_DIMS={self.rope_dims} must be even and at most the head dim {hd}"),
+            (self.train_batch_tokens % (8 * self.train_seq_len) == 0,
+             f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must be a multiple of 8*TRAIN_SEQ_LEN={8 * self.train_seq_len} "
+             "(the global batch is split into 8 equal micro-batches)"),
+            (self.mlp_hidden >= 1, f"MLP_MULT={self.mlp_mult}: MLP hidden width would be {self.mlp_hidden}"),
+            (not self.val_max_tokens or self.val_max_tokens > max(self.train_seq_len, self.window_len),
+             f"VAL_MAX_TOKENS={self.val_max_tokens} must exceed TRAIN_SEQ_LEN and EVAL_SEQ_LEN"),
+            (self.xsa_last_n <= self.num_layers, f"XSA_LAST_N={self.xsa_last_n} exceeds NUM_LAYERS={self.num_layers}"),
+            (self.bigram_vocab_size != 1, "BIGRAM_VOCAB_SIZE=1 leaves no hash bucket besides the reserved one (use 0 to disable)"),
+            (not (self.ema_enabled and self.swa_enabled), "EMA_ENABLED=1 and SWA_ENABLED=1 are exclusive: pick one weight average"),
+            (not self.ema_reset_on_qat or (self.ema_enabled and self.qat_mode == "late"), "EMA_RESET_ON_QAT=1 needs EMA_ENABLED=1 and QAT_MODE=late"),
+            (self.eval_stride <= self.window_len, f"EVAL_STRIDE={self.eval_stride} exceeds the window length {self.window_len}"),
+            (self.ttt_chunk_size <= self.ttt_eval_seq_len, f"TTT_CHUNK_SIZE={self.ttt_chunk_size} exceeds TTT_EVAL_SEQ_LEN={self.ttt_eval_seq_len}"),
+            (self.quant_bits_head == 8 or not self.tie_embeddings, "QUANT_BITS_HEAD applies only with TIE_EMBEDDINGS=0 (tied: QUANT_BITS_EMBED)"),
+        ]
+        for ok, msg in rules:
+            if not ok:
+                raise ValueError(msg)
+        bad = [t for t in self.ttt_target_list if t not in self.TTT_TARGETS] or (not self.ttt_target_list and ["(empty)"])
+        if bad:
+            raise ValueError(f"TTT_TARGETS={self.ttt_targets!r}: unknown target {bad[0]!r}; choose from {', '.join(self.TTT_TARGETS)}")
 
     @property
     def mlp_hidden(self) -> int:
         return int(self.mlp_mult * self.model_dim)
+
+    @property
+    def window_len(self) -> int:
+        return self.eval_seq_len or self.train_seq_len
+
+    @property
+    def ttt_target_list(self) -> list[str]:
+        return [t.strip() for t in self.ttt_targets.split(",") if t.strip()]
+
+    def bits(self, role: str) -> int:
+        return {"attn": self.quant_bits_attn, "mlp": self.quant_bits_mlp, "proj": self.quant_bits_proj,
+                "bigram": self.quant_bits_bigram, "embed": self.quant_bits_embed, "head": self.quant_bits_head,
+                "scalar": 16}[role]
 
     def items(self) -> list[tuple[str, object]]:
         return sorted((self.env_name(f), getattr(self, f.name)) for f in dataclasses.fields(self))
@@ -416,11 +493,15 @@ def load_tokenizer(cfg: Config) -> spm.SentencePieceProcessor:
 
 
 # ===== 5. MODEL =====
-# Every parameter gets a role when it is created; optimizers and the exporter route by role
-# (never by name patterns). Roles: "matrix" (block weights: Muon), "embed" (token table),
-# "head" (untied output head), "scalar" (vectors and gains: AdamW, tiny at export).
+# Every parameter gets a role when it is created; optimizers, QAT and the exporter route by
+# role (never by name patterns):
+#   attn, mlp, proj  matrices -> Muon; quantized with QUANT_BITS_{ATTN,MLP,PROJ}
+#   embed, bigram    token table and bigram table -> AdamW (embedding LR)
+#   head             untied output head -> AdamW (HEAD_LR)
+#   scalar           vectors, gains and gates -> AdamW (SCALAR_LR); stored fp16
 
-ROLES = ("matrix", "embed", "head", "scalar")
+ROLES = ("attn", "mlp", "proj", "embed", "bigram", "head", "scalar")
+MATRIX_ROLES = ("attn", "mlp", "proj")
 
 
 def with_role(p: nn.Parameter, role: str) -> nn.Parameter:
@@ -433,124 +514,262 @@ def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
-class Linear(nn.Module):
-    """Bias-free linear layer holding an fp32 master weight (autocast runs it in bf16)."""
+def quantize_rows(w: Tensor, bits: int, clip: str) -> tuple[Tensor, Tensor]:
+    """Symmetric per-row quantizer shared by QAT and export, so what QAT simulates is what
+    gets stored: codes q in [-Q, Q] (Q = 2^(bits-1) - 1), scale s = ratio*amax(row)/Q kept
+    in fp16 (the stored precision). clip='search' (GPTQ-lite) tries a few clip ratios and
+    keeps, per row, the one with the smallest reconstruction error."""
+    Q = 2 ** (bits - 1) - 1
+    w = w.float()
+    amax = w.abs().amax(dim=1, keepdim=True)
+    best_q = best_s = best_err = None
+    for ratio in (CLIP_RATIOS if clip == "search" else (1.0,)):
+        s = (amax * ratio / Q).clamp_min(1e-8).to(torch.float16).float()
+        q = torch.clamp(torch.round(w / s), -Q, Q)
+        err = (q * s - w).square().sum(dim=1, keepdim=True)
+        if best_q is None:
+            best_q, best_s, best_err = q, s, err
+        else:
+            better = err < best_err
+            best_q, best_s, best_err = torch.where(better, q, best_q), torch.where(better, s, best_s), torch.minimum(err, best_err)
+    return best_q.to(torch.int8), best_s.squeeze(1).to(torch.float16)
 
-    def __init__(self, d_in: int, d_out: int, zero_init: bool = False):
+
+CLIP_RATIOS = (1.0, 0.97, 0.93, 0.88, 0.82, 0.75)  # GPTQ-lite candidates: a row's outliers may cost more than clipping them
+
+
+def fake_quant(w: Tensor, bits: int, clip: str) -> Tensor:
+    with torch.no_grad():
+        q, s = quantize_rows(w.reshape(w.size(0), -1), bits, clip)
+        return (q.float() * s.float()[:, None]).view_as(w).to(w.dtype)
+
+
+class Linear(nn.Module):
+    """Bias-free linear layer with an fp32 master weight (autocast runs it in bf16).
+    With QAT, the forward sees fake-quantized weights through a straight-through estimator,
+    gated by the `qat_on` buffer: a tensor, so flipping it changes the compiled graph's
+    output (a Python flag would be constant-folded by torch.compile and never fire)."""
+
+    def __init__(self, d_in: int, d_out: int, role: str, cfg: Config, zero_init: bool = False, gain: float = 1.0):
         super().__init__()
-        self.weight = with_role(nn.Parameter(torch.empty(d_out, d_in)), "matrix")
+        self.weight = with_role(nn.Parameter(torch.empty(d_out, d_in)), role)
+        self.bits, self.clip = cfg.bits(role), cfg.quant_clip
+        self.qat = cfg.qat_mode != "off" and self.bits < 16
+        self.register_buffer("qat_on", torch.zeros(()), persistent=False)
         if zero_init:  # output projections start at zero so each block starts as the identity
             nn.init.zeros_(self.weight)
+        elif cfg.ortho_init:
+            nn.init.orthogonal_(self.weight, gain=gain)
         else:
-            nn.init.normal_(self.weight, std=d_in ** -0.5)
+            nn.init.uniform_(self.weight, -gain * d_in ** -0.5, gain * d_in ** -0.5)  # torch's default Linear init
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight.to(x.dtype))
+    def forward(self, x: Tensor, lora: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        w = self.weight
+        if self.qat:
+            w = w + (fake_quant(w, self.bits, self.clip) - w).detach() * self.qat_on
+        y = F.linear(x, w.to(x.dtype))
+        if lora is not None:  # per-sequence low-rank adapter (test-time training): A [B, r, in], B [B, out, r]
+            y = y + (x @ lora[0].transpose(1, 2).to(x.dtype)) @ lora[1].transpose(1, 2).to(x.dtype)
+        return y
 
 
 class Rotary(nn.Module):
-    """Half-split RoPE tables, built once for the longest sequence the model will see."""
+    """Half-split RoPE on the first `dims` dims of each head (partial RoPE); the rest carry
+    no position signal. Tables are built once for the longest sequence the model will see."""
 
-    def __init__(self, head_dim: int, base: float, max_len: int):
+    def __init__(self, head_dim: int, dims: int, base: float, max_len: int):
         super().__init__()
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        self.dims = dims or head_dim
+        inv_freq = base ** (-torch.arange(0, self.dims, 2, dtype=torch.float32) / self.dims)
         angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
-        self.register_buffer("cos", angles.cos()[None, :, None, :], persistent=False)  # [1, T, 1, hd/2]
+        self.register_buffer("cos", angles.cos()[None, :, None, :], persistent=False)  # [1, T, 1, dims/2]
         self.register_buffer("sin", angles.sin()[None, :, None, :], persistent=False)
 
     def forward(self, x_BTHD: Tensor) -> Tensor:
         T = x_BTHD.size(1)
         cos, sin = self.cos[:, :T].to(x_BTHD.dtype), self.sin[:, :T].to(x_BTHD.dtype)
-        x1, x2 = x_BTHD.chunk(2, dim=-1)
-        return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
+        rot, rest = x_BTHD[..., :self.dims], x_BTHD[..., self.dims:]
+        x1, x2 = rot.chunk(2, dim=-1)
+        return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest], dim=-1)
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: Config, max_len: int):
+    def __init__(self, cfg: Config, max_len: int, xsa: bool):
         super().__init__()
-        self.h, self.h_kv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.model_dim // cfg.num_heads
-        self.c_q = Linear(cfg.model_dim, self.h * self.hd)
-        self.c_k = Linear(cfg.model_dim, self.h_kv * self.hd)
-        self.c_v = Linear(cfg.model_dim, self.h_kv * self.hd)
-        self.proj = Linear(self.h * self.hd, cfg.model_dim, zero_init=True)
+        self.h, self.h_kv, self.hd, self.xsa = cfg.num_heads, cfg.num_kv_heads, cfg.model_dim // cfg.num_heads, xsa
+        self.c_q = Linear(cfg.model_dim, self.h * self.hd, "attn", cfg)
+        self.c_k = Linear(cfg.model_dim, self.h_kv * self.hd, "attn", cfg)
+        self.c_v = Linear(cfg.model_dim, self.h_kv * self.hd, "attn", cfg)
+        self.proj = Linear(self.h * self.hd, cfg.model_dim, "attn", cfg, zero_init=True)
         self.q_gain = with_role(nn.Parameter(torch.full((self.h,), cfg.qk_gain_init)), "scalar")
-        self.rotary = Rotary(self.hd, cfg.rope_base, max_len)
+        self.rotary = Rotary(self.hd, cfg.rope_dims, cfg.rope_base, max_len)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, lora: dict) -> Tensor:
         B, T, _ = x.shape
-        q = self.c_q(x).view(B, T, self.h, self.hd)
-        k = self.c_k(x).view(B, T, self.h_kv, self.hd)
-        v = self.c_v(x).view(B, T, self.h_kv, self.hd)
+        q = self.c_q(x, lora.get("q")).view(B, T, self.h, self.hd)
+        k = self.c_k(x, lora.get("k")).view(B, T, self.h_kv, self.hd)
+        v = self.c_v(x, lora.get("v")).view(B, T, self.h_kv, self.hd)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))  # QK-norm, then RoPE
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]      # learned per-head temperature
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           is_causal=True, enable_gqa=self.h != self.h_kv)
-        return self.proj(y.transpose(1, 2).reshape(B, T, self.h * self.hd))
+                                           is_causal=True, enable_gqa=self.h != self.h_kv).transpose(1, 2)
+        if self.xsa:
+            # Exclusive self-attention (arXiv:2603.09078): remove from each head's output its
+            # component along its own token's (normalized) value. GQA form: broadcast each
+            # KV head over its query group instead of repeating v.
+            y = y.reshape(B, T, self.h_kv, self.h // self.h_kv, self.hd)
+            vn = F.normalize(v, dim=-1).unsqueeze(3)
+            y = y - (y * vn).sum(-1, keepdim=True) * vn
+        return self.proj(y.reshape(B, T, self.h * self.hd), lora.get("o"))
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
-        self.fc = Linear(cfg.model_dim, cfg.mlp_hidden)
-        self.proj = Linear(cfg.mlp_hidden, cfg.model_dim, zero_init=True)
+        self.fc = Linear(cfg.model_dim, cfg.mlp_hidden, "mlp", cfg)
+        self.proj = Linear(cfg.mlp_hidden, cfg.model_dim, "mlp", cfg, zero_init=True)
+        self.leaky = cfg.mlp_act == "leaky_relu2"
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(F.relu(self.fc(x)).square())  # relu^2
+    def forward(self, x: Tensor, lora: dict) -> Tensor:
+        u = self.fc(x, lora.get("up"))
+        u = F.leaky_relu(u, 0.5) if self.leaky else F.relu(u)
+        return self.proj(u.square(), lora.get("down"))
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: Config, max_len: int):
+    def __init__(self, cfg: Config, max_len: int, layer: int):
         super().__init__()
         d = cfg.model_dim
-        self.attn, self.mlp = Attention(cfg, max_len), MLP(cfg)
+        self.attn = Attention(cfg, max_len, xsa=layer >= cfg.num_layers - cfg.xsa_last_n)
+        self.mlp = MLP(cfg)
+        self.ln_scale = (layer + 1) ** -0.5 if cfg.ln_scale else 1.0
         self.attn_scale = with_role(nn.Parameter(torch.ones(d)), "scalar")
         self.mlp_scale = with_role(nn.Parameter(torch.ones(d)), "scalar")
         # x_in = m0*x + m1*x0: each block may re-read the embedding output x0 directly.
-        self.resid_mix = with_role(nn.Parameter(torch.stack([torch.ones(d), torch.zeros(d)])), "scalar")
+        # "phase" init (overtone record): early layers lean on x0, late ones on x.
+        p = 1 / (1 + math.exp(-3 * (layer / max(cfg.num_layers - 1, 1) - 0.5))) if cfg.resid_mix_init == "phase" else 1.0
+        self.resid_mix = with_role(nn.Parameter(torch.stack([torch.full((d,), p), torch.full((d,), 1 - p)])), "scalar")
 
-    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, lora: dict) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x))
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_scale, lora)
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_scale, lora)
+
+
+class BigramHash(nn.Module):
+    """Hashed (previous, current) token-pair embedding, projected to the model width and
+    scaled. Positions with no previous token in their document (sequence start, BOS) use the
+    reserved last bucket, so nothing leaks across a document boundary. The table starts at
+    zero and the projection does not, so the branch outputs 0 at init but still learns."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.buckets = cfg.bigram_vocab_size
+        self.table = with_role(nn.Parameter(torch.zeros(self.buckets, cfg.bigram_dim)), "bigram")
+        self.proj = Linear(cfg.bigram_dim, cfg.model_dim, "proj", cfg, gain=(2 * cfg.num_layers) ** -0.5 if cfg.ortho_init else 1.0)
+        self.scale = with_role(nn.Parameter(torch.tensor(0.05)), "scalar")
+
+    def bucket(self, ids: Tensor, has_prev: Tensor) -> Tensor:
+        prev = F.pad(ids[:, :-1], (1, 0))
+        h = torch.bitwise_xor(36313 * ids, 27191 * prev) % (self.buckets - 1)  # int64: no overflow for any vocab
+        return torch.where(has_prev, h, self.buckets - 1)
+
+    def forward(self, ids: Tensor, has_prev: Tensor) -> Tensor:
+        return self.scale * self.proj(F.embedding(self.bucket(ids, has_prev), self.table))
+
+
+class SmearGate(nn.Module):
+    """Mixes each position's embedding with the previous position's, only within a document.
+    blend (1.14-era records): x + sigma(g) * (x_prev - x), g per dim, init 0 (an even mix).
+    additive (top record): x + lam * sigma(W x[:12]) * x_prev, W and lam zero-init (identity).
+    At positions without a previous token in the document both are the identity."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.kind = cfg.smear_gate
+        if self.kind == "blend":
+            self.gate = with_role(nn.Parameter(torch.zeros(cfg.model_dim)), "scalar")
+        else:
+            self.gate = with_role(nn.Parameter(torch.zeros(1, min(12, cfg.model_dim))), "scalar")
+            self.lam = with_role(nn.Parameter(torch.zeros(())), "scalar")
+
+    def forward(self, x: Tensor, has_prev: Tensor) -> Tensor:
+        x_prev = F.pad(x[:, :-1], (0, 0, 1, 0))
+        m = has_prev.unsqueeze(-1).to(x.dtype)
+        if self.kind == "blend":
+            return x + m * torch.sigmoid(self.gate.to(x.dtype)) * (x_prev - x)
+        g = torch.sigmoid(F.linear(x[..., :self.gate.size(1)], self.gate.to(x.dtype)))
+        return x + m * self.lam.to(x.dtype) * g * x_prev
 
 
 class GPT(nn.Module):
     """Tied-embedding GPT with U-Net skips: the first half of the blocks push their outputs,
     the second half pops them (LIFO) and adds them with learned per-dim weights."""
 
-    def __init__(self, cfg: Config, max_len: int):
+    def __init__(self, cfg: Config, max_len: int, bos_id: int = 1):
         super().__init__()
-        self.cfg = cfg
-        self.tok_emb = with_role(nn.Parameter(torch.randn(cfg.vocab_size, cfg.model_dim) * cfg.tied_embed_init_std), "embed")
-        self.blocks = nn.ModuleList(Block(cfg, max_len) for _ in range(cfg.num_layers))
+        self.cfg, self.bos_id = cfg, bos_id
+        self.tok_emb = with_role(nn.Parameter(embedding_init(cfg)), "embed")
+        self.bigram = BigramHash(cfg) if cfg.bigram_vocab_size else None
+        self.smear = SmearGate(cfg) if cfg.smear_gate != "off" else None
+        self.blocks = nn.ModuleList(Block(cfg, max_len, i) for i in range(cfg.num_layers))
         self.n_enc = cfg.num_layers // 2
         n_skip = min(self.n_enc, cfg.num_layers - self.n_enc)
         self.skip_weights = with_role(nn.Parameter(torch.ones(n_skip, cfg.model_dim)), "scalar")
+        self.backout = with_role(nn.Parameter(torch.tensor(cfg.backout_init)), "scalar") if cfg.backout else None
         self.lm_head = None
         if not cfg.tie_embeddings:
             self.lm_head = with_role(nn.Parameter(torch.zeros(cfg.vocab_size, cfg.model_dim)), "head")
 
-    def forward(self, ids: Tensor, targets: Tensor | None = None) -> Tensor:
-        """The only path through the network: logits [B, T, V] (fp32, softcapped), or the mean
-        cross-entropy when targets are given."""
-        x = x0 = rms_norm(F.embedding(ids, self.tok_emb))
-        skips = []
+    def forward(self, ids: Tensor, targets: Tensor | None = None, lora: dict | None = None) -> Tensor:
+        """The only path through the network (training, every eval, TTT): logits [B, T, V]
+        (fp32, softcapped), or the mean cross-entropy when targets are given. `lora` maps
+        'blocks.<i>.<target>' and 'head' to per-sequence adapters."""
+        lora = lora or {}
+        pos = torch.arange(ids.size(1), device=ids.device)
+        has_prev = (pos > 0) & (ids != self.bos_id)  # a previous token exists in this document
+        x = F.embedding(ids, self.tok_emb)
+        if self.bigram is not None:
+            x = x + self.bigram(ids, has_prev).to(x.dtype)
+        if self.smear is not None and self.smear.kind == "additive":
+            x = self.smear(x, has_prev)
+        x = rms_norm(x)
+        if self.smear is not None and self.smear.kind == "blend":
+            x = self.smear(x, has_prev)
+        x0, skips, h_mid = x, [], None
         for i, block in enumerate(self.blocks):
             if i >= self.n_enc and skips:
                 x = x + self.skip_weights[i - self.n_enc].to(x.dtype) * skips.pop()
-            x = block(x, x0)
+            x = block(x, x0, {k.split(".")[-1]: v for k, v in lora.items() if k.startswith(f"blocks.{i}.")})
             if i < self.n_enc:
                 skips.append(x)
+            if i == len(self.blocks) // 2:
+                h_mid = x
+        if self.backout is not None:
+            x = x - self.backout.to(x.dtype) * h_mid
         x = rms_norm(x)
         head = self.tok_emb if self.lm_head is None else self.lm_head
-        logits = F.linear(x, head.to(x.dtype)).float()
+        logits = F.linear(x, head.to(x.dtype))
+        if "head" in lora:
+            A, B = lora["head"]
+            logits = logits + (x @ A.transpose(1, 2).to(x.dtype)) @ B.transpose(1, 2).to(x.dtype)
+        logits = logits.float()
         if self.cfg.logit_softcap > 0:
             c = self.cfg.logit_softcap
             logits = c * torch.tanh(logits / c)
         if targets is None:
             return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+def embedding_init(cfg: Config) -> Tensor:
+    e = torch.randn(cfg.vocab_size, cfg.model_dim) * cfg.tied_embed_init_std
+    if cfg.embed_init == "spectral":  # overtone record: keep the singular vectors, force S_k = S_1 * k^-0.5
+        U, S, Vh = torch.linalg.svd(e, full_matrices=False)
+        S = S[0] * torch.arange(1, len(S) + 1, dtype=torch.float32) ** -0.5
+        e = U @ torch.diag(S) @ Vh
+    return e
 
 
 def params_by_role(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -561,6 +780,12 @@ def params_by_role(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]
             raise AssertionError(f"parameter {name} has no role; tag it with with_role() where it is created")
         out[role].append((name, p))
     return out
+
+
+def set_qat(model: nn.Module, on: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, Linear):
+            m.qat_on.fill_(1.0 if on else 0.0)
 
 
 def count_params(model: nn.Module) -> int:
@@ -595,7 +820,7 @@ class Muon(torch.optim.Optimizer):
                  ns_fn=newton_schulz5):
         super().__init__(params, dict(lr=lr, base_lr=lr, momentum=momentum, backend_steps=backend_steps,
                                       weight_decay=weight_decay))
-        self.ctx, self.ns_fn = ctx, ns_fn
+        self.ctx, self.ns_fn, self.flat = ctx, ns_fn, {}
 
     @torch.no_grad()
     def step(self) -> None:
@@ -604,7 +829,10 @@ class Muon(torch.optim.Optimizer):
             if not params:
                 continue
             buf_dtype = torch.bfloat16 if params[0].is_cuda else torch.float32
-            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=buf_dtype)
+            key = id(group)
+            if key not in self.flat or self.flat[key].dtype != buf_dtype:  # allocated once, reused every step
+                self.flat[key] = torch.empty(sum(p.numel() for p in params), device=params[0].device, dtype=buf_dtype)
+            flat = self.flat[key].zero_()
             offset = 0
             for i, p in enumerate(params):
                 n = p.numel()
@@ -627,19 +855,18 @@ class Muon(torch.optim.Optimizer):
 
 
 class Optimizers:
-    """Muon for block matrices, AdamW for everything else, built from the role table."""
+    """Muon for matrices, AdamW for everything else, built from the role table."""
 
     def __init__(self, model: GPT, cfg: Config, ctx: Dist):
         groups = params_by_role(model)
-        fused = ctx.device.type == "cuda"
         embed_lr = cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr
+        lrs = {"embed": embed_lr, "bigram": embed_lr, "head": cfg.head_lr, "scalar": cfg.scalar_lr}
         adam_groups = [dict(params=[p for _, p in groups[role]], lr=lr, base_lr=lr, role=role)
-                       for role, lr in (("embed", embed_lr), ("head", cfg.head_lr), ("scalar", cfg.scalar_lr))
-                       if groups[role]]
+                       for role, lr in lrs.items() if groups[role]]
         self.adam = torch.optim.AdamW(adam_groups, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps,
-                                      weight_decay=cfg.adam_wd, fused=fused)
+                                      weight_decay=cfg.adam_wd, fused=ctx.device.type == "cuda")
         ns_fn = torch.compile(newton_schulz5) if use_compile(cfg, ctx) else newton_schulz5
-        self.muon = Muon([p for _, p in groups["matrix"]], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
+        self.muon = Muon([p for r in MATRIX_ROLES for _, p in groups[r]], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
                          backend_steps=cfg.muon_backend_steps, weight_decay=cfg.muon_wd, ctx=ctx, ns_fn=ns_fn)
         self.all = (self.adam, self.muon)
 
@@ -666,90 +893,172 @@ class Optimizers:
             opt.load_state_dict(s)
 
 
-# ===== 7. EXPORT =====
-# The artifact is a self-describing container, compressed with zstd level 22:
-#   b"PGAT" | u32 header length | JSON header | payload
-# The header lists each tensor's encoding, shape and byte ranges, so loading needs no
-# unpickling and a corrupt or truncated file fails with a clear error.
-#   int8_row: per-row symmetric int8 codes q = round(w/s), s = amax(row)/127 stored as fp16.
-#   fp16:     small tensors (role "scalar").
+# ===== 7. QUANT+EXPORT =====
+# The artifact is self-describing and needs no unpickling:
+#   b"PGA3" | u32 n | zstd(JSON header), n bytes | one zstd-22 frame per role
+# The header lists each tensor's role, bits, shape and byte ranges inside its role's frame, so
+# a corrupt or truncated file fails with a clear error. Quantized tensors store per-row codes
+# (quantize_rows, the function QAT uses) and fp16 scales. Codes are kept one per int8 byte
+# ("int8": zstd squeezes the unused high bits) or bit-packed ("bitpack": exactly `bits` per
+# code); each role's frame is compressed both ways and the smaller is kept (EXPORT_PACKING=auto).
+# Compressing per role also gives an exact per-role budget at no extra cost.
 
-ARTIFACT_MAGIC = b"PGAT"
-ENCODING_BY_ROLE = {"matrix": "int8_row", "embed": "int8_row", "head": "int8_row", "scalar": "fp16"}
+ARTIFACT_MAGIC = b"PGA3"
 ZSTD_LEVEL = 22
 
 
-def quantize_int8_rows(w: Tensor) -> tuple[Tensor, Tensor]:
-    w = w.detach().float()
-    scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).to(torch.float16)
-    q = torch.clamp(torch.round(w / scale.float()[:, None]), -127, 127).to(torch.int8)
-    return q, scale
+def pack_bits(u: np.ndarray, bits: int) -> bytes:
+    """Unsigned codes < 2^bits -> a dense bit string (MSB first within each code)."""
+    planes = (u.astype(np.uint16)[:, None] >> np.arange(bits - 1, -1, -1, dtype=np.uint16)) & 1
+    return np.packbits(planes.astype(np.uint8).reshape(-1)).tobytes()
 
 
-def dequantize_int8_rows(q: Tensor, scale: Tensor) -> Tensor:
-    return q.float() * scale.float()[:, None]
+def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
+    planes = np.unpackbits(data)[:count * bits].reshape(count, bits).astype(np.int16)
+    return planes @ (1 << np.arange(bits - 1, -1, -1, dtype=np.int16))
 
 
-def encode_state(state: dict[str, Tensor], roles: dict[str, str]) -> bytes:
-    """Serialize a state dict into the (uncompressed) container."""
-    entries, chunks, offset = [], [], 0
+def prune_(w: Tensor, frac: float) -> int:
+    """Zero the smallest-|w| fraction of a matrix in place; returns the count zeroed."""
+    k = int(frac * w.numel())
+    if k == 0:
+        return 0
+    mask = w.abs() <= w.abs().flatten().kthvalue(k).values
+    w[mask] = 0
+    return int(mask.sum())
 
-    def put(arr: np.ndarray) -> list[int]:
+
+@dataclass
+class Quantized:
+    role: str
+    bits: int
+    shape: tuple
+    codes: Tensor | None = None   # int8 [rows, cols] for bits < 16
+    scales: Tensor | None = None  # fp16 [rows]
+    data: Tensor | None = None    # fp16 values for bits == 16
+
+    @property
+    def numel(self) -> int:
+        return (self.codes if self.codes is not None else self.data).numel()
+
+
+def quantize_state(state: dict[str, Tensor], roles: dict[str, str], cfg: Config, log=None) -> dict[str, Quantized]:
+    out, pruned = {}, 0
+    for name in sorted(state):
+        t, role = state[name].detach().cpu().float(), roles[name]
+        bits = cfg.bits(role)
+        if bits == 16 or t.ndim < 2:
+            out[name] = Quantized(role, 16, tuple(t.shape), data=t.to(torch.float16))
+            continue
+        t2 = t.reshape(t.size(0), -1).clone()
+        if cfg.prune_frac:
+            pruned += prune_(t2, cfg.prune_frac)
+        q, s = quantize_rows(t2, bits, cfg.quant_clip)
+        out[name] = Quantized(role, bits, tuple(t.shape), codes=q, scales=s)
+    if log and cfg.prune_frac:
+        log(f"prune_frac:{cfg.prune_frac} pruned_weights:{pruned}")
+    return out
+
+
+def pack_role(items: list[tuple[str, Quantized]], packing: str) -> tuple[bytes, list[dict]]:
+    """One role's payload and header entries (byte ranges relative to the payload)."""
+    chunks, entries, offset = [], [], 0
+
+    def put(data: bytes) -> list[int]:
         nonlocal offset
-        data = np.ascontiguousarray(arr).tobytes()
         chunks.append(data)
         offset += len(data)
         return [offset - len(data), len(data)]
 
-    for name in sorted(state):
-        t, enc = state[name].detach().cpu(), ENCODING_BY_ROLE[roles[name]]
-        entry = dict(name=name, encoding=enc, shape=list(t.shape))
-        if enc == "int8_row":
-            q, s = quantize_int8_rows(t.reshape(t.size(0), -1))
-            entry["codes"], entry["scales"] = put(q.numpy()), put(s.numpy())
+    for name, qt in items:
+        e = dict(name=name, role=qt.role, bits=qt.bits, shape=list(qt.shape))
+        if qt.bits == 16:
+            e["data"] = put(qt.data.numpy().tobytes())
         else:
-            entry["data"] = put(t.to(torch.float16).numpy())
-        entries.append(entry)
-    header = json.dumps(dict(version=1, tensors=entries)).encode()
-    return ARTIFACT_MAGIC + struct.pack("<I", len(header)) + header + b"".join(chunks)
+            codes, Q = qt.codes.numpy().reshape(-1), 2 ** (qt.bits - 1) - 1
+            e["codes"] = put(codes.tobytes() if packing == "int8" else pack_bits((codes + Q).astype(np.uint16), qt.bits))
+            e["scales"] = put(qt.scales.numpy().tobytes())
+        entries.append(e)
+    return b"".join(chunks), entries
 
 
-def decode_state(raw: bytes, where: str = "artifact") -> dict[str, Tensor]:
-    """Inverse of encode_state; returns float32 tensors. Raises ValueError on any corruption."""
-    if raw[:4] != ARTIFACT_MAGIC or len(raw) < 8:
+def encode_artifact(qstate: dict[str, Quantized], packing: str) -> tuple[bytes, list[dict]]:
+    """The artifact bytes and a per-role report (params, bits, raw and zstd bytes per packing)."""
+    frames, tensors, blobs, report = [], [], [], []
+    for role in ROLES:
+        items = [(n, q) for n, q in qstate.items() if q.role == role]
+        if not items:
+            continue
+        quantized = any(q.bits < 16 for _, q in items)
+        options = ("int8", "bitpack") if packing == "auto" and quantized else (packing if quantized else "none",)
+        tried = {}
+        for opt in options:
+            raw, entries = pack_role(items, opt)
+            tried[opt] = (compress(raw), raw, entries)
+        chosen = min(tried, key=lambda o: len(tried[o][0]))
+        blob, raw, entries = tried[chosen]
+        for e in entries:
+            e["frame"] = len(frames)
+        frames.append(dict(role=role, packing=chosen, size=len(blob), raw_size=len(raw)))
+        tensors += entries
+        blobs.append(blob)
+        report.append(dict(role=role, params=sum(q.numel for _, q in items), chosen=chosen,
+                           bits="/".join(map(str, sorted({q.bits for _, q in items}))),
+                           sizes={o: (len(t[1]), len(t[0])) for o, t in tried.items()}))
+    header = compress(json.dumps(dict(version=3, frames=frames, tensors=tensors)).encode())
+    return ARTIFACT_MAGIC + struct.pack("<I", len(header)) + header + b"".join(blobs), report
+
+
+def decode_artifact(blob: bytes, where: str = "artifact") -> dict[str, Tensor]:
+    """Inverse of encode_artifact; returns float32 tensors. Raises ValueError on any corruption."""
+    if len(blob) < 8 or blob[:4] != ARTIFACT_MAGIC:
         raise ValueError(f"{where}: not a train_gpt.py artifact (bad magic)")
-    (hlen,) = struct.unpack("<I", raw[4:8])
+    (hlen,) = struct.unpack("<I", blob[4:8])
     try:
-        header = json.loads(raw[8:8 + hlen])
-        tensors = header["tensors"]
+        header = json.loads(decompress(blob[8:8 + hlen], where))
+        frames, tensors = header["frames"], header["tensors"]
     except (ValueError, KeyError) as e:
         raise ValueError(f"{where}: corrupt header ({e})") from None
-    payload = memoryview(raw)[8 + hlen:]
-
-    def get(rng: list[int], dtype, count: int) -> np.ndarray:
-        start, n = rng
-        if start < 0 or start + n > len(payload) or n != count * np.dtype(dtype).itemsize:
-            raise ValueError(f"{where}: tensor {name} byte range {rng} is outside the payload or has the wrong size")
-        return np.frombuffer(payload[start:start + n], dtype=dtype)
-
+    payloads, offset = [], 8 + hlen
+    for f in frames:
+        if offset + f["size"] > len(blob):
+            raise ValueError(f"{where}: truncated: the {f['role']} frame ends at byte {offset + f['size']} of {len(blob)}")
+        raw = decompress(blob[offset:offset + f["size"]], where)
+        if len(raw) != f["raw_size"]:
+            raise ValueError(f"{where}: the {f['role']} frame decompressed to {len(raw)} bytes, expected {f['raw_size']}")
+        payloads.append(np.frombuffer(raw, dtype=np.uint8))
+        offset += f["size"]
+    if offset != len(blob):
+        raise ValueError(f"{where}: {len(blob) - offset} unexpected bytes after the last frame")
     out = {}
     for e in tensors:
-        name, shape = e["name"], tuple(e["shape"])
+        name, shape, bits = e["name"], tuple(e["shape"]), e["bits"]
+        payload, packing = payloads[e["frame"]], frames[e["frame"]]["packing"]
+
+        def get(key: str, nbytes: int) -> np.ndarray:
+            start, n = e[key]
+            if start < 0 or start + n > len(payload) or n != nbytes:
+                raise ValueError(f"{where}: tensor {name} {key} byte range {e[key]} is outside its frame or has the wrong size")
+            return payload[start:start + n]
+
         numel = int(np.prod(shape)) if shape else 1
-        if e["encoding"] == "int8_row":
-            rows = shape[0]
-            q = torch.from_numpy(get(e["codes"], np.int8, numel).copy()).view(rows, -1)
-            s = torch.from_numpy(get(e["scales"], np.float16, rows).copy())
-            out[name] = dequantize_int8_rows(q, s).view(shape)
-        elif e["encoding"] == "fp16":
-            out[name] = torch.from_numpy(get(e["data"], np.float16, numel).copy()).float().view(shape)
+        if bits == 16:
+            out[name] = torch.from_numpy(get("data", 2 * numel).view(np.float16).astype(np.float32)).view(shape)
+            continue
+        if bits not in BITS or packing not in ("int8", "bitpack"):
+            raise ValueError(f"{where}: tensor {name} has unknown bits {bits} or packing {packing!r}")
+        rows, Q = shape[0], 2 ** (bits - 1) - 1
+        if packing == "int8":
+            codes = get("codes", numel).view(np.int8).astype(np.float32)
         else:
-            raise ValueError(f"{where}: tensor {name} has unknown encoding {e['encoding']!r}")
+            codes = unpack_bits(get("codes", (numel * bits + 7) // 8), bits, numel).astype(np.float32) - Q
+        scales = get("scales", 2 * rows).view(np.float16).astype(np.float32)
+        out[name] = torch.from_numpy(codes.reshape(rows, -1) * scales[:, None]).view(shape)
     return out
 
 
 def compress(raw: bytes) -> bytes:
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(raw)  # checksum: corruption cannot decode silently
 
 
 def decompress(blob: bytes, where: str = "artifact") -> bytes:
@@ -759,10 +1068,25 @@ def decompress(blob: bytes, where: str = "artifact") -> bytes:
         raise ValueError(f"{where}: zstd decompression failed ({e}); the file is truncated or corrupt") from None
 
 
-def artifact_label() -> str:
-    """Name of the export format, built from the real encodings and codec (labels must not lie)."""
-    matrix_enc = sorted({e for r, e in ENCODING_BY_ROLE.items() if r != "scalar"})
-    return "+".join(e.split("_")[0] for e in matrix_enc) + f"_zstd{ZSTD_LEVEL}"
+def artifact_label(cfg: Config, roles: set[str]) -> str:
+    """Name of the export format built from the bits actually used (labels must not lie)."""
+    bits = sorted({cfg.bits(r) for r in roles if r != "scalar"})
+    return "-".join("fp16" if b == 16 else f"int{b}" for b in bits) + f"_zstd{ZSTD_LEVEL}"
+
+
+def export_artifact(state: dict[str, Tensor], roles: dict[str, str], cfg: Config, path: Path, log) -> bytes:
+    """Quantize, encode, write the file and log the per-role budget."""
+    t0 = time.perf_counter()
+    blob, report = encode_artifact(quantize_state(state, roles, cfg, log), cfg.export_packing)
+    path.write_bytes(blob)
+    for r in report:
+        sizes = " ".join(f"{o}_raw_bytes:{raw} {o}_zstd_bytes:{z}" for o, (raw, z) in r["sizes"].items())
+        z = r["sizes"][r["chosen"]][1]
+        log(f"budget role:{r['role']} params:{r['params']} bits:{r['bits']} {sizes} chosen:{r['chosen']} "
+            f"bits_per_param:{8 * z / max(r['params'], 1):.3f}")
+    log(f"artifact:{path} format:{artifact_label(cfg, set(roles.values()))} params:{sum(r['params'] for r in report)} "
+        f"bytes:{len(blob)} export_time:{1000 * (time.perf_counter() - t0):.0f}ms")
+    return blob
 
 
 # ===== 8. EVAL =====
@@ -774,12 +1098,26 @@ class EvalResult:
     tokens: int
     bytes: int
     ms: float
+    per_token: Tensor | None = None  # nll of each prediction (single process; for tests)
 
 
+def finish_eval(sums: Tensor, ctx: Dist, t0: float, per_token=None) -> EvalResult:
+    all_reduce_(sums, ctx)
+    nats, tokens, nbytes = sums.tolist()
+    return EvalResult(nats / tokens, nats / (math.log(2) * nbytes), int(tokens), int(nbytes),
+                      1000 * (time.perf_counter() - t0), per_token)
+
+
+def token_nll(model: nn.Module, x: Tensor, y: Tensor, lora: dict | None = None) -> Tensor:
+    logits = model(x, lora=lora) if lora else model(x)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none").view(y.shape)
+
+
+@torch.inference_mode()
 def evaluate(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx: Dist) -> EvalResult:
-    """Non-overlapping eval: the split is cut into seq_len windows (a final partial window
-    is dropped), windows are divided contiguously across ranks, and the nat and byte sums
-    are accumulated in fp64 and all-reduced."""
+    """Non-overlapping eval (used during training and for the quantization gap): the split is
+    cut into TRAIN_SEQ_LEN windows (a final partial window is dropped), divided contiguously
+    across ranks; nat and byte sums are fp64 and all-reduced."""
     t0 = time.perf_counter()
     seq = cfg.train_seq_len
     n_seqs = (len(val_tokens) - 1) // seq
@@ -788,20 +1126,157 @@ def evaluate(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ct
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # nats, tokens, bytes
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), autocast(ctx):
+    with autocast(ctx):
         for s in range(lo, hi, batch):
             e = min(s + batch, hi)
             chunk = val_tokens[s * seq:e * seq + 1].to(ctx.device, dtype=torch.int64)
             x, y = chunk[:-1].view(-1, seq), chunk[1:].view(-1, seq)
-            logits = model(x)
-            nll = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
-            sums += torch.stack([nll.double(), torch.tensor(y.numel(), dtype=torch.float64, device=ctx.device),
+            nll = token_nll(model, x, y)
+            sums += torch.stack([nll.double().sum(), torch.tensor(y.numel(), dtype=torch.float64, device=ctx.device),
                                  lut.count(x, y).sum().double()])
     model.train(was_training)
-    all_reduce_(sums, ctx)
-    nats, tokens, nbytes = sums.tolist()
-    return EvalResult(nats / tokens, nats / (math.log(2) * nbytes), int(tokens), int(nbytes),
-                      1000 * (time.perf_counter() - t0))
+    return finish_eval(sums, ctx, t0)
+
+
+def sliding_windows(n_pred: int, win: int, stride: int) -> list[tuple[int, int, int]]:
+    """Windows (start, length, first_scored) over predictions 0..n_pred-1 (prediction p reads
+    tokens[..p] and scores tokens[p+1]). The first window scores all its positions; each later
+    window advances by `stride`, ends on the next unscored prediction block and scores only
+    that block, with up to win-stride tokens of context; the last one covers the tail. So every
+    prediction is scored exactly once."""
+    end = min(win, n_pred)
+    windows = [(0, end, 0)]
+    while end < n_pred:
+        new_end = min(end + stride, n_pred)
+        start = max(0, new_end - win)
+        windows.append((start, new_end - start, end - start))
+        end = new_end
+    return windows
+
+
+@torch.inference_mode()
+def evaluate_sliding(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx: Dist,
+                     stride: int, keep_per_token: bool = False) -> EvalResult:
+    t0 = time.perf_counter()
+    n_pred = len(val_tokens) - 1
+    windows = sliding_windows(n_pred, cfg.window_len, stride)
+    mine = windows[len(windows) * ctx.rank // ctx.world_size:len(windows) * (ctx.rank + 1) // ctx.world_size]
+    sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
+    per_token = torch.full((n_pred,), float("nan"), dtype=torch.float64) if keep_per_token else None
+    tokens = val_tokens.to(ctx.device, dtype=torch.int64)
+    was_training = model.training
+    model.eval()
+    with autocast(ctx):
+        for b in range(0, len(mine), cfg.eval_batch_seqs):
+            batch = mine[b:b + cfg.eval_batch_seqs]
+            length = batch[0][1]  # all windows have the window length unless the split is shorter
+            x = torch.stack([tokens[s:s + length] for s, _, _ in batch])
+            y = torch.stack([tokens[s + 1:s + length + 1] for s, _, _ in batch])
+            nll = token_nll(model, x, y)
+            mask = torch.arange(length, device=ctx.device)[None, :] >= torch.tensor([f for _, _, f in batch], device=ctx.device)[:, None]
+            sums += torch.stack([nll.double()[mask].sum(), mask.sum().double(), lut.count(x, y)[mask].sum().double()])
+            if per_token is not None:
+                for row, (s, _, f) in enumerate(batch):
+                    per_token[s + f:s + length] = nll[row, f:].double().cpu()
+    model.train(was_training)
+    return finish_eval(sums, ctx, t0, per_token)
+
+
+def document_spans(tokens: Tensor, bos_id: int) -> list[tuple[int, int]]:
+    """Prediction ranges [start, end) per document: a document starts at its BOS and predicts up
+    to and including the next document's BOS, so the spans tile all predictions exactly once."""
+    starts = (tokens[:-1] == bos_id).nonzero().flatten().tolist()
+    if not starts or starts[0] != 0:
+        starts = [0] + starts
+    ends = starts[1:] + [len(tokens) - 1]
+    return [(s, e) for s, e in zip(starts, ends) if e > s]
+
+
+def make_lora(model: GPT, cfg: Config, n: int, device: torch.device) -> dict[str, tuple[Tensor, Tensor]]:
+    """Fresh per-document adapters: A ~ U(+-1/sqrt(in)), B = 0, so each starts as a no-op."""
+    shapes = {}
+    for i, block in enumerate(model.blocks):
+        mods = dict(q=block.attn.c_q, k=block.attn.c_k, v=block.attn.c_v, o=block.attn.proj, up=block.mlp.fc, down=block.mlp.proj)
+        for t in cfg.ttt_target_list:
+            if t in mods:
+                out_f, in_f = mods[t].weight.shape
+                shapes[f"blocks.{i}.{t}"] = (in_f, out_f)
+    if "head" in cfg.ttt_target_list:
+        shapes["head"] = (cfg.model_dim, cfg.vocab_size)
+    # The same A for every document, from a fixed seed: a document's adapter must not depend on
+    # which other documents share its batch (their lengths are information from later tokens).
+    r, g = cfg.ttt_lora_rank, torch.Generator().manual_seed(0)
+    return {k: (((torch.rand(r, i, generator=g) * 2 - 1) * i ** -0.5).to(device).repeat(n, 1, 1).requires_grad_(),
+                torch.zeros(n, o, r, device=device, requires_grad=True)) for k, (i, o) in shapes.items()}
+
+
+def evaluate_ttt(model: GPT, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx: Dist, log,
+                 keep_per_token: bool = False) -> EvalResult:
+    """Legal score-first TTT: each document is scored chunk by chunk (TTT_CHUNK_SIZE
+    predictions, in-document context of up to TTT_EVAL_SEQ_LEN tokens); every chunk's scores are
+    added to the totals BEFORE the adapters take a step on that chunk, so a token is always
+    predicted by a state built only from tokens before it. Adapters (and their Adam state) are
+    per document and fresh for each batch of documents; the last chunk of a document is never
+    trained on. Documents are sorted by length and dealt round-robin to ranks."""
+    t0 = time.perf_counter()
+    tokens = val_tokens.to(ctx.device, dtype=torch.int64)
+    spans = sorted(document_spans(val_tokens, model.bos_id), key=lambda s: s[0] - s[1])
+    mine = spans[ctx.rank::ctx.world_size]
+    sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
+    per_token = torch.full((len(val_tokens) - 1,), float("nan"), dtype=torch.float64) if keep_per_token else None
+    chunk, ctx_len = cfg.ttt_chunk_size, cfg.ttt_eval_seq_len
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    n_batches, next_report = math.ceil(len(mine) / cfg.eval_batch_seqs), 0.1
+    for bi, b in enumerate(range(0, len(mine), cfg.eval_batch_seqs)):
+        docs = mine[b:b + cfg.eval_batch_seqs]
+        lora = make_lora(model, cfg, len(docs), ctx.device)
+        opt = torch.optim.Adam([t for pair in lora.values() for t in pair], lr=cfg.ttt_lora_lr, betas=(0.9, 0.95), eps=1e-10)
+        n_chunks = [math.ceil((e - s) / chunk) for s, e in docs]
+        for c in range(max(n_chunks)):
+            active = [j for j in range(len(docs)) if n_chunks[j] > c]
+            # Window of doc j for chunk c: predictions [a, z) scored, inputs [w0, z) with w0 >= doc start.
+            rows = []
+            for j in active:
+                s, e = docs[j]
+                a, z = s + c * chunk, min(s + (c + 1) * chunk, e)
+                rows.append((j, max(s, z - ctx_len), a, z))
+            L = max(z - w0 for _, w0, _, z in rows)
+            x = torch.zeros(len(rows), L, dtype=torch.int64, device=ctx.device)
+            y = torch.zeros_like(x)
+            scored = torch.zeros(len(rows), L, dtype=torch.bool, device=ctx.device)
+            for r, (j, w0, a, z) in enumerate(rows):
+                x[r, :z - w0], y[r, :z - w0] = tokens[w0:z], tokens[w0 + 1:z + 1]
+                scored[r, a - w0:z - w0] = True
+            idx = torch.tensor(active, device=ctx.device)
+            train_rows = torch.tensor([n_chunks[j] > c + 1 for j in active], device=ctx.device)
+            for step in range(cfg.ttt_steps):
+                sub = {k: (A[idx], B[idx]) for k, (A, B) in lora.items()}
+                with autocast(ctx):
+                    nll = token_nll(model, x, y, sub)
+                if step == 0:  # score first: these numbers are final before any update sees this chunk
+                    with torch.no_grad():
+                        sums += torch.stack([nll.double()[scored].sum(), scored.sum().double(),
+                                             lut.count(x, y)[scored].sum().double()])
+                        if per_token is not None:
+                            for r, (j, w0, a, z) in enumerate(rows):
+                                per_token[a:z] = nll[r, a - w0:z - w0].double().cpu()
+                if not train_rows.any():
+                    break
+                # Sum of per-document mean losses: each document's adapter sees only its own gradient.
+                per_doc = (nll * scored).sum(1) / scored.sum(1).clamp_min(1)
+                opt.zero_grad(set_to_none=True)
+                (per_doc * train_rows).sum().backward()
+                opt.step()
+        if ctx.is_main and n_batches > 1 and (bi + 1) / n_batches >= next_report:
+            elapsed = time.perf_counter() - t0
+            log(f"ttt_progress batches:{bi + 1}/{n_batches} elapsed:{elapsed:.1f}s "
+                f"projected_total:{elapsed * n_batches / (bi + 1):.1f}s budget:{cfg.eval_budget_seconds:.0f}s")
+            next_report += 0.1
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return finish_eval(sums, ctx, t0, per_token)
 
 
 # ===== 9. TRAIN =====
@@ -813,6 +1288,11 @@ def use_compile(cfg: Config, ctx: Dist) -> bool:
 def autocast(ctx: Dist):
     # bf16 autocast on CUDA; CPU runs fp32 (CPU bf16 is slow and tests want exact numbers).
     return torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" else nullcontext()
+
+
+def sync(ctx: Dist) -> None:
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
 
 
 def lr_scale(cfg: Config, step: int, elapsed_ms: float) -> float:
@@ -828,18 +1308,61 @@ def lr_scale(cfg: Config, step: int, elapsed_ms: float) -> float:
     return max((cfg.iterations - step) / cfg.warmdown_iters, 0.0) if step >= start else 1.0
 
 
+def progress(cfg: Config, step: int, elapsed_ms: float) -> float:
+    """Fraction of training done: by time under a wallclock cap, else by steps."""
+    frac = elapsed_ms / (1000 * cfg.max_wallclock_seconds) if cfg.max_wallclock_seconds > 0 else step / max(cfg.iterations, 1)
+    return min(frac, 1.0)
+
+
 def muon_momentum(cfg: Config, step: int) -> float:
     frac = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps else 1.0
     return (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
+
+
+class WeightAverager:
+    """EMA: an fp32 shadow updated as ema += (1 - decay) * (w - ema) every EMA_EVERY steps.
+    SWA: the mean of snapshots taken every SWA_EVERY steps while lr_scale < SWA_START_FRAC."""
+
+    def __init__(self, model: nn.Module, cfg: Config):
+        self.cfg, self.params = cfg, list(model.parameters())
+        self.kind = "ema" if cfg.ema_enabled else "swa" if cfg.swa_enabled else None
+        self.avg = [p.detach().clone() for p in self.params] if self.kind == "ema" else None
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, step: int, scale: float) -> None:
+        if self.kind == "ema" and step % self.cfg.ema_every == 0:
+            torch._foreach_lerp_(self.avg, self.params, 1 - self.cfg.ema_decay)
+        elif self.kind == "swa" and scale < self.cfg.swa_start_frac and step % self.cfg.swa_every == 0:
+            if self.avg is None:
+                self.avg = [p.detach().clone() for p in self.params]
+            else:
+                torch._foreach_add_(self.avg, self.params)
+            self.count += 1
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        torch._foreach_copy_(self.avg, self.params)
+
+    @torch.no_grad()
+    def swap_in(self) -> str:
+        """Load the averaged weights into the model; returns what was loaded (for the log)."""
+        if self.kind == "ema":
+            torch._foreach_copy_(self.params, self.avg)
+            return f"ema decay:{self.cfg.ema_decay}"
+        if self.kind == "swa" and self.count:
+            torch._foreach_copy_(self.params, [a / self.count for a in self.avg])
+            return f"swa snapshots:{self.count}"
+        return "live weights (no averaging)" if self.kind is None else "live weights (SWA collected no snapshot)"
 
 
 @dataclass
 class Trainer:
     cfg: Config
     ctx: Dist
-    model: GPT             # the raw module (owns the parameters)
+    model: GPT              # the raw module (owns the parameters)
     train_model: nn.Module  # compiled and/or DDP-wrapped view used for training steps
-    eval_model: nn.Module  # compiled (not DDP) view used for evaluation
+    eval_model: nn.Module   # compiled (not DDP) view used for evaluation
     opt: Optimizers
     loader: DistributedTokenLoader
     log: Logger
@@ -886,14 +1409,13 @@ class Trainer:
         self.log(f"warmup_steps:{self.cfg.warmup_steps} warmup_time:{1000 * (time.perf_counter() - t0):.0f}ms "
                  "(weights, optimizer state and data position restored)")
 
-    def run(self, val_tokens: Tensor, lut: ByteLUT) -> dict:
+    def run(self, val_tokens: Tensor, lut: ByteLUT, averager: WeightAverager) -> dict:
         cfg, ctx, log = self.cfg, self.ctx, self.log
-        tokens_per_step = cfg.train_batch_tokens
-        train_ms, step, stop_reason = 0.0, 0, "iterations"
+        train_ms, step, stop, qat_live = 0.0, 0, False, cfg.qat_mode == "always"
         sync(ctx)
         t0 = time.perf_counter()
         while True:
-            last = step == cfg.iterations or stop_reason == "wallclock_cap"
+            last = step == cfg.iterations or stop
             if last or (cfg.val_loss_every and step % cfg.val_loss_every == 0):
                 sync(ctx)
                 train_ms += 1000 * (time.perf_counter() - t0)  # the timer pauses during validation
@@ -904,43 +1426,56 @@ class Trainer:
                 t0 = time.perf_counter()
             if last:
                 break
-            elapsed = train_ms + 1000 * (time.perf_counter() - t0)
-            loss = self.step(step, lr_scale(cfg, step, elapsed))
+            scale = lr_scale(cfg, step, train_ms + 1000 * (time.perf_counter() - t0))
+            loss = self.step(step, scale)
             step += 1
+            averager.update(step, scale)
             elapsed = train_ms + 1000 * (time.perf_counter() - t0)
-            if cfg.max_wallclock_seconds > 0:
-                # Every rank must stop on the same step: agree through a collective.
-                flag = torch.tensor(float(elapsed >= 1000 * cfg.max_wallclock_seconds), device=ctx.device)
-                if all_reduce_(flag, ctx, dist.ReduceOp.MAX).item() > 0:
-                    stop_reason = "wallclock_cap"
-            if cfg.train_log_every and (step % cfg.train_log_every == 0 or step == 1 or stop_reason != "iterations"):
+            # Decisions every rank must take on the same step go through one collective.
+            flags = torch.tensor([float(cfg.max_wallclock_seconds > 0 and elapsed >= 1000 * cfg.max_wallclock_seconds),
+                                  float(cfg.qat_mode == "late" and progress(cfg, step, elapsed) >= cfg.qat_start_frac)])
+            if ctx.enabled:
+                flags = all_reduce_(flags.to(ctx.device), ctx, dist.ReduceOp.MAX).cpu()
+            stop = bool(flags[0])
+            if flags[1] and not qat_live:
+                qat_live = True
+                set_qat(self.model, True)
+                if cfg.ema_reset_on_qat:
+                    averager.reset()
+                log(f"qat_start step:{step} progress:{progress(cfg, step, elapsed):.4f} train_time:{elapsed:.0f}ms"
+                    + (" (EMA reset)" if cfg.ema_reset_on_qat else ""))
+            if cfg.train_log_every and (step % cfg.train_log_every == 0 or step == 1 or stop):
                 avg = elapsed / step
                 stop_step = cfg.iterations
                 if cfg.max_wallclock_seconds > 0:
                     stop_step = min(stop_step, int(1000 * cfg.max_wallclock_seconds / avg))
-                log(f"step:{step}/{cfg.iterations} train_loss:{loss.item():.4f} "
-                    f"lr_scale:{lr_scale(cfg, step, elapsed):.4f} train_time:{elapsed:.0f}ms step_avg:{avg:.2f}ms "
-                    f"tok_s:{tokens_per_step * 1000 / avg:.0f} eta_stop:{max(stop_step - step, 0) * avg:.0f}ms "
-                    f"proj_stop_step:{stop_step}")
-        if stop_reason == "wallclock_cap":
+                log(f"step:{step}/{cfg.iterations} train_loss:{loss.item():.4f} lr_scale:{scale:.4f} "
+                    f"train_time:{elapsed:.0f}ms step_avg:{avg:.2f}ms tok_s:{cfg.train_batch_tokens * 1000 / avg:.0f} "
+                    f"eta_stop:{max(stop_step - step, 0) * avg:.0f}ms proj_stop_step:{stop_step}")
+        if stop:
             log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{cfg.iterations}")
         return dict(steps=step, train_ms=train_ms)
 
 
-def sync(ctx: Dist) -> None:
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize(ctx.device)
-
-
 # ===== 10. MAIN =====
 
-def build_model(cfg: Config, ctx: Dist) -> GPT:
+def build_model(cfg: Config, ctx: Dist, bos_id: int = 1) -> GPT:
     torch.manual_seed(cfg.seed)
-    return GPT(cfg, max_len=cfg.train_seq_len).to(ctx.device)
+    return GPT(cfg, max_len=max(cfg.train_seq_len, cfg.window_len, cfg.ttt_eval_seq_len), bos_id=bos_id).to(ctx.device)
+
+
+def compile_model(model: nn.Module, cfg: Config, ctx: Dist) -> nn.Module:
+    if not use_compile(cfg, ctx):
+        return model
+    # Inductor may skip the rounding of an fp32->fp16->fp32 cast; the quantizer's scales rely on
+    # it, so without this the compiled QAT forward would not match the exported weights.
+    import torch._inductor.config as inductor_config
+    inductor_config.emulate_precision_casts = True
+    return torch.compile(model, dynamic=False, fullgraph=True)
 
 
 def wrap_for_training(model: GPT, cfg: Config, ctx: Dist) -> tuple[nn.Module, nn.Module]:
-    compiled = torch.compile(model, dynamic=False, fullgraph=True) if use_compile(cfg, ctx) else model
+    compiled = compile_model(model, cfg, ctx)
     train_model = compiled
     if ctx.enabled:
         train_model = DDP(compiled, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
@@ -948,76 +1483,99 @@ def wrap_for_training(model: GPT, cfg: Config, ctx: Dist) -> tuple[nn.Module, nn
     return train_model, compiled
 
 
-def export_artifact(model: GPT, out: Path, log: Logger) -> Path:
-    """Rank 0: raw weights first (nothing is lost if export fails), then the artifact."""
-    raw_path = Path(f"{out}.raw.pt")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, raw_path)
-    log(f"raw_model:{raw_path} bytes:{raw_path.stat().st_size}")
-    roles = {name: p.role for name, p in model.named_parameters()}
-    t0 = time.perf_counter()
-    blob = compress(encode_state(state, roles))
-    art_path = Path(f"{out}.{artifact_label()}")
-    art_path.write_bytes(blob)
-    log(f"artifact:{art_path} format:{artifact_label()} export_time:{1000 * (time.perf_counter() - t0):.0f}ms")
-    return art_path
-
-
-def load_artifact(path: Path, cfg: Config, ctx: Dist) -> GPT:
+def load_artifact(path: Path, cfg: Config, ctx: Dist, bos_id: int = 1) -> GPT:
     """Read the artifact back from disk into a fresh model with strict key matching."""
-    state = decode_state(decompress(path.read_bytes(), str(path)), str(path))
-    model = build_model(cfg, ctx)
+    state = decode_artifact(path.read_bytes(), str(path))
+    model = build_model(cfg, ctx, bos_id)
     model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()}, strict=True)
     return model
 
 
-def log_eval(log: Logger, label: str, r: EvalResult) -> None:
-    log(f"{label} val_loss:{r.loss:.4f} val_bpb:{r.bpb:.4f} eval_time:{r.ms:.0f}ms tokens:{r.tokens} bytes:{r.bytes}")
-    log(f"{label}_exact val_loss:{r.loss:.8f} val_bpb:{r.bpb:.8f}")
+def log_eval(log: Logger, label: str, r: EvalResult, extra: str = "") -> None:
+    log(f"{label}{extra} val_loss:{r.loss:.4f} val_bpb:{r.bpb:.4f} eval_time:{r.ms:.0f}ms tokens:{r.tokens} bytes:{r.bytes}")
+    log(f"{label}_exact{extra} val_loss:{r.loss:.8f} val_bpb:{r.bpb:.8f}")
+
+
+def save_state(model: nn.Module, path: Path, log: Logger, what: str) -> None:
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    log(f"{what}:{path} bytes:{path.stat().st_size}")
+
+
+def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_tokens: Tensor, lut: ByteLUT,
+                   label: str, pre: EvalResult, log: Logger) -> tuple[str, EvalResult]:
+    """Every metric of the reloaded artifact; returns the name and result of the final score."""
+    model = load_artifact(art_path, cfg, ctx, bos_id)
+    compiled = compile_model(model, cfg, ctx)
+    rt = evaluate(compiled, val_tokens, lut, cfg, ctx)
+    name, final = f"final_{label}_roundtrip", rt
+    log_eval(log, name, rt)
+    log(f"final_quant_gap_exact val_loss:{rt.loss - pre.loss:.8f} val_bpb:{rt.bpb - pre.bpb:.8f}")
+    if cfg.eval_stride:
+        final = evaluate_sliding(compiled, val_tokens, lut, cfg, ctx, cfg.eval_stride)
+        name = f"final_{label}_sliding_window"
+        log_eval(log, name, final, f" stride:{cfg.eval_stride} seq_len:{cfg.window_len}")
+    if cfg.ttt_enabled:
+        final = evaluate_ttt(model, val_tokens, lut, cfg, ctx, log)
+        name = f"final_{label}_ttt_lora"
+        log_eval(log, name, final, f" rank:{cfg.ttt_lora_rank} chunk:{cfg.ttt_chunk_size}")
+    return name, final
 
 
 def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
     sp = load_tokenizer(cfg)
+    bos_id = sp.bos_id()
     lut = build_byte_lut(sp, cfg.vocab_size).to(ctx.device)
     val_tokens = load_validation_tokens(cfg, log)
     train_files = shard_files(cfg.data_path, cfg.train_glob, "train")
-    log(f"train_shards:{len(train_files)} val_tokens:{len(val_tokens)}")
+    log(f"train_shards:{len(train_files)} val_tokens:{len(val_tokens)} bos_id:{bos_id}")
 
-    model = build_model(cfg, ctx)
+    model = build_model(cfg, ctx, bos_id)
     train_model, eval_model = wrap_for_training(model, cfg, ctx)
     opt = Optimizers(model, cfg, ctx)
     grad_accum = 8 // ctx.world_size
     micro_tokens = cfg.train_batch_tokens // (ctx.world_size * grad_accum)
     loader = DistributedTokenLoader(train_files, ctx, micro_tokens, cfg.train_seq_len)
-    log(f"model_params:{count_params(model)}")
+    roles = {name: p.role for name, p in model.named_parameters()}
+    log(f"model_params:{count_params(model)} " + " ".join(
+        f"{r}:{sum(p.numel() for _, p in ps)}" for r, ps in params_by_role(model).items() if ps))
     log(f"world_size:{ctx.world_size} grad_accum_steps:{grad_accum} micro_batch_seqs:{micro_tokens // cfg.train_seq_len} "
         f"compile:{int(use_compile(cfg, ctx))} autocast:{'bf16' if ctx.device.type == 'cuda' else 'off'}")
 
     trainer = Trainer(cfg, ctx, model, train_model, eval_model, opt, loader, log)
+    set_qat(model, cfg.qat_mode == "always")
     trainer.warmup_and_restore()
-    stats = trainer.run(val_tokens, lut)
+    averager = WeightAverager(model, cfg)
+    stats = trainer.run(val_tokens, lut, averager)
     if ctx.device.type == "cuda":
         log(f"peak_memory_allocated_mib:{torch.cuda.max_memory_allocated() // 2**20} "
             f"peak_memory_reserved_mib:{torch.cuda.max_memory_reserved() // 2**20}")
 
+    set_qat(model, False)  # from here on every eval sees real (or really quantized) weights
+    if ctx.is_main:
+        save_state(model, Path(f"{out}.raw.pt"), log, "raw_model")  # nothing is lost if anything below fails
+    if averager.kind:
+        log_eval(log, "final_live_prequant", evaluate(eval_model, val_tokens, lut, cfg, ctx))
+    log(f"averaged_weights: {averager.swap_in()}")
+    if averager.kind and ctx.is_main:
+        save_state(model, Path(f"{out}.avg.pt"), log, "averaged_model")
     pre = evaluate(eval_model, val_tokens, lut, cfg, ctx)
     log_eval(log, "final_prequant", pre)
 
+    label = artifact_label(cfg, set(roles.values()))
+    art_path = Path(f"{out}.{label}")
     code_bytes = len(Path(__file__).read_bytes())
-    art_path = Path(f"{out}.{artifact_label()}")
     if ctx.is_main:
-        export_artifact(model, out, log)
+        export_artifact(model.state_dict(), roles, cfg, art_path, log)
     barrier(ctx)  # the artifact is on disk before any rank reads it
     t0 = time.perf_counter()
     model_bytes = art_path.stat().st_size
     total = code_bytes + model_bytes
-    log(f"code_bytes:{code_bytes} model_bytes:{model_bytes} total_bytes:{total} cap:{ARTIFACT_CAP_BYTES}")
-    reloaded = load_artifact(art_path, cfg, ctx)
-    reloaded_eval = torch.compile(reloaded, dynamic=False, fullgraph=True) if use_compile(cfg, ctx) else reloaded
-    final = evaluate(reloaded_eval, val_tokens, lut, cfg, ctx)
-    metric = f"final_{artifact_label()}_roundtrip"
-    log_eval(log, metric, final)
+    log(f"code_bytes:{code_bytes} model_bytes:{model_bytes} total_bytes:{total} cap:{ARTIFACT_CAP_BYTES} "
+        f"margin:{ARTIFACT_CAP_BYTES - total}")
+    metric, final = score_artifact(art_path, cfg, ctx, bos_id, val_tokens, lut, label, pre, log)
     eval_ms = 1000 * (time.perf_counter() - t0)
+    if eval_ms > 1000 * cfg.eval_budget_seconds:
+        log(f"WARNING: eval took {eval_ms / 1000:.1f}s, over the EVAL_BUDGET_SECONDS={cfg.eval_budget_seconds:.0f}s budget")
     log(f"train_time_total_ms:{stats['train_ms']:.0f} eval_time_total_ms:{eval_ms:.0f} steps:{stats['steps']}")
     log(f"final_score_exact metric:{metric} val_loss:{final.loss:.8f} val_bpb:{final.bpb:.8f}")
     if total > ARTIFACT_CAP_BYTES:
@@ -1037,10 +1595,11 @@ def main(argv: list[str] | None = None) -> int:
                          "see --help")
     cfg = Config.from_env()
     ctx = setup_distributed()
-    run_id = cfg.run_id or (uuid.uuid4().hex[:12] if not ctx.enabled else None)
-    if ctx.enabled and not cfg.run_id:  # every rank must agree on the run id: rank 0 picks it
-        holder = [uuid.uuid4().hex[:12] if ctx.is_main else None]
-        dist.broadcast_object_list(holder, src=0)
+    run_id = cfg.run_id
+    if not run_id:  # every rank must agree on the run id: rank 0 picks it
+        holder = [uuid.uuid4().hex[:12]]
+        if ctx.enabled:
+            dist.broadcast_object_list(holder, src=0)
         run_id = holder[0]
     out_dir = Path(cfg.out_dir)
     if ctx.is_main:

@@ -1,16 +1,18 @@
 """The script as a user runs it: subprocess runs on the bundled sample, single process and torchrun."""
 import math
-import os
+import re
 
 import pytest
 
 from conftest import REPO, TINY_ENV, metric, run_script
 
+LABEL = "int5-int6-int8_zstd22"  # the default export: int5 blocks, int6 bigram, int8 embedding
+
 
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("single")
-    proc = run_script(tmp)
+    proc = run_script(tmp, {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "32"})
     return tmp, proc, (tmp / "run.txt").read_text()
 
 
@@ -19,35 +21,47 @@ def test_run_trains_exports_reloads_and_scores(single_run):
     src = (REPO / "train_gpt.py").read_text()
     assert log.startswith(src)  # the log is the record: it embeds the exact source
     for key in ("code_sha256:", "python:", "torch:", "config:NUM_LAYERS=2", "model_params:", "world_size:1 grad_accum_steps:8",
-                "warmup_steps:2", "step:12/12 val_loss:", "final_prequant_exact", "raw_model:", "artifact:",
-                "final_int8_zstd22_roundtrip_exact", "train_time_total_ms:", "final_score_exact metric:final_int8_zstd22_roundtrip"):
+                "warmup_steps:2", "step:12/12 val_loss:", "qat_start step:6", "raw_model:", "averaged_weights: ema",
+                "final_live_prequant_exact", "final_prequant_exact", "budget role:mlp", "export_packing", "artifact:",
+                f"final_{LABEL}_roundtrip_exact", "final_quant_gap_exact", f"final_{LABEL}_sliding_window_exact stride:64",
+                f"final_{LABEL}_ttt_lora_exact", "train_time_total_ms:", f"final_score_exact metric:final_{LABEL}_ttt_lora"):
         assert key in log, key
     assert "WARNING: VAL_MAX_TOKENS=16384" in log  # the cap is loud
     first_loss = metric(log, "step:1/12", "train_loss")
-    final = metric(log, "final_score_exact")
-    pre = metric(log, "final_prequant_exact")
-    assert math.isfinite(final) and metric(log, "final_score_exact", "val_loss") < first_loss - 1.0  # it learned
-    assert abs(final - pre) < 0.02                       # int8 costs little
+    assert math.isfinite(metric(log, "final_score_exact")) and metric(log, "final_score_exact", "val_loss") < first_loss - 1.0
+    pre, rt = metric(log, "final_prequant_exact"), metric(log, f"final_{LABEL}_roundtrip_exact")
+    assert abs(rt - pre) < 0.02 and metric(log, "final_quant_gap_exact") == pytest.approx(rt - pre, abs=2e-8)
     sizes = dict(kv.split(":") for kv in next(l for l in log.splitlines() if l.startswith("code_bytes:")).split())
     assert int(sizes["code_bytes"]) == len((REPO / "train_gpt.py").read_bytes())
-    assert int(sizes["model_bytes"]) == (tmp / "run.int8_zstd22").stat().st_size
+    assert int(sizes["model_bytes"]) == (tmp / f"run.{LABEL}").stat().st_size
     assert int(sizes["total_bytes"]) == int(sizes["code_bytes"]) + int(sizes["model_bytes"])
-    assert (tmp / "run.raw.pt").is_file()
+    assert (tmp / "run.raw.pt").is_file() and (tmp / "run.avg.pt").is_file()
     assert "final_score_exact" in proc.stdout  # the console shows progress and the result
+
+
+def test_sliding_and_ttt_score_every_prediction(single_run):
+    _, _, log = single_run
+    n = 16384 - 1
+    assert re.search(rf"^final_{LABEL}_sliding_window stride:64 .* tokens:{n} ", log, re.M)
+    assert re.search(rf"^final_{LABEL}_ttt_lora rank:8 .* tokens:{n} ", log, re.M)
 
 
 def test_seed_makes_runs_reproducible(single_run, tmp_path):
     _, _, log = single_run
-    again = (run_script(tmp_path), (tmp_path / "run.txt").read_text())[1]
+    run_script(tmp_path, {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "32"})
+    again = (tmp_path / "run.txt").read_text()
     assert metric(again, "final_score_exact") == metric(log, "final_score_exact")
 
 
 def test_torchrun_two_ranks_match_single_process(single_run, tmp_path):
+    """Same seed and global batch on 2 ranks: training (DDP + split Muon), late QAT trigger,
+    EMA, export, sliding-window and TTT eval all agree with the single-process run."""
     _, _, log = single_run
-    run_script(tmp_path, nproc=2)
+    run_script(tmp_path, {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "32"}, nproc=2)
     dist_log = (tmp_path / "run.txt").read_text()
-    assert "world_size:2 grad_accum_steps:4" in dist_log
-    assert abs(metric(dist_log, "final_score_exact") - metric(log, "final_score_exact")) < 1e-3
+    assert "world_size:2 grad_accum_steps:4" in dist_log and "qat_start step:6" in dist_log
+    for name in ("final_prequant_exact", f"final_{LABEL}_sliding_window_exact", "final_score_exact"):
+        assert abs(metric(dist_log, name) - metric(log, name)) < 1e-3, name
 
 
 def test_bad_setting_fails_before_training(tmp_path):
@@ -62,7 +76,7 @@ def test_missing_data_is_a_clear_error(tmp_path):
 
 
 def test_over_cap_artifact_raises_after_saving_everything(tg, tmp_path, monkeypatch):
-    for k, v in (TINY_ENV | {"OUT_DIR": str(tmp_path), "RUN_ID": "big", "ITERATIONS": "2"}).items():
+    for k, v in (TINY_ENV | {"OUT_DIR": str(tmp_path), "RUN_ID": "big", "ITERATIONS": "2", "EVAL_STRIDE": "0"}).items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.setattr(tg, "ARTIFACT_CAP_BYTES", 1000)
@@ -70,4 +84,4 @@ def test_over_cap_artifact_raises_after_saving_everything(tg, tmp_path, monkeypa
         tg.main([])
     log = (tmp_path / "big.txt").read_text()
     assert "final_score_exact" in log and "error:RuntimeError" in log
-    assert (tmp_path / "big.raw.pt").is_file() and (tmp_path / "big.int8_zstd22").is_file()
+    assert (tmp_path / "big.raw.pt").is_file() and (tmp_path / f"big.{LABEL}").is_file()

@@ -188,7 +188,7 @@ def test_current_train_gpt_log_follows_the_contract(tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if k in keep}
     env.update(DATA_PATH=str(sample), TRAIN_GLOB="sotu_train_*.bin", VAL_GLOB="sotu_val_*.bin",
                TOKENIZER_PATH=str(sample / "sotu_1024_bpe.model"), NUM_LAYERS="1", MODEL_DIM="32", NUM_HEADS="2",
-               NUM_KV_HEADS="1", TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="512", ITERATIONS="4", WARMUP_STEPS="1",
+               NUM_KV_HEADS="1", XSA_LAST_N="1", TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="512", ITERATIONS="4", WARMUP_STEPS="1",
                VAL_LOSS_EVERY="2", TRAIN_LOG_EVERY="1", VAL_BATCH_SIZE="2048", VAL_MAX_TOKENS="4096",
                OUT_DIR=str(tmp_path), RUN_ID="contract", SEED="7", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
