@@ -546,9 +546,11 @@ def fake_quant(w: Tensor, bits: int, clip: str) -> Tensor:
 
 class Linear(nn.Module):
     """Bias-free linear layer with an fp32 master weight (autocast runs it in bf16).
-    With QAT, the forward sees fake-quantized weights through a straight-through estimator,
-    gated by the `qat_on` buffer: a tensor, so flipping it changes the compiled graph's
-    output (a Python flag would be constant-folded by torch.compile and never fire)."""
+    With QAT, the forward sees the fake-quantized weight `w_q` through a straight-through
+    estimator, gated by the `qat_on` buffer: tensors, so flipping QAT on changes the compiled
+    graph's output (a Python flag would be constant-folded by torch.compile and never fire).
+    `w_q` is refreshed once per optimizer step while QAT is live (refresh_qat), not in every
+    micro-batch's forward, and costs nothing before QAT starts."""
 
     def __init__(self, d_in: int, d_out: int, role: str, cfg: Config, zero_init: bool = False, gain: float = 1.0):
         super().__init__()
@@ -556,6 +558,7 @@ class Linear(nn.Module):
         self.bits, self.clip = cfg.bits(role), cfg.quant_clip
         self.qat = cfg.qat_mode != "off" and self.bits < 16
         self.register_buffer("qat_on", torch.zeros(()), persistent=False)
+        self.register_buffer("w_q", torch.zeros(d_out, d_in) if self.qat else torch.zeros(0), persistent=False)
         if zero_init:  # output projections start at zero so each block starts as the identity
             nn.init.zeros_(self.weight)
         elif cfg.ortho_init:
@@ -566,7 +569,7 @@ class Linear(nn.Module):
     def forward(self, x: Tensor, lora: tuple[Tensor, Tensor] | None = None) -> Tensor:
         w = self.weight
         if self.qat:
-            w = w + (fake_quant(w, self.bits, self.clip) - w).detach() * self.qat_on
+            w = w + (self.w_q - w).detach() * self.qat_on
         y = F.linear(x, w.to(x.dtype))
         if lora is not None:  # per-sequence low-rank adapter (test-time training): A [B, r, in], B [B, out, r]
             y = y + (x @ lora[0].transpose(1, 2).to(x.dtype)) @ lora[1].transpose(1, 2).to(x.dtype)
@@ -784,8 +787,19 @@ def params_by_role(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]
 
 def set_qat(model: nn.Module, on: bool) -> None:
     for m in model.modules():
-        if isinstance(m, Linear):
+        if isinstance(m, Linear) and m.qat:
             m.qat_on.fill_(1.0 if on else 0.0)
+    if on:
+        refresh_qat(model)
+
+
+@torch.no_grad()
+def refresh_qat(model: nn.Module) -> None:
+    """Recompute the fake-quantized weights of the QAT layers while QAT is live (after each
+    optimizer step), with the same quantizer the export uses."""
+    for m in model.modules():
+        if isinstance(m, Linear) and m.qat:
+            m.w_q.copy_(fake_quant(m.weight, m.bits, m.clip))
 
 
 def count_params(model: nn.Module) -> int:
@@ -840,9 +854,8 @@ class Muon(torch.optim.Optimizer):
                     g = p.grad
                     mom = self.state[p].setdefault("momentum_buffer", torch.zeros_like(g))
                     mom.mul_(group["momentum"]).add_(g)
-                    u = self.ns_fn(g.add(mom, alpha=group["momentum"]), group["backend_steps"])
-                    u = u * max(1.0, p.size(0) / p.size(1)) ** 0.5
-                    flat[offset:offset + n] = u.reshape(-1).to(buf_dtype)
+                    u = self.ns_fn(g.add_(mom, alpha=group["momentum"]), group["backend_steps"])  # Nesterov, in the grad buffer
+                    flat[offset:offset + n] = u.reshape(-1)
                 offset += n
             all_reduce_(flat, self.ctx)
             offset = 0
@@ -850,7 +863,8 @@ class Muon(torch.optim.Optimizer):
                 n = p.numel()
                 if group["weight_decay"]:
                     p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(flat[offset:offset + n].view_as(p).to(p.dtype), alpha=-group["lr"])
+                shape_scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+                p.add_(flat[offset:offset + n].view_as(p), alpha=-group["lr"] * shape_scale)
                 offset += n
 
 
@@ -1129,11 +1143,11 @@ def evaluate(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ct
     with autocast(ctx):
         for s in range(lo, hi, batch):
             e = min(s + batch, hi)
-            chunk = val_tokens[s * seq:e * seq + 1].to(ctx.device, dtype=torch.int64)
+            chunk = val_tokens[s * seq:e * seq + 1].to(ctx.device, dtype=torch.int64, non_blocking=True)
             x, y = chunk[:-1].view(-1, seq), chunk[1:].view(-1, seq)
-            nll = token_nll(model, x, y)
-            sums += torch.stack([nll.double().sum(), torch.tensor(y.numel(), dtype=torch.float64, device=ctx.device),
-                                 lut.count(x, y).sum().double()])
+            sums[0] += token_nll(model, x, y).double().sum()
+            sums[1] += y.numel()
+            sums[2] += lut.count(x, y).sum()
     model.train(was_training)
     return finish_eval(sums, ctx, t0)
 
@@ -1166,15 +1180,20 @@ def evaluate_sliding(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Co
     tokens = val_tokens.to(ctx.device, dtype=torch.int64)
     was_training = model.training
     model.eval()
+    starts = torch.tensor([s for s, _, _ in mine], device=ctx.device, dtype=torch.int64)
+    firsts = torch.tensor([f for _, _, f in mine], device=ctx.device, dtype=torch.int64)
     with autocast(ctx):
         for b in range(0, len(mine), cfg.eval_batch_seqs):
             batch = mine[b:b + cfg.eval_batch_seqs]
             length = batch[0][1]  # all windows have the window length unless the split is shorter
-            x = torch.stack([tokens[s:s + length] for s, _, _ in batch])
-            y = torch.stack([tokens[s + 1:s + length + 1] for s, _, _ in batch])
+            idx = starts[b:b + len(batch), None] + torch.arange(length + 1, device=ctx.device)[None, :]
+            window = tokens[idx]  # one gather: [B, length + 1]
+            x, y = window[:, :-1], window[:, 1:]
             nll = token_nll(model, x, y)
-            mask = torch.arange(length, device=ctx.device)[None, :] >= torch.tensor([f for _, _, f in batch], device=ctx.device)[:, None]
-            sums += torch.stack([nll.double()[mask].sum(), mask.sum().double(), lut.count(x, y)[mask].sum().double()])
+            mask = torch.arange(length, device=ctx.device)[None, :] >= firsts[b:b + len(batch), None]
+            sums[0] += (nll.double() * mask).sum()  # multiply by the mask: boolean indexing would sync
+            sums[1] += mask.sum()
+            sums[2] += (lut.count(x, y) * mask).sum()
             if per_token is not None:
                 for row, (s, _, f) in enumerate(batch):
                     per_token[s + f:s + length] = nll[row, f:].double().cpu()
@@ -1366,6 +1385,7 @@ class Trainer:
     opt: Optimizers
     loader: DistributedTokenLoader
     log: Logger
+    qat_live: bool = False
 
     @property
     def grad_accum(self) -> int:
@@ -1388,6 +1408,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
         self.opt.step()
         self.opt.zero_grad()
+        if self.qat_live:
+            refresh_qat(self.model)
         return total / self.grad_accum
 
     def warmup_and_restore(self) -> None:
@@ -1406,12 +1428,13 @@ class Trainer:
         self.opt.load_state_dicts(opt_states)
         self.opt.zero_grad()
         self.loader.reset()
+        set_qat(self.model, self.qat_live)  # w_q must match the restored weights
         self.log(f"warmup_steps:{self.cfg.warmup_steps} warmup_time:{1000 * (time.perf_counter() - t0):.0f}ms "
                  "(weights, optimizer state and data position restored)")
 
     def run(self, val_tokens: Tensor, lut: ByteLUT, averager: WeightAverager) -> dict:
         cfg, ctx, log = self.cfg, self.ctx, self.log
-        train_ms, step, stop, qat_live = 0.0, 0, False, cfg.qat_mode == "always"
+        train_ms, step, stop = 0.0, 0, False
         sync(ctx)
         t0 = time.perf_counter()
         while True:
@@ -1437,8 +1460,8 @@ class Trainer:
             if ctx.enabled:
                 flags = all_reduce_(flags.to(ctx.device), ctx, dist.ReduceOp.MAX).cpu()
             stop = bool(flags[0])
-            if flags[1] and not qat_live:
-                qat_live = True
+            if flags[1] and not self.qat_live:
+                self.qat_live = True
                 set_qat(self.model, True)
                 if cfg.ema_reset_on_qat:
                     averager.reset()
@@ -1465,13 +1488,7 @@ def build_model(cfg: Config, ctx: Dist, bos_id: int = 1) -> GPT:
 
 
 def compile_model(model: nn.Module, cfg: Config, ctx: Dist) -> nn.Module:
-    if not use_compile(cfg, ctx):
-        return model
-    # Inductor may skip the rounding of an fp32->fp16->fp32 cast; the quantizer's scales rely on
-    # it, so without this the compiled QAT forward would not match the exported weights.
-    import torch._inductor.config as inductor_config
-    inductor_config.emulate_precision_casts = True
-    return torch.compile(model, dynamic=False, fullgraph=True)
+    return torch.compile(model, dynamic=False, fullgraph=True) if use_compile(cfg, ctx) else model
 
 
 def wrap_for_training(model: GPT, cfg: Config, ctx: Dist) -> tuple[nn.Module, nn.Module]:
@@ -1525,7 +1542,7 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
     sp = load_tokenizer(cfg)
     bos_id = sp.bos_id()
     lut = build_byte_lut(sp, cfg.vocab_size).to(ctx.device)
-    val_tokens = load_validation_tokens(cfg, log)
+    val_tokens = load_validation_tokens(cfg, log).to(ctx.device)  # moved once, not per eval batch
     train_files = shard_files(cfg.data_path, cfg.train_glob, "train")
     log(f"train_shards:{len(train_files)} val_tokens:{len(val_tokens)} bos_id:{bos_id}")
 
@@ -1541,8 +1558,8 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
     log(f"world_size:{ctx.world_size} grad_accum_steps:{grad_accum} micro_batch_seqs:{micro_tokens // cfg.train_seq_len} "
         f"compile:{int(use_compile(cfg, ctx))} autocast:{'bf16' if ctx.device.type == 'cuda' else 'off'}")
 
-    trainer = Trainer(cfg, ctx, model, train_model, eval_model, opt, loader, log)
-    set_qat(model, cfg.qat_mode == "always")
+    trainer = Trainer(cfg, ctx, model, train_model, eval_model, opt, loader, log, qat_live=cfg.qat_mode == "always")
+    set_qat(model, trainer.qat_live)
     trainer.warmup_and_restore()
     averager = WeightAverager(model, cfg)
     stats = trainer.run(val_tokens, lut, averager)

@@ -13,6 +13,9 @@ from conftest import REPO, TINY_ENV, clean_environ, run_script
 from bench import benchmark as bm
 
 BENCH = REPO / "bench" / "benchmark.py"
+# One OpenMP thread per trainer process: on a small shared CPU, 2-thread runs slow down many times
+# over whenever another process competes for the cores; a tiny model loses nothing with one thread.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def exact(log: str, name: str, key: str = "val_bpb") -> float:
@@ -27,7 +30,7 @@ CORE_CFG = {"NUM_LAYERS": "9", "MODEL_DIM": "512", "NUM_HEADS": "8", "NUM_KV_HEA
 @pytest.fixture(scope="module")
 def tiny_log(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench_log")
-    run_script(tmp, {"ITERATIONS": "6", "TRAIN_LOG_EVERY": "2", "WARMDOWN_ITERS": "2"})
+    run_script(tmp, {"ITERATIONS": "6", "TRAIN_LOG_EVERY": "2", "WARMDOWN_ITERS": "2"} | ONE_THREAD)
     return (tmp / "run.txt").read_text()
 
 
@@ -149,8 +152,8 @@ def test_cli_two_seeds_and_a_failing_config(tmp_path):
     out = tmp_path / "res"
     env_args = [a for k, v in TINY_ENV.items() if k not in ("ITERATIONS", "MAX_WALLCLOCK_SECONDS")
                 for a in ("--env", f"{k}={v}")]
-    cmd = [sys.executable, str(BENCH), *env_args, "--steps", "4", "--seeds", "1,2", "--out", str(out),
-           "--config", "tiny", "--config", "bad:NUM_LAYERS=abc"]
+    cmd = [sys.executable, str(BENCH), *env_args, "--env", "OMP_NUM_THREADS=1", "--steps", "4", "--seeds", "1,2",
+           "--out", str(out), "--config", "tiny", "--config", "bad:NUM_LAYERS=abc"]
     stray = {"QK_GAIN_INIT": "9.5", "TRAIN_FOOBAR": "1"}  # set in the shell: must not reach the runs
     proc = subprocess.run(cmd, env=clean_environ() | stray, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr  # a failed config fails the session...
@@ -196,7 +199,7 @@ def test_profile_step_runs_on_the_tiny_config():
     env = ",".join(f"{k}={v}" for k, v in TINY_ENV.items() if k not in ("DATA_PATH", "TRAIN_GLOB", "VAL_GLOB",
                                                                             "TOKENIZER_PATH"))
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "profile_step.py"), "--dataset", "sample", "--env", env,
-                           "--timed-steps", "1", "--steps", "1", "--row-limit", "5"],
+                           "--threads", "1", "--timed-steps", "1", "--steps", "1", "--row-limit", "5"],
                           env=clean_environ(), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for key in ("plain step ms:", "phase::forward", "phase::backward", "phase::muon", "top ops by self_cpu_time_total",
