@@ -1244,8 +1244,9 @@ def evaluate_ttt(model: GPT, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx:
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     per_token = torch.full((len(val_tokens) - 1,), float("nan"), dtype=torch.float64) if keep_per_token else None
     chunk, ctx_len = cfg.ttt_chunk_size, cfg.ttt_eval_seq_len
+    was_training = model.training
     model.eval()
-    for p in model.parameters():
+    for p in model.parameters():  # only the adapters learn
         p.requires_grad_(False)
     n_batches, next_report = math.ceil(len(mine) / cfg.eval_batch_seqs), 0.1
     for bi, b in enumerate(range(0, len(mine), cfg.eval_batch_seqs)):
@@ -1295,6 +1296,7 @@ def evaluate_ttt(model: GPT, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx:
             next_report += 0.1
     for p in model.parameters():
         p.requires_grad_(True)
+    model.train(was_training)
     return finish_eval(sums, ctx, t0, per_token)
 
 

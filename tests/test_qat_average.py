@@ -1,5 +1,4 @@
 """QAT really changes the compiled forward after it fires; EMA/SWA averaging; budget of the default model."""
-import pytest
 import torch
 
 from conftest import REPO
