@@ -621,7 +621,7 @@ class Attention(nn.Module):
             # component along its own token's (normalized) value. GQA form: broadcast each
             # KV head over its query group instead of repeating v.
             y = y.reshape(B, T, self.h_kv, self.h // self.h_kv, self.hd)
-            vn = F.normalize(v, dim=-1).unsqueeze(3)
+            vn = F.normalize(v, dim=-1).to(y.dtype).unsqueeze(3)  # autocast runs the norm in fp32; stay bf16
             y = y - (y * vn).sum(-1, keepdim=True) * vn
         return self.proj(y.reshape(B, T, self.h * self.hd), lora.get("o"))
 
@@ -794,12 +794,23 @@ def set_qat(model: nn.Module, on: bool) -> None:
 
 
 @torch.no_grad()
-def refresh_qat(model: nn.Module) -> None:
+def refresh_qat(model: nn.Module, stack: bool | None = None) -> None:
     """Recompute the fake-quantized weights of the QAT layers while QAT is live (after each
-    optimizer step), with the same quantizer the export uses."""
+    optimizer step), with the same quantizer the export uses. The quantizer works row by row,
+    so on a GPU all layers with the same width and bits are stacked and quantized in one call:
+    ~300 kernels per refresh of the default model instead of ~7,000 (67 layers x the clip
+    search), launch overhead that would land in every QAT step. On CPU (stack=False by
+    default) each layer goes alone: stacked tensors fall out of the caches and run 3-8x slower
+    (bench/results/qat_refresh). Both give bit-identical w_q."""
+    groups: dict[tuple, list[Linear]] = {}
     for m in model.modules():
         if isinstance(m, Linear) and m.qat:
-            m.w_q.copy_(fake_quant(m.weight, m.bits, m.clip))
+            stack = m.weight.is_cuda if stack is None else stack
+            groups.setdefault((m.bits, m.clip, m.weight.size(1)) if stack else (m,), []).append(m)
+    for mods in groups.values():
+        w = mods[0].weight if len(mods) == 1 else torch.cat([m.weight for m in mods])
+        deq = fake_quant(w, mods[0].bits, mods[0].clip)
+        torch._foreach_copy_([m.w_q for m in mods], list(deq.split([m.weight.size(0) for m in mods])))
 
 
 def count_params(model: nn.Module) -> int:
@@ -1127,6 +1138,22 @@ def token_nll(model: nn.Module, x: Tensor, y: Tensor, lora: dict | None = None) 
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none").view(y.shape)
 
 
+def eval_batch_rows(cfg: Config, ctx: Dist, n_val: int) -> int:
+    """Sequences per forward batch of the non-overlapping eval. Every batch, the last one too,
+    has exactly this many rows (a short batch is padded): one compiled graph serves the
+    whole eval, where a ragged last batch would cost a recompile inside the eval budget."""
+    n_seqs = (n_val - 1) // cfg.train_seq_len
+    return max(1, min(cfg.val_batch_size // (cfg.train_seq_len * ctx.world_size), math.ceil(n_seqs / ctx.world_size)))
+
+
+def gather_windows(tokens: Tensor, starts: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    """Inputs and targets of the windows tokens[start : start + length + 1], one gather for the
+    batch. Every compiled eval input is built here (prewarm_eval too), so all share one shape,
+    stride and tensor kind, and each eval runs one compiled graph."""
+    window = tokens[starts[:, None] + torch.arange(length + 1, device=tokens.device)[None, :]]
+    return window[:, :-1], window[:, 1:]
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx: Dist) -> EvalResult:
     """Non-overlapping eval (used during training and for the quantization gap): the split is
@@ -1136,18 +1163,19 @@ def evaluate(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ct
     seq = cfg.train_seq_len
     n_seqs = (len(val_tokens) - 1) // seq
     lo, hi = n_seqs * ctx.rank // ctx.world_size, n_seqs * (ctx.rank + 1) // ctx.world_size
-    batch = max(1, cfg.val_batch_size // (seq * ctx.world_size))
+    rows = eval_batch_rows(cfg, ctx, len(val_tokens))
+    tokens = val_tokens.to(ctx.device, dtype=torch.int64)
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # nats, tokens, bytes
     was_training = model.training
     model.eval()
     with autocast(ctx):
-        for s in range(lo, hi, batch):
-            e = min(s + batch, hi)
-            chunk = val_tokens[s * seq:e * seq + 1].to(ctx.device, dtype=torch.int64, non_blocking=True)
-            x, y = chunk[:-1].view(-1, seq), chunk[1:].view(-1, seq)
-            sums[0] += token_nll(model, x, y).double().sum()
-            sums[1] += y.numel()
-            sums[2] += lut.count(x, y).sum()
+        for s in range(lo, hi, rows):
+            seqs = torch.arange(s, s + rows, device=ctx.device)
+            real = (seqs < hi)[:, None]  # a short last batch is padded with copies of its last sequence
+            x, y = gather_windows(tokens, seqs.clamp_max(hi - 1) * seq, seq)
+            sums[0] += (token_nll(model, x, y).double() * real).sum()
+            sums[1] += real.sum() * seq
+            sums[2] += (lut.count(x, y) * real).sum()
     model.train(was_training)
     return finish_eval(sums, ctx, t0)
 
@@ -1168,6 +1196,12 @@ def sliding_windows(n_pred: int, win: int, stride: int) -> list[tuple[int, int, 
     return windows
 
 
+def sliding_batch_rows(cfg: Config, ctx: Dist, n_windows: int) -> int:
+    """Windows per forward batch of the sliding eval; like eval_batch_rows, fixed for the
+    whole eval (the last batch is padded), so one compiled graph serves it."""
+    return max(1, min(cfg.eval_batch_seqs, math.ceil(n_windows / ctx.world_size)))
+
+
 @torch.inference_mode()
 def evaluate_sliding(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx: Dist,
                      stride: int, keep_per_token: bool = False) -> EvalResult:
@@ -1175,6 +1209,7 @@ def evaluate_sliding(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Co
     n_pred = len(val_tokens) - 1
     windows = sliding_windows(n_pred, cfg.window_len, stride)
     mine = windows[len(windows) * ctx.rank // ctx.world_size:len(windows) * (ctx.rank + 1) // ctx.world_size]
+    rows = sliding_batch_rows(cfg, ctx, len(windows))
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     per_token = torch.full((n_pred,), float("nan"), dtype=torch.float64) if keep_per_token else None
     tokens = val_tokens.to(ctx.device, dtype=torch.int64)
@@ -1182,15 +1217,17 @@ def evaluate_sliding(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Co
     model.eval()
     starts = torch.tensor([s for s, _, _ in mine], device=ctx.device, dtype=torch.int64)
     firsts = torch.tensor([f for _, _, f in mine], device=ctx.device, dtype=torch.int64)
+    length = windows[0][1]  # every window has the window length unless the split is shorter
     with autocast(ctx):
-        for b in range(0, len(mine), cfg.eval_batch_seqs):
-            batch = mine[b:b + cfg.eval_batch_seqs]
-            length = batch[0][1]  # all windows have the window length unless the split is shorter
-            idx = starts[b:b + len(batch), None] + torch.arange(length + 1, device=ctx.device)[None, :]
-            window = tokens[idx]  # one gather: [B, length + 1]
-            x, y = window[:, :-1], window[:, 1:]
+        for b in range(0, len(mine), rows):
+            batch = mine[b:b + rows]
+            # Pad a short last batch by repeating its last window; padded rows score nothing.
+            sel = torch.arange(b, b + rows, device=ctx.device)
+            real = sel < len(mine)
+            sel = sel.clamp_max(len(mine) - 1)
+            x, y = gather_windows(tokens, starts[sel], length)
             nll = token_nll(model, x, y)
-            mask = torch.arange(length, device=ctx.device)[None, :] >= firsts[b:b + len(batch), None]
+            mask = (torch.arange(length, device=ctx.device)[None, :] >= firsts[sel, None]) & real[:, None]
             sums[0] += (nll.double() * mask).sum()  # multiply by the mask: boolean indexing would sync
             sums[1] += mask.sum()
             sums[2] += (lut.count(x, y) * mask).sum()
@@ -1199,6 +1236,30 @@ def evaluate_sliding(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Co
                     per_token[s + f:s + length] = nll[row, f:].double().cpu()
     model.train(was_training)
     return finish_eval(sums, ctx, t0, per_token)
+
+
+@torch.inference_mode()
+def prewarm_eval(model: nn.Module, cfg: Config, ctx: Dist, n_val: int) -> float:
+    """Build the compiled eval graphs (the exact shapes and modes evaluate and evaluate_sliding
+    use) on dummy tokens before the training timer starts, so neither training-time
+    validation nor the final scoring pays for compilation. Reads no validation data.
+    Returns the time spent in ms."""
+    t0 = time.perf_counter()
+    dummy = torch.zeros(n_val, dtype=torch.int64, device=ctx.device)
+    shapes = [(eval_batch_rows(cfg, ctx, n_val), cfg.train_seq_len)]
+    if cfg.eval_stride:
+        n_windows = len(sliding_windows(n_val - 1, cfg.window_len, cfg.eval_stride))
+        shapes.append((sliding_batch_rows(cfg, ctx, n_windows), min(cfg.window_len, n_val - 1)))
+    inputs = [gather_windows(dummy, torch.zeros(rows, dtype=torch.int64, device=ctx.device), length)[0]
+              for rows, length in dict.fromkeys(shapes)]
+    was_training = model.training
+    model.eval()
+    with autocast(ctx):
+        for x in inputs:
+            model(x)
+    model.train(was_training)
+    sync(ctx)
+    return 1000 * (time.perf_counter() - t0)
 
 
 def document_spans(tokens: Tensor, bos_id: int) -> list[tuple[int, int]]:
@@ -1436,7 +1497,7 @@ class Trainer:
 
     def run(self, val_tokens: Tensor, lut: ByteLUT, averager: WeightAverager) -> dict:
         cfg, ctx, log = self.cfg, self.ctx, self.log
-        train_ms, step, stop = 0.0, 0, False
+        train_ms, elapsed, step, stop = 0.0, 0.0, 0, False
         sync(ctx)
         t0 = time.perf_counter()
         while True:
@@ -1451,18 +1512,19 @@ class Trainer:
                 t0 = time.perf_counter()
             if last:
                 break
-            scale = lr_scale(cfg, step, train_ms + 1000 * (time.perf_counter() - t0))
+            scale = lr_scale(cfg, step, elapsed)
             loss = self.step(step, scale)
             step += 1
             averager.update(step, scale)
+            # Every wallclock decision (warmdown LR, QAT start, stop) uses one training time that
+            # all ranks agree on, the slowest rank's, from one collective: with per-rank clocks
+            # the ranks would apply slightly different LRs and their weights would drift apart.
             elapsed = train_ms + 1000 * (time.perf_counter() - t0)
-            # Decisions every rank must take on the same step go through one collective.
-            flags = torch.tensor([float(cfg.max_wallclock_seconds > 0 and elapsed >= 1000 * cfg.max_wallclock_seconds),
-                                  float(cfg.qat_mode == "late" and progress(cfg, step, elapsed) >= cfg.qat_start_frac)])
             if ctx.enabled:
-                flags = all_reduce_(flags.to(ctx.device), ctx, dist.ReduceOp.MAX).cpu()
-            stop = bool(flags[0])
-            if flags[1] and not self.qat_live:
+                t = torch.tensor([elapsed], dtype=torch.float64, device=ctx.device)
+                elapsed = all_reduce_(t, ctx, dist.ReduceOp.MAX).item()
+            stop = cfg.max_wallclock_seconds > 0 and elapsed >= 1000 * cfg.max_wallclock_seconds
+            if cfg.qat_mode == "late" and progress(cfg, step, elapsed) >= cfg.qat_start_frac and not self.qat_live:
                 self.qat_live = True
                 set_qat(self.model, True)
                 if cfg.ema_reset_on_qat:
@@ -1563,6 +1625,9 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
     trainer = Trainer(cfg, ctx, model, train_model, eval_model, opt, loader, log, qat_live=cfg.qat_mode == "always")
     set_qat(model, trainer.qat_live)
     trainer.warmup_and_restore()
+    if use_compile(cfg, ctx):
+        log(f"eval_prewarm_time:{prewarm_eval(eval_model, cfg, ctx, len(val_tokens)):.0f}ms "
+            "(eval graphs compiled on dummy tokens before the timer)")
     averager = WeightAverager(model, cfg)
     stats = trainer.run(val_tokens, lut, averager)
     if ctx.device.type == "cuda":

@@ -153,6 +153,10 @@ def parse_log(text: str) -> dict:
             p.update(_kv(line))
         elif line.startswith("warmup_steps:") and "warmup_time:" in line:
             p["warmup_time_ms"] = _kv(line)["warmup_time"]
+        elif line.startswith("eval_prewarm_time:"):
+            p["eval_prewarm_ms"] = _kv(line)["eval_prewarm_time"]
+        elif line.startswith("artifact:") and "export_time:" in line:
+            p["export_ms"] = _kv(line)["export_time"]
         elif line.startswith("step:") and "train_loss:" in line:
             kv = _kv(line)
             kv["step"] = int(str(kv["step"]).split("/")[0]) if isinstance(kv["step"], str) else kv["step"]
@@ -298,6 +302,10 @@ def run_metrics(parsed: dict, peak_rss_mib: float | None, wall_s: float, peak_tf
     m["train_time_ms"] = parsed.get("train_time_total_ms")
     m["warmup_time_ms"] = parsed.get("warmup_time_ms")
     m["eval_time_ms"] = parsed.get("eval_time_total_ms")
+    m["eval_prewarm_ms"] = parsed.get("eval_prewarm_ms")
+    m["export_ms"] = parsed.get("export_ms")
+    sliding = [v for k, v in parsed.get("finals", {}).items() if k.endswith("_sliding_window") and "eval_ms" in v]
+    m["sliding_eval_ms"] = sliding[0]["eval_ms"] if sliding else None
     m["peak_gpu_mem_alloc_mib"] = parsed.get("peak_gpu_mem_alloc_mib")
     m["peak_gpu_mem_reserved_mib"] = parsed.get("peak_gpu_mem_reserved_mib")
     m["peak_rss_mib"] = peak_rss_mib
@@ -665,7 +673,10 @@ SUMMARY_METRICS = (  # (key, label, format)
     ("model_bytes", "model bytes", "{:,.0f}"),
     ("code_bytes", "code bytes", "{:,.0f}"),
     ("warmup_time_ms", "warmup ms", "{:,.0f}"),
+    ("eval_prewarm_ms", "eval graph compile ms (before timer)", "{:,.0f}"),
+    ("export_ms", "export ms", "{:,.0f}"),
     ("eval_time_ms", "eval ms (export roundtrip)", "{:,.0f}"),
+    ("sliding_eval_ms", "sliding-window eval ms", "{:,.0f}"),
     ("wall_s", "wall s", "{:.1f}"),
 )
 

@@ -44,6 +44,8 @@ def test_parse_real_log(tiny_log):
     assert [s["step"] for s in p["train_steps"]] == [1, 2, 4, 6]
     assert p["warmup_time_ms"] == int(re.search(r"warmup_time:(\d+)ms", tiny_log).group(1))
     assert p["eval_time_total_ms"] == int(re.search(r"eval_time_total_ms:(\d+)", tiny_log).group(1))
+    assert p["export_ms"] == int(re.search(r"export_time:(\d+)ms", tiny_log).group(1))
+    assert "eval_prewarm_ms" not in p  # eager CPU run: nothing to prewarm
     assert p["code_bytes"] == p["code_bytes_header"] and p["total_bytes"] == p["code_bytes"] + p["model_bytes"]
     # every final_*_exact line of the log is parsed, with its exact numbers
     names = set(re.findall(r"^(final_\S+)_exact ", tiny_log, re.M)) - {"final_score"}
@@ -75,12 +77,15 @@ def test_parse_skips_the_embedded_source_and_reads_gpu_lines():
         "model_params:17059912",
         "world_size:8 grad_accum_steps:1 micro_batch_seqs:64 compile:1 autocast:bf16",
         "warmup_steps:20 warmup_time:41234ms (weights, optimizer state and data position restored)",
+        "eval_prewarm_time:35012ms (eval graphs compiled on dummy tokens before the timer)",
         "step:1/200 train_loss:6.9 lr_scale:1.0000 train_time:400ms step_avg:400.00ms tok_s:1",
         "step:100/200 train_loss:3.1 lr_scale:1.0000 train_time:9310ms step_avg:93.10ms tok_s:1",
         "step:200/200 train_loss:2.9 lr_scale:1.0000 train_time:18310ms step_avg:91.55ms tok_s:1",
         "peak_memory_allocated_mib:10240 peak_memory_reserved_mib:11000",
         "final_prequant_exact val_loss:2.50000000 val_bpb:1.48000000",
         "final_int8_zstd22_roundtrip_exact val_loss:2.51000000 val_bpb:1.49000000",
+        "artifact:/x/run.int8_zstd22 format:int8_zstd22 params:17059912 bytes:15000000 export_time:5321ms",
+        "final_x_sliding_window stride:64 seq_len:1024 val_loss:2.4000 val_bpb:1.4000 eval_time:61234ms tokens:9 bytes:9",
         "final_x_sliding_window_exact stride:64 seq_len:1024 val_loss:2.4 val_bpb:1.40000000",
         "final_quant_gap_exact val_loss:0.01000000 val_bpb:-0.00100000",
         "code_bytes:50000 model_bytes:15000000 total_bytes:15050000 cap:16000000",
@@ -95,6 +100,7 @@ def test_parse_skips_the_embedded_source_and_reads_gpu_lines():
     assert m["ms_per_step"] == pytest.approx((18310 - 400) / 199)
     assert m["tokens_per_s_per_device"] == pytest.approx(m["tokens_per_s"] / 8)
     assert m["peak_gpu_mem_alloc_mib"] == 10240 and m["warmup_time_ms"] == 41234
+    assert (m["eval_prewarm_ms"], m["export_ms"], m["sliding_eval_ms"]) == (35012, 5321, 61234)
     assert m["val_bpb_score"] == 1.4 and m["final_int8_zstd22_roundtrip.val_bpb"] == 1.49
     flops = bm.model_flops(CORE_CFG)["flops_per_token"]
     assert m["mfu"] == pytest.approx(flops * m["tokens_per_s"] / (8 * 989e12))

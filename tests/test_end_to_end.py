@@ -64,6 +64,44 @@ def test_torchrun_two_ranks_match_single_process(single_run, tmp_path):
         assert abs(metric(dist_log, name) - metric(log, name)) < 1e-3, name
 
 
+RANK_SYNC_DRIVER = """
+import sys
+import torch, torch.distributed as dist
+sys.path.insert(0, {repo!r})
+import train_gpt as tg
+
+plain_run = tg.Trainer.run
+
+
+def run_and_compare(self, *args, **kwargs):
+    out = plain_run(self, *args, **kwargs)
+    flat = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
+    gathered = [torch.zeros_like(flat) for _ in range(self.ctx.world_size)]
+    dist.all_gather(gathered, flat)
+    if self.ctx.is_main:
+        print(f"rank_weight_max_diff:{{(gathered[0] - gathered[1]).abs().max().item():.3e}} steps:{{out['steps']}}")
+    return out
+
+
+tg.Trainer.run = run_and_compare
+sys.exit(tg.main([]))
+"""
+
+
+def test_wallclock_decisions_keep_ranks_bit_identical(tmp_path):
+    """Under a wallclock cap the warmdown LR depends on elapsed time. Each rank's own clock
+    differs by microseconds, so each rank used to apply a slightly different LR, and the
+    weights drifted apart (1e-6 after ~40 steps). All wallclock decisions now use one agreed
+    time, so the ranks' weights stay bit-identical."""
+    driver = tmp_path / "rank_sync_driver.py"
+    driver.write_text(RANK_SYNC_DRIVER.format(repo=str(REPO)))
+    proc = run_script(tmp_path, {"ITERATIONS": "100000", "MAX_WALLCLOCK_SECONDS": "4", "WARMDOWN_ITERS": "100000",
+                                 "EVAL_STRIDE": "0"}, nproc=2, script=driver)
+    m = re.search(r"rank_weight_max_diff:(\S+) steps:(\d+)", proc.stdout)
+    assert m and int(m.group(2)) >= 5, proc.stdout[-2000:]
+    assert float(m.group(1)) == 0.0
+
+
 def test_bad_setting_fails_before_training(tmp_path):
     proc = run_script(tmp_path, {"NUM_KV_HEADS": "3"}, check=False)
     assert proc.returncode != 0 and "NUM_HEADS=2 must be divisible by NUM_KV_HEADS=3" in proc.stderr

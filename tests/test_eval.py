@@ -113,3 +113,29 @@ def test_ttt_gains_on_the_sample(tg):
     on = tg.evaluate_ttt(model, tokens, lut, cfg, cpu(tg), print)
     off = tg.evaluate_ttt(model, tokens, lut, tg.Config(**{**cfg.__dict__, "ttt_lora_lr": 0.0}), cpu(tg), print)
     assert on.bpb < off.bpb - 0.05
+
+
+def test_compiled_eval_never_recompiles_after_prewarm(tg, setup):
+    """Ragged last batches are padded, so each eval runs one graph; prewarm_eval builds exactly
+    those graphs (shapes, strides, grad mode and train/eval mode), so the scored evals compile
+    nothing inside the eval budget. The padded compiled evals equal the eager ones."""
+    cfg, model, tokens, lut = setup
+    cfg = cfg.__class__(**{**cfg.__dict__, "val_batch_size": 32 * 6, "eval_batch_seqs": 4})
+    assert (len(tokens) - 1) // 32 % 6 and len(tg.sliding_windows(len(tokens) - 1, 32, 16)) % 4  # ragged last batches
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=counting_backend, dynamic=False, fullgraph=True)
+    tg.prewarm_eval(compiled, cfg, cpu(tg), len(tokens))
+    assert len(graphs) == 2  # non-overlapping batch shape and sliding batch shape
+    a = tg.evaluate(compiled, tokens, lut, cfg, cpu(tg))
+    b = tg.evaluate_sliding(compiled, tokens, lut, cfg, cpu(tg), stride=cfg.eval_stride)
+    assert len(graphs) == 2
+    ea, eb = tg.evaluate(model, tokens, lut, cfg, cpu(tg)), tg.evaluate_sliding(model, tokens, lut, cfg, cpu(tg), stride=16)
+    assert (a.tokens, a.bytes, b.tokens, b.bytes) == (ea.tokens, ea.bytes, eb.tokens, eb.bytes) == (640, a.bytes, 640, b.bytes)
+    assert a.loss == pytest.approx(ea.loss, rel=1e-6) and b.loss == pytest.approx(eb.loss, rel=1e-6)
+    torch._dynamo.reset()

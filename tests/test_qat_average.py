@@ -42,6 +42,22 @@ def test_qat_flag_changes_the_compiled_forward(tg):
     assert torch.allclose(during, eager_quant, atol=1e-5)  # exactly the weights the export stores
 
 
+def test_batched_qat_refresh_equals_per_layer_fake_quant(tg):
+    """refresh_qat stacks same-width layers into one quantizer call; the quantizer is per row,
+    so every layer's w_q must be bit-identical to quantizing that layer alone (mixed bits and
+    widths: attn/mlp at 5 bits, the bigram projection at 6, MLP down-projection 3x wider)."""
+    cfg = tiny_cfg(tg, QAT_MODE="always", QUANT_BITS_ATTN=5, QUANT_BITS_MLP=5, QUANT_BITS_PROJ=6, MLP_MULT=3)
+    model = randomize(tg.build_model(cfg, cpu(tg)))
+    layers = [m for m in model.modules() if isinstance(m, tg.Linear) and m.qat]
+    assert len({(m.bits, m.weight.size(1)) for m in layers}) >= 3
+    for stack in (True, False):  # the GPU default and the CPU default
+        for m in layers:
+            m.w_q.zero_()
+        tg.refresh_qat(model, stack=stack)
+        for m in layers:
+            assert torch.equal(m.w_q, tg.fake_quant(m.weight, m.bits, m.clip))
+
+
 def test_qat_gradient_is_straight_through(tg):
     cfg, model = qat_model(tg, mode="always")
     tg.set_qat(model, True)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU measurements of issue 7 on one H100/H200, in steps that each fit one 10-minute
+# device command. The device machine has no internet, so the data travels with the working
+# tree: copy the proxy corpus into the ignored .carry/ folder first (see bench/README.md,
+# "GPU measurement"), and name .carry in the device call's carry list.
+#
+#   bash bench/gpu_session.sh train    # default model, full 8-GPU-equivalent batch: ms/step,
+#                                      # tokens/s, MFU, peak memory, compile, export and
+#                                      # sliding-eval time over one rank's share of FineWeb val
+#   bash bench/gpu_session.sh profile  # per-phase CUDA profile of the step + recompile log
+#
+# Results go to $OUT (the device tool brings that folder back), else bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/results}
+SRC=${PROXY_SRC:-.carry/proxy}
+DATA=/tmp/proxy_rank_val
+export PYTHONUNBUFFERED=1
+
+[ -f "$SRC/proxy_1024_bpe.model" ] || { echo "error: $SRC/proxy_1024_bpe.model missing: copy ../shared/proxy into $SRC first" >&2; exit 2; }
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu_info.txt"
+
+# One rank's share of FineWeb's validation split (62,021,632 / 8 tokens), made of the proxy's
+# validation documents repeated: the sliding eval is timed on exactly the work each of 8 GPUs does.
+[ -d "$DATA" ] || python bench/make_val_split.py --src "$SRC" --tokens 7752704 --out "$DATA"
+DATA_ENV="DATA_PATH=$DATA,TRAIN_GLOB=proxy_train_*.bin,VAL_GLOB=proxy_val_*.bin,TOKENIZER_PATH=$DATA/proxy_1024_bpe.model"
+
+case "${1:-}" in
+  train)
+    # 150 steps of the default model with the full 786,432-token batch: 8 micro-batches of 48 x 2048,
+    # the per-GPU shapes of an 8-GPU run (so ms/step / 8 compares with 8xH100 figures).
+    python bench/benchmark.py --steps 150 --seeds 1337 --timeout 570 --overwrite \
+      --env "$DATA_ENV,TRAIN_LOG_EVERY=10,VAL_LOSS_EVERY=0" \
+      --config full_batch:TRAIN_BATCH_TOKENS=786432 \
+      --out "$OUT/gpu_train" 2>&1 | tee "$OUT/gpu_train.log"
+    ;;
+  profile)
+    # CUDA profile of 3 steps (phases, top kernels, host syncs), with every recompile logged.
+    TORCH_LOGS=recompiles python bench/profile_step.py --steps 3 --row-limit 30 \
+      --env "$DATA_ENV,WARMUP_STEPS=3,TRAIN_BATCH_TOKENS=786432" 2>&1 | tee "$OUT/gpu_profile.log"
+    ;;
+  *)
+    echo "usage: bash bench/gpu_session.sh train|profile" >&2; exit 2 ;;
+esac
