@@ -277,6 +277,7 @@ class Dist:
     world_size: int
     local_rank: int
     device: torch.device
+    control: object = None  # gloo group for host-side decisions on CUDA runs (None: the default group)
 
     @property
     def is_main(self) -> bool:
@@ -301,9 +302,9 @@ def setup_distributed() -> Dist:
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)
-    else:
-        device = torch.device("cpu")
-        dist.init_process_group("gloo")
+        return Dist(rank, world, local, device, control=dist.new_group(backend="gloo"))
+    device = torch.device("cpu")
+    dist.init_process_group("gloo")
     return Dist(rank, world, local, device)
 
 
@@ -311,6 +312,17 @@ def all_reduce_(t: Tensor, ctx: Dist, op=dist.ReduceOp.SUM) -> Tensor:
     if ctx.enabled:
         dist.all_reduce(t, op=op)
     return t
+
+
+def host_max(value: float, ctx: Dist) -> float:
+    """The largest of the ranks' values of a host-side number. On CUDA runs it goes through
+    the gloo control group on CPU tensors: an NCCL all-reduce read back with .item() would
+    make the host wait for the GPU to finish every step."""
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=ctx.control)
+    return t.item()
 
 
 def barrier(ctx: Dist) -> None:
@@ -428,7 +440,9 @@ class DistributedTokenLoader:
     def next_batch(self) -> tuple[Tensor, Tensor]:
         span = self.micro_tokens + 1
         chunk = self.stream.take(span * self.ctx.world_size)[self.ctx.rank * span:(self.ctx.rank + 1) * span]
-        chunk = chunk.to(self.ctx.device, dtype=torch.int64, non_blocking=True)
+        if self.ctx.device.type == "cuda":  # page-locked, so the copy is truly asynchronous
+            chunk = chunk.pin_memory()
+        chunk = chunk.to(self.ctx.device, non_blocking=True).to(torch.int64)  # widen on the device
         return chunk[:-1].view(-1, self.seq_len), chunk[1:].view(-1, self.seq_len)
 
 
@@ -849,6 +863,8 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self) -> None:
+        """Elementwise work runs as a few foreach ops over all tensors (not a handful of kernel
+        launches per parameter); only Newton-Schulz runs per matrix."""
         for group in self.param_groups:
             params = group["params"]
             if not params:
@@ -858,25 +874,29 @@ class Muon(torch.optim.Optimizer):
             if key not in self.flat or self.flat[key].dtype != buf_dtype:  # allocated once, reused every step
                 self.flat[key] = torch.empty(sum(p.numel() for p in params), device=params[0].device, dtype=buf_dtype)
             flat = self.flat[key].zero_()
-            offset = 0
-            for i, p in enumerate(params):
-                n = p.numel()
-                if i % self.ctx.world_size == self.ctx.rank and p.grad is not None:
-                    g = p.grad
-                    mom = self.state[p].setdefault("momentum_buffer", torch.zeros_like(g))
-                    mom.mul_(group["momentum"]).add_(g)
-                    u = self.ns_fn(g.add_(mom, alpha=group["momentum"]), group["backend_steps"])  # Nesterov, in the grad buffer
-                    flat[offset:offset + n] = u.reshape(-1)
-                offset += n
-            all_reduce_(flat, self.ctx)
-            offset = 0
+            offsets = [0]
             for p in params:
-                n = p.numel()
-                if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                shape_scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
-                p.add_(flat[offset:offset + n].view_as(p), alpha=-group["lr"] * shape_scale)
-                offset += n
+                offsets.append(offsets[-1] + p.numel())
+            mine = [i for i, p in enumerate(params) if i % self.ctx.world_size == self.ctx.rank and p.grad is not None]
+            grads = [params[i].grad for i in mine]
+            moms = [self.state[params[i]].setdefault("momentum_buffer", torch.zeros_like(params[i])) for i in mine]
+            if mine:
+                torch._foreach_mul_(moms, group["momentum"])
+                torch._foreach_add_(moms, grads)
+                torch._foreach_add_(grads, moms, alpha=group["momentum"])  # Nesterov, in the grad buffer
+            for i, g in zip(mine, grads):
+                flat[offsets[i]:offsets[i + 1]] = self.ns_fn(g, group["backend_steps"]).reshape(-1)
+            all_reduce_(flat, self.ctx)
+            updates = flat.float()  # one cast, so the foreach adds below take their fused fp32 path
+            if group["weight_decay"]:
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            by_scale: dict[float, tuple[list, list]] = {}  # shape scale sqrt(max(1, rows/cols)) -> (params, updates)
+            for i, p in enumerate(params):
+                ps, us = by_scale.setdefault(max(1.0, p.size(0) / p.size(1)) ** 0.5, ([], []))
+                ps.append(p)
+                us.append(updates[offsets[i]:offsets[i + 1]].view_as(p))
+            for shape_scale, (ps, us) in by_scale.items():
+                torch._foreach_add_(ps, us, alpha=-group["lr"] * shape_scale)
 
 
 class Optimizers:
@@ -1517,12 +1537,16 @@ class Trainer:
             step += 1
             averager.update(step, scale)
             # Every wallclock decision (warmdown LR, QAT start, stop) uses one training time that
-            # all ranks agree on, the slowest rank's, from one collective: with per-rank clocks
-            # the ranks would apply slightly different LRs and their weights would drift apart.
+            # all ranks agree on, the slowest rank's, from one host-side collective: with per-rank
+            # clocks the ranks would apply slightly different LRs and their weights would drift.
+            # The host runs ahead of the GPU (nothing here waits for it), so host time leads the
+            # GPU's by up to a step or so; within two steps of the cap the step is synced, so the
+            # stop decision sees the GPU's real progress and the run ends on time.
             elapsed = train_ms + 1000 * (time.perf_counter() - t0)
-            if ctx.enabled:
-                t = torch.tensor([elapsed], dtype=torch.float64, device=ctx.device)
-                elapsed = all_reduce_(t, ctx, dist.ReduceOp.MAX).item()
+            if cfg.max_wallclock_seconds > 0 and elapsed * (1 + 2 / step) >= 1000 * cfg.max_wallclock_seconds:
+                sync(ctx)
+                elapsed = train_ms + 1000 * (time.perf_counter() - t0)
+            elapsed = host_max(elapsed, ctx)
             stop = cfg.max_wallclock_seconds > 0 and elapsed >= 1000 * cfg.max_wallclock_seconds
             if cfg.qat_mode == "late" and progress(cfg, step, elapsed) >= cfg.qat_start_frac and not self.qat_live:
                 self.qat_live = True
