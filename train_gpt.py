@@ -18,6 +18,7 @@ Hard cap: 1800 lines (a test enforces it).
 from __future__ import annotations
 
 import copy
+import gc
 import dataclasses
 import difflib
 import glob
@@ -1726,13 +1727,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     try:
-        return run(cfg, ctx, log, out_dir / run_id)
+        rc = run(cfg, ctx, log, out_dir / run_id)
+        barrier(ctx)  # no rank tears the process group down while a peer still uses it
+        return rc
     except BaseException as e:
         log(f"error:{type(e).__name__}: {e}")
         raise
     finally:
         log.close()
         if ctx.enabled:
+            gc.collect()  # DDP's reducer sits in reference cycles: free it while its group is alive
             dist.destroy_process_group()
 
 

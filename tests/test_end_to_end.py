@@ -102,6 +102,47 @@ def test_wallclock_decisions_keep_ranks_bit_identical(tmp_path):
     assert float(m.group(1)) == 0.0
 
 
+GRAPH_COUNT_DRIVER = """
+import functools
+import sys
+import torch
+from torch._dynamo.utils import counters
+torch.compile = functools.partial(torch.compile, backend="eager")  # dynamo's guards and recompiles, no inductor
+sys.path.insert(0, {repo!r})
+import train_gpt as tg
+
+plain_prewarm = tg.prewarm_eval
+
+
+def prewarm_and_count(*args, **kwargs):
+    ms = plain_prewarm(*args, **kwargs)
+    print(f"graphs_after_prewarm:{{counters['stats']['unique_graphs']}}")
+    return ms
+
+
+tg.prewarm_eval = prewarm_and_count
+rc = tg.main([])
+print(f"graphs_at_end:{{counters['stats']['unique_graphs']}}")
+sys.exit(rc)
+"""
+
+
+def test_compiled_run_builds_no_graph_after_the_prewarm(tmp_path):
+    """With COMPILE=1 every graph (train step, Newton-Schulz shapes, both eval shapes) is built
+    before the timer: neither the training-time validation, nor the QAT switch, nor the
+    reloaded artifact's scoring (non-overlapping and sliding) compiles anything new. Dynamo
+    runs for real (its guards decide recompiles); only inductor is swapped for eager."""
+    driver = tmp_path / "graph_count_driver.py"
+    driver.write_text(GRAPH_COUNT_DRIVER.format(repo=str(REPO)))
+    proc = run_script(tmp_path, {"COMPILE": "1", "VAL_LOSS_EVERY": "5", "EVAL_BATCH_SEQS": "16"}, script=driver)
+    log = (tmp_path / "run.txt").read_text()
+    assert "compile:1" in log and "eval_prewarm_time:" in log and "qat_start step:6" in log
+    assert f"final_{LABEL}_sliding_window_exact" in log
+    before = int(re.search(r"graphs_after_prewarm:(\d+)", proc.stdout).group(1))
+    after = int(re.search(r"graphs_at_end:(\d+)", proc.stdout).group(1))
+    assert before >= 3 and after == before
+
+
 def test_bad_setting_fails_before_training(tmp_path):
     proc = run_script(tmp_path, {"NUM_KV_HEADS": "3"}, check=False)
     assert proc.returncode != 0 and "NUM_HEADS=2 must be divisible by NUM_KV_HEADS=3" in proc.stderr
