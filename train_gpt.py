@@ -880,7 +880,10 @@ class Muon(torch.optim.Optimizer):
                 offsets.append(offsets[-1] + p.numel())
             mine = [i for i, p in enumerate(params) if i % self.ctx.world_size == self.ctx.rank and p.grad is not None]
             grads = [params[i].grad for i in mine]
-            moms = [self.state[params[i]].setdefault("momentum_buffer", torch.zeros_like(params[i])) for i in mine]
+            for i in mine:
+                if "momentum_buffer" not in self.state[params[i]]:
+                    self.state[params[i]]["momentum_buffer"] = torch.zeros_like(params[i])
+            moms = [self.state[params[i]]["momentum_buffer"] for i in mine]
             if mine:
                 torch._foreach_mul_(moms, group["momentum"])
                 torch._foreach_add_(moms, grads)
@@ -1496,6 +1499,17 @@ class Trainer:
             refresh_qat(self.model)
         return total / self.grad_accum
 
+    def mark_step_done(self, prev_done):
+        """Record the end of the step just queued and wait for the one before it to finish
+        (CUDA only). Returns the new event."""
+        if self.ctx.device.type != "cuda":
+            return None
+        done = torch.cuda.Event()
+        done.record()
+        if prev_done is not None:
+            prev_done.synchronize()
+        return done
+
     def warmup_and_restore(self) -> None:
         """Run WARMUP_STEPS real steps so every compiled graph and kernel is built before the
         timer starts, then restore the initial weights, optimizer state and data position:
@@ -1518,7 +1532,7 @@ class Trainer:
 
     def run(self, val_tokens: Tensor, lut: ByteLUT, averager: WeightAverager) -> dict:
         cfg, ctx, log = self.cfg, self.ctx, self.log
-        train_ms, elapsed, step, stop = 0.0, 0.0, 0, False
+        train_ms, elapsed, step, stop, prev_done = 0.0, 0.0, 0, False, None
         sync(ctx)
         t0 = time.perf_counter()
         while True:
@@ -1540,14 +1554,16 @@ class Trainer:
             # Every wallclock decision (warmdown LR, QAT start, stop) uses one training time that
             # all ranks agree on, the slowest rank's, from one host-side collective: with per-rank
             # clocks the ranks would apply slightly different LRs and their weights would drift.
-            # The host runs ahead of the GPU (nothing here waits for it), so host time leads the
-            # GPU's by up to a step or so; within two steps of the cap the step is synced, so the
-            # stop decision sees the GPU's real progress and the run ends on time.
+            # The host may queue one step ahead of the GPU, no more: it waits for the previous
+            # step's end event (not a full sync), so host time leads GPU time by at most a step.
+            # Within two steps of the cap it syncs fully, so the stop sees real GPU progress.
+            prev_done = self.mark_step_done(prev_done)
             elapsed = train_ms + 1000 * (time.perf_counter() - t0)
-            if cfg.max_wallclock_seconds > 0 and elapsed * (1 + 2 / step) >= 1000 * cfg.max_wallclock_seconds:
-                sync(ctx)
-                elapsed = train_ms + 1000 * (time.perf_counter() - t0)
-            elapsed = host_max(elapsed, ctx)
+            if cfg.max_wallclock_seconds > 0:  # without a cap every decision is by step count
+                if elapsed * (1 + 2 / step) >= 1000 * cfg.max_wallclock_seconds:
+                    sync(ctx)
+                    elapsed = train_ms + 1000 * (time.perf_counter() - t0)
+                elapsed = host_max(elapsed, ctx)
             stop = cfg.max_wallclock_seconds > 0 and elapsed >= 1000 * cfg.max_wallclock_seconds
             if cfg.qat_mode == "late" and progress(cfg, step, elapsed) >= cfg.qat_start_frac and not self.qat_live:
                 self.qat_live = True

@@ -48,6 +48,8 @@ def make_split(src: Path, out: Path, n_tokens: int, val_glob: str, bos_id: int) 
         if f.name not in val_names and not (out / f.name).exists():
             os.symlink(f.resolve(), out / f.name)
     dest = out / Path(val_files[0]).name
+    if dest.is_symlink():  # a link left by an earlier run: never write through it into the source
+        dest.unlink()
     write_shard(dest, repeat_to(tokens, n_tokens, bos_id))
     return dest
 

@@ -143,6 +143,30 @@ def test_compiled_run_builds_no_graph_after_the_prewarm(tmp_path):
     assert before >= 3 and after == before
 
 
+CONTROL_GROUP_DRIVER = """
+import sys
+import torch, torch.distributed as dist
+sys.path.insert(0, {repo!r})
+import train_gpt as tg
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+# What setup_distributed builds on NCCL runs: a separate gloo group for host-side decisions.
+ctx = tg.Dist(rank, 2, rank, torch.device("cpu"), control=dist.new_group(backend="gloo"))
+with open(f"rank{{rank}}.txt", "w") as f:  # one file per rank: their stdout lines interleave
+    f.write(str(tg.host_max(1000.0 + 0.25 * rank, ctx)))
+tg.barrier(ctx)
+dist.destroy_process_group()
+"""
+
+
+def test_host_max_through_a_gloo_control_group(tmp_path):
+    driver = tmp_path / "control_group_driver.py"
+    driver.write_text(CONTROL_GROUP_DRIVER.format(repo=str(REPO)))
+    run_script(tmp_path, nproc=2, script=driver)
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["1000.25", "1000.25"]
+
+
 def test_bad_setting_fails_before_training(tmp_path):
     proc = run_script(tmp_path, {"NUM_KV_HEADS": "3"}, check=False)
     assert proc.returncode != 0 and "NUM_HEADS=2 must be divisible by NUM_KV_HEADS=3" in proc.stderr
