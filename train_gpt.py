@@ -309,9 +309,9 @@ def setup_distributed() -> Dist:
     return Dist(rank, world, local, device)
 
 
-def all_reduce_(t: Tensor, ctx: Dist, op=dist.ReduceOp.SUM) -> Tensor:
+def all_reduce_(t: Tensor, ctx: Dist, op=dist.ReduceOp.SUM, group=None) -> Tensor:
     if ctx.enabled:
-        dist.all_reduce(t, op=op)
+        dist.all_reduce(t, op=op, group=group)
     return t
 
 
@@ -319,11 +319,7 @@ def host_max(value: float, ctx: Dist) -> float:
     """The largest of the ranks' values of a host-side number. On CUDA runs it goes through
     the gloo control group on CPU tensors: an NCCL all-reduce read back with .item() would
     make the host wait for the GPU to finish every step."""
-    if not ctx.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=ctx.control)
-    return t.item()
+    return all_reduce_(torch.tensor([value], dtype=torch.float64), ctx, dist.ReduceOp.MAX, ctx.control).item()
 
 
 def barrier(ctx: Dist) -> None:
@@ -817,10 +813,11 @@ def refresh_qat(model: nn.Module, stack: bool | None = None) -> None:
     search), launch overhead that would land in every QAT step. On CPU (stack=False by
     default) each layer goes alone: stacked tensors fall out of the caches and run 3-8x slower
     (bench/results/qat_refresh). Both give bit-identical w_q."""
+    if stack is None:
+        stack = next(model.parameters()).is_cuda
     groups: dict[tuple, list[Linear]] = {}
     for m in model.modules():
         if isinstance(m, Linear) and m.qat:
-            stack = m.weight.is_cuda if stack is None else stack
             groups.setdefault((m.bits, m.clip, m.weight.size(1)) if stack else (m,), []).append(m)
     for mods in groups.values():
         w = mods[0].weight if len(mods) == 1 else torch.cat([m.weight for m in mods])
@@ -860,7 +857,18 @@ class Muon(torch.optim.Optimizer):
                  ns_fn=newton_schulz5):
         super().__init__(params, dict(lr=lr, base_lr=lr, momentum=momentum, backend_steps=backend_steps,
                                       weight_decay=weight_decay))
-        self.ctx, self.ns_fn, self.flat = ctx, ns_fn, {}
+        self.ctx, self.ns_fn, self.flat, self.layouts = ctx, ns_fn, {}, {}
+
+    def layout(self, group: dict) -> tuple[list[int], dict[float, list[int]]]:
+        """Per group, computed once: each parameter's offset in the flat buffer, and the
+        parameter indices by shape scale sqrt(max(1, rows/cols))."""
+        if id(group) not in self.layouts:
+            offsets, by_scale = [0], {}
+            for i, p in enumerate(group["params"]):
+                offsets.append(offsets[-1] + p.numel())
+                by_scale.setdefault(max(1.0, p.size(0) / p.size(1)) ** 0.5, []).append(i)
+            self.layouts[id(group)] = (offsets, by_scale)
+        return self.layouts[id(group)]
 
     @torch.no_grad()
     def step(self) -> None:
@@ -875,9 +883,7 @@ class Muon(torch.optim.Optimizer):
             if key not in self.flat or self.flat[key].dtype != buf_dtype:  # allocated once, reused every step
                 self.flat[key] = torch.empty(sum(p.numel() for p in params), device=params[0].device, dtype=buf_dtype)
             flat = self.flat[key].zero_()
-            offsets = [0]
-            for p in params:
-                offsets.append(offsets[-1] + p.numel())
+            offsets, by_scale = self.layout(group)
             mine = [i for i, p in enumerate(params) if i % self.ctx.world_size == self.ctx.rank and p.grad is not None]
             grads = [params[i].grad for i in mine]
             for i in mine:
@@ -894,13 +900,10 @@ class Muon(torch.optim.Optimizer):
             updates = flat.float()  # one cast, so the foreach adds below take their fused fp32 path
             if group["weight_decay"]:
                 torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-            by_scale: dict[float, tuple[list, list]] = {}  # shape scale sqrt(max(1, rows/cols)) -> (params, updates)
-            for i, p in enumerate(params):
-                ps, us = by_scale.setdefault(max(1.0, p.size(0) / p.size(1)) ** 0.5, ([], []))
-                ps.append(p)
-                us.append(updates[offsets[i]:offsets[i + 1]].view_as(p))
-            for shape_scale, (ps, us) in by_scale.items():
-                torch._foreach_add_(ps, us, alpha=-group["lr"] * shape_scale)
+            for shape_scale, members in by_scale.items():
+                torch._foreach_add_([params[i] for i in members],
+                                    [updates[offsets[i]:offsets[i + 1]].view_as(params[i]) for i in members],
+                                    alpha=-group["lr"] * shape_scale)
 
 
 class Optimizers:
@@ -1170,6 +1173,13 @@ def eval_batch_rows(cfg: Config, ctx: Dist, n_val: int) -> int:
     return max(1, min(cfg.val_batch_size // (cfg.train_seq_len * ctx.world_size), math.ceil(n_seqs / ctx.world_size)))
 
 
+def padded_rows(first: int, rows: int, end: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Indices first .. first+rows-1 of a fixed-size batch over items [.., end): past the end
+    they repeat the last item, and `real` marks the rows that score."""
+    idx = torch.arange(first, first + rows, device=device)
+    return idx.clamp_max(end - 1), idx < end
+
+
 def gather_windows(tokens: Tensor, starts: Tensor, length: int) -> tuple[Tensor, Tensor]:
     """Inputs and targets of the windows tokens[start : start + length + 1], one gather for the
     batch. Every compiled eval input is built here (prewarm_eval too), so all share one shape,
@@ -1194,9 +1204,9 @@ def evaluate(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ct
     model.eval()
     with autocast(ctx):
         for s in range(lo, hi, rows):
-            seqs = torch.arange(s, s + rows, device=ctx.device)
-            real = (seqs < hi)[:, None]  # a short last batch is padded with copies of its last sequence
-            x, y = gather_windows(tokens, seqs.clamp_max(hi - 1) * seq, seq)
+            seqs, real = padded_rows(s, rows, hi, ctx.device)  # a short last batch repeats its last sequence
+            real = real[:, None]
+            x, y = gather_windows(tokens, seqs * seq, seq)
             sums[0] += (token_nll(model, x, y).double() * real).sum()
             sums[1] += real.sum() * seq
             sums[2] += (lut.count(x, y) * real).sum()
@@ -1246,9 +1256,7 @@ def evaluate_sliding(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Co
         for b in range(0, len(mine), rows):
             batch = mine[b:b + rows]
             # Pad a short last batch by repeating its last window; padded rows score nothing.
-            sel = torch.arange(b, b + rows, device=ctx.device)
-            real = sel < len(mine)
-            sel = sel.clamp_max(len(mine) - 1)
+            sel, real = padded_rows(b, rows, len(mine), ctx.device)
             x, y = gather_windows(tokens, starts[sel], length)
             nll = token_nll(model, x, y)
             mask = (torch.arange(length, device=ctx.device)[None, :] >= firsts[sel, None]) & real[:, None]
