@@ -13,7 +13,6 @@ run under torch.compile.
 Sections (grep -n '^# =====' prints this table of contents):
   1 CONFIG  2 DISTRIBUTED+LOGGING  3 DATA  4 BPB  5 MODEL  6 MUON  7 QUANT+EXPORT  8 EVAL
   9 TRAIN  10 MAIN
-Hard cap: 1800 lines (a test enforces it).
 """
 from __future__ import annotations
 
