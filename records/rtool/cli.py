@@ -1,0 +1,93 @@
+"""Command line of the records tool: one sub-command per module."""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+
+from .common import TRACKS
+from .diff import cmd_diff
+from .leaderboard import cmd_leaderboard
+from .new import cmd_new
+from .validate import cmd_validate
+
+DESCRIPTION = ("Records tool for Parameter Golf submissions: build, check, compare, rank and pack record "
+               "folders.")
+
+def _add_best_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("significance (0.005 nats at p < 0.01; see records/README.md)")
+    g.add_argument("--best-loss", type=float, help="current best val_loss in nats (one-sample test)")
+    g.add_argument("--best-bpb", type=float, help="current best val_bpb (one-sample test on bpb; margin converted)")
+    g.add_argument("--best-losses", help="the best record's per-seed val_loss values, comma separated (Welch test)")
+    g.add_argument("--best-record", help="the best record's folder: per-seed val_loss from its logs (Welch test)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="records_tool.py", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python records/records_tool.py new logs/a.txt logs/b.txt logs/c.txt --name NAME --author A \\\n"
+               "      --github-id ID --description Short_Name\n"
+               "  python records/records_tool.py validate records/track_10min_16mb/2026-05-01_Short_Name --best-loss 1.9295\n"
+               "  python records/records_tool.py diff records/track_10min_16mb/A records/track_10min_16mb/B\n"
+               "  python records/records_tool.py leaderboard\n"
+               "See records/README.md for the checks, the log formats and the significance test.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("new", help="build a record folder from run logs",
+                       description="Build records/track_<TRACK>/<DATE>_<DESCRIPTION>/ from run logs: copy the exact "
+                                   "script (verified against the source embedded in every log; refuses on mismatch), "
+                                   "the logs (as train_seed<SEED>.log), submission.json, a README.md skeleton and "
+                                   "curves.png.")
+    p.add_argument("logs", nargs="+", help="run logs (logs/<RUN_ID>.txt), one per seed")
+    p.add_argument("--script", default="./train_gpt.py", help="the script that produced the logs (default ./train_gpt.py)")
+    p.add_argument("--name", required=True, help="submission name")
+    p.add_argument("--author", required=True, help="author's name")
+    p.add_argument("--github-id", required=True, help="author's GitHub id")
+    p.add_argument("--description", required=True, help="folder suffix, e.g. 10L_Int5MLP_SWA (no spaces)")
+    p.add_argument("--blurb", default="", help="one-paragraph summary for submission.json and README")
+    p.add_argument("--date", default=_dt.date.today().isoformat(), help="YYYY-MM-DD (default today)")
+    p.add_argument("--track", default="10min_16mb", choices=TRACKS, help="record track (default 10min_16mb)")
+    p.add_argument("--records-root", default="records", help="root of the track folders (default records)")
+    p.add_argument("--out", help="exact output folder (overrides --records-root/--track/--date/--description)")
+    p.add_argument("--requirements", help="a requirements.txt to copy into the folder")
+    p.add_argument("--force", action="store_true", help="write into an existing non-empty folder")
+    p.add_argument("--allow-config-diff", action="store_true", help="accept logs whose configs differ beyond the seed")
+    _add_best_args(p)
+    p.set_defaults(func=cmd_new)
+
+    p = sub.add_parser("validate", help="check a record folder",
+                       description="Check a record folder; prints PASS/FAIL/UNVERIFIED/SKIP lines and exits 1 on any "
+                                   "FAIL (or UNVERIFIED, unless --allow-unverified). UNVERIFIED means the logs do not "
+                                   "contain what the check needs (e.g. no embedded source).")
+    p.add_argument("folder", help="the record folder")
+    p.add_argument("--allow-unverified", action="store_true", help="do not fail on checks the logs cannot support")
+    p.add_argument("--train-grace-steps", type=float, default=1.0,
+                   help="training may exceed 600 s by this many average steps, because the wallclock cap is checked "
+                        "at step boundaries (default 1; 0 = strict)")
+    _add_best_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("diff", help="compare two record folders or two logs",
+                       description="Compare two record folders or two logs: resolved configuration (the logged config, "
+                                   "or the script's env-var defaults read with ast when the log has none), metrics, and "
+                                   "a unified diff of the scripts.")
+    p.add_argument("a", help="record folder or log")
+    p.add_argument("b", help="record folder or log")
+    p.add_argument("--context", type=int, default=3, help="lines of context in the script diff (default 3)")
+    p.add_argument("--all-keys", action="store_true", help="also show SEED/RUN_ID-style keys")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("leaderboard", help="table of every record, sorted by score",
+                       description="Table of every record folder under a root (recursive over track folders), sorted "
+                                   "by mean val_bpb of the logs' scored metric (submission.json when no log parses).")
+    p.add_argument("--root", default="records", help="root folder (default records)")
+    p.add_argument("--by", choices=("bpb", "loss"), default="bpb", help="sort key (default bpb)")
+    p.add_argument("--track", help="only this track, e.g. 10min_16mb")
+    p.set_defaults(func=cmd_leaderboard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
