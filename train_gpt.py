@@ -1695,7 +1695,7 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
 
     label = artifact_label(cfg, set(roles.values()))
     art_path = Path(f"{out}.{label}")
-    code_bytes = len(Path(__file__).read_bytes())
+    code_bytes = len(Path(__file__).read_bytes())  # the file that ran: for a packed script, the wrapper
     if ctx.is_main:
         export_artifact(model.state_dict(), roles, cfg, art_path, log)
     barrier(ctx)  # the artifact is on disk before any rank reads it
@@ -1737,10 +1737,13 @@ def main(argv: list[str] | None = None) -> int:
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     log = Logger(out_dir / f"{run_id}.txt" if ctx.is_main else None)
-    code = Path(__file__).read_text(encoding="utf-8")
+    # a packed train_gpt.py (records/records_tool.py pack) runs this source from PACKED_SOURCE: the log embeds the
+    # readable source, while code_sha256 and code_bytes are always those of the file that ran, the counted code
+    ran = Path(__file__).read_bytes()
+    code = globals().get("PACKED_SOURCE") or ran.decode("utf-8")
     log(code, console=False)
     log("=" * 100, console=False)
-    log(f"code_sha256:{hashlib.sha256(code.encode()).hexdigest()} code_bytes:{len(code.encode())}")
+    log(f"code_sha256:{hashlib.sha256(ran).hexdigest()} code_bytes:{len(ran)}")
     log(f"run_id:{run_id}")
     for i, line in enumerate(environment_lines(ctx)):
         log(line, console=i < 2)  # nvidia-smi output goes to the file only

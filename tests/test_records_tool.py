@@ -53,7 +53,7 @@ def make_record(capsys, tmp_path: Path, logs=None, script=OURS / "tiny_train_gpt
                 extra=()) -> Path:
     logs = logs if logs is not None else tiny_logs(tmp_path)
     code, out = run_cli(capsys, "new", *logs, "--script", script, "--name", "Tiny test", "--author", "A B",
-                        "--github-id", "ab", "--description", desc, "--date", "2026-05-01",
+                        "--github-id", "ab", "--description", desc, "--date", "2026-05-01", "--blurb", "A tiny test.",
                         "--records-root", tmp_path / "records", *extra)
     assert code == 0, out
     return tmp_path / "records" / "track_10min_16mb" / f"2026-05-01_{desc}"
@@ -178,19 +178,30 @@ def test_env_defaults_ast():
         {"NEEDED": "<required>", "OPT": "<unset>"}
 
 
-def test_current_train_gpt_log_follows_the_contract(tmp_path):
-    """Runs the repository's train_gpt.py for a few CPU steps (about 5 s) and parses its log,
-    so a change of the trainer's log format cannot hide behind the snapshot fixtures."""
-    script, sample = ROOT / "train_gpt.py", ROOT / "data" / "sample"
-    if not script.is_file() or not (sample / "sotu_1024_bpe.model").is_file():
-        pytest.skip("train_gpt.py or data/sample is not present")
+def tiny_run_env(out_dir: Path, run_id: str) -> dict:
+    """Environment of a few-step CPU run of train_gpt.py on the bundled sample data."""
+    sample = ROOT / "data" / "sample"
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "SYSTEMROOT")
     env = {k: v for k, v in __import__("os").environ.items() if k in keep}
     env.update(DATA_PATH=str(sample), TRAIN_GLOB="sotu_train_*.bin", VAL_GLOB="sotu_val_*.bin",
                TOKENIZER_PATH=str(sample / "sotu_1024_bpe.model"), NUM_LAYERS="1", MODEL_DIM="32", NUM_HEADS="2",
                NUM_KV_HEADS="1", XSA_LAST_N="1", TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="512", ITERATIONS="4", WARMUP_STEPS="1",
                VAL_LOSS_EVERY="2", TRAIN_LOG_EVERY="1", VAL_BATCH_SIZE="2048", VAL_MAX_TOKENS="4096",
-               OUT_DIR=str(tmp_path), RUN_ID="contract", SEED="7", OMP_NUM_THREADS="1")
+               OUT_DIR=str(out_dir), RUN_ID=run_id, SEED="7", OMP_NUM_THREADS="1")
+    return env
+
+
+def need_trainer():
+    if not (ROOT / "train_gpt.py").is_file() or not (ROOT / "data" / "sample" / "sotu_1024_bpe.model").is_file():
+        pytest.skip("train_gpt.py or data/sample is not present")
+
+
+def test_current_train_gpt_log_follows_the_contract(tmp_path):
+    """Runs the repository's train_gpt.py for a few CPU steps (about 5 s) and parses its log,
+    so a change of the trainer's log format cannot hide behind the snapshot fixtures."""
+    need_trainer()
+    script = ROOT / "train_gpt.py"
+    env = tiny_run_env(tmp_path, "contract")
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -201,6 +212,84 @@ def test_current_train_gpt_log_follows_the_contract(tmp_path):
     assert None not in (r.total_bytes, r.code_bytes, r.model_bytes, r.train_time_ms, r.eval_time_ms, r.steps,
                         r.step_avg_ms, r.python_version, r.torch_version, r.device_name)
     assert r.steps == 4 and r.train_points and r.val_points
+
+
+# ----- pack -----
+
+def test_pack_round_trip_and_refusals(capsys, tmp_path):
+    src = (OURS / "tiny_train_gpt.py").read_text()
+    packed = rt.pack_source(src)
+    assert rt.unpack_source(packed) == src and rt.unpack_source(src.encode()) is None
+    assert packed.startswith(b"import lzma as L,base64 as B\n") and packed.count(b"\n") == 3
+    code, out = run_cli(capsys, "pack", OURS / "tiny_train_gpt.py", "--out", tmp_path / "p")
+    assert code == 0 and "round trip checked" in out
+    assert (tmp_path / "p" / "train_gpt.py").read_bytes() == packed
+    assert (tmp_path / "p" / "train_gpt_human.py").read_text() == src
+    code, out = run_cli(capsys, "pack", OURS / "tiny_train_gpt.py", "--out", tmp_path / "p")
+    assert code == 2 and "--force" in out
+    code, out = run_cli(capsys, "pack", tmp_path / "p" / "train_gpt.py", "--out", tmp_path / "q")
+    assert code == 2 and "already a packed script" in out
+    # the two-line wrapper of the accepted 2026-04-05 record is read too
+    import base64, lzma
+    record_style = ("import lzma as L,base64 as B\nexec(L.decompress(B.b85decode('"
+                    + base64.b85encode(lzma.compress(src.encode())).decode() + "')))").encode()
+    assert rt.unpack_source(record_style) == src
+
+
+def test_packed_script_runs_bit_for_bit_and_counts_itself(capsys, tmp_path):
+    """The packed train_gpt.py, run on CPU like the readable one, prints the same metrics bit for
+    bit, embeds the readable source and counts (and hashes) its own bytes; new/validate accept it."""
+    need_trainer()
+    packed_dir = tmp_path / "packed"
+    code, out = run_cli(capsys, "pack", ROOT / "train_gpt.py", "--out", packed_dir)
+    assert code == 0, out
+    logs = {}
+    for name, script in (("readable", ROOT / "train_gpt.py"), ("packed", packed_dir / "train_gpt.py")):
+        # no wallclock cap: the warmdown then follows steps, not the (load-dependent) clock
+        env = dict(tiny_run_env(tmp_path, name), MAX_WALLCLOCK_SECONDS="0")
+        proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        logs[name] = rt.parse_log(tmp_path / f"{name}.txt")
+    a, b = logs["readable"], logs["packed"]
+    def values(run):  # every metric to the printed digit; eval_time: is a timer and may differ
+        return [(m.name, m.fields["val_loss"], m.fields["val_bpb"]) for m in run.metrics]
+
+    assert values(a) == values(b) and len(a.metrics) >= 3
+    assert a.final_score.line == b.final_score.line
+    assert a.val_points == b.val_points and a.train_points == b.train_points
+    packed_bytes = (packed_dir / "train_gpt.py").read_bytes()
+    assert b.source == (ROOT / "train_gpt.py").read_text()  # the log stays readable
+    assert b.code_bytes == len(packed_bytes) and b.code_sha256 == rt.sha256_bytes(packed_bytes)
+    assert a.code_bytes == (ROOT / "train_gpt.py").stat().st_size
+    assert b.total_bytes == b.model_bytes + len(packed_bytes) and a.model_bytes == b.model_bytes
+    assert rt.verify_script(b, packed_bytes)[0] == "PASS" and rt.verify_script(a, packed_bytes)[0] == "PASS"
+    # new with the packed script: the folder holds both files and validates them
+    code, out = run_cli(capsys, "new", tmp_path / "packed.txt", "--script", packed_dir / "train_gpt.py", "--name", "n",
+                        "--author", "a", "--github-id", "g", "--description", "Packed", "--blurb", "b",
+                        "--allow-partial-val", "--out", tmp_path / "rec" / "2026-05-01_Packed")
+    assert code == 0, out
+    folder = tmp_path / "rec" / "2026-05-01_Packed"
+    assert (folder / "train_gpt.py").read_bytes() == packed_bytes
+    assert (folder / "train_gpt_human.py").read_text() == b.source
+    sub = json.loads((folder / "submission.json").read_text())
+    assert sub["bytes_code"] == len(packed_bytes) and "code_packed" in sub
+    code, out = run_cli(capsys, "validate", folder)
+    assert "PASS       packed script: train_gpt.py" in out and "code_sha256 is the packed file's" in out
+    assert "PASS       counted code: seed 7 counts" in out
+
+
+def test_new_pack_from_a_readable_run(capsys, tmp_path):
+    folder = make_record(capsys, tmp_path, extra=("--pack",))
+    src = (OURS / "tiny_train_gpt.py").read_text()
+    assert (folder / "train_gpt.py").read_bytes() == rt.pack_source(src)
+    assert (folder / "train_gpt_human.py").read_text() == src
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 0, out
+    assert "code_sha256 is the readable source's: the run executed the same code unpacked" in out
+    (folder / "train_gpt_human.py").write_text(src + "# edited\n")
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 1 and "FAIL       packed script: train_gpt_human.py is not the source packed in train_gpt.py" in out
 
 
 # ----- new + validate -----
@@ -236,11 +325,11 @@ def test_new_refuses_script_mismatch_and_missing_source(capsys, tmp_path):
     other = tmp_path / "train_gpt.py"
     other.write_text((OURS / "tiny_train_gpt.py").read_text() + "# edited after the run\n")
     code, out = run_cli(capsys, "new", *tiny_logs(tmp_path), "--script", other, "--name", "n", "--author", "a",
-                        "--github-id", "g", "--description", "D", "--records-root", tmp_path / "records")
+                        "--github-id", "g", "--description", "D", "--blurb", "b", "--records-root", tmp_path / "records")
     assert code == 2 and "refusing" in out and "code_sha256" in out
     assert not (tmp_path / "records").exists()
     code, out = run_cli(capsys, "new", PUB / "naive_baseline_train.log", "--script", other, "--name", "n",
-                        "--author", "a", "--github-id", "g", "--description", "D", "--records-root", tmp_path / "r")
+                        "--author", "a", "--github-id", "g", "--description", "D", "--blurb", "b", "--records-root", tmp_path / "r")
     assert code == 2 and "does not embed its source" in out
 
 
@@ -248,7 +337,7 @@ def test_new_refuses_mixed_configs(capsys, tmp_path):
     logs = tiny_logs(tmp_path, lambda s, ln: "config:NUM_LAYERS=11" if s == 3 and ln == "config:NUM_LAYERS=10" else ln)
     # the embedded source is untouched, so only the config check can refuse
     code, out = run_cli(capsys, "new", *logs, "--script", OURS / "tiny_train_gpt.py", "--name", "n", "--author", "a",
-                        "--github-id", "g", "--description", "D", "--records-root", tmp_path / "records")
+                        "--github-id", "g", "--description", "D", "--blurb", "b", "--records-root", tmp_path / "records")
     assert code == 2 and "NUM_LAYERS" in out
 
 
@@ -256,7 +345,7 @@ def test_new_and_validate_real_train_gpt_logs(capsys, tmp_path):
     script = tmp_path / "train_gpt.py"
     script.write_text(rt.parse_log(REAL / "real_s1.txt").source)
     folder = make_record(capsys, tmp_path, logs=[REAL / f"real_s{s}.txt" for s in (1, 2, 3)], script=script,
-                         desc="Real_Tiny")
+                         desc="Real_Tiny", extra=("--allow-partial-val",))
     assert (folder / "train_gpt.py").read_bytes() == script.read_bytes()
     code, out = run_cli(capsys, "validate", folder)
     assert code == 1
@@ -349,7 +438,7 @@ def test_validate_non_record_track_reports_time_as_info(capsys, tmp_path):
     folder.mkdir(parents=True)
     logs = tiny_logs(tmp_path, _set(r"^train_time_total_ms:\d+", "train_time_total_ms:14400000"))
     code, _ = run_cli(capsys, "new", *logs, "--script", OURS / "tiny_train_gpt.py", "--name", "n", "--author", "a",
-                      "--github-id", "g", "--description", "x", "--out", folder, "--force")
+                      "--github-id", "g", "--description", "x", "--blurb", "b", "--out", folder, "--force")
     assert code == 0
     code, out = run_cli(capsys, "validate", folder)
     assert code == 0 and "INFO       time seed 1: train 14400.000 s" in out
@@ -456,18 +545,134 @@ def test_leaderboard_sorted_by_score(capsys, tmp_path):
     shutil.copyfile(PUB / "top_phased_ttt_seed42.log", other / "train_seed42.log")
     code, out = run_cli(capsys, "leaderboard", "--root", tmp_path / "records")
     assert code == 0
-    order = [ln.split()[-1] if "[" not in ln else ln.split("[")[0].split()[-1]
-             for ln in out.splitlines() if re.match(r"\s*\d+\s", ln)]
-    assert order == ["2026-04-27_Top", "2026-03-23_LeakyReLU_LegalTTT", "2026-05-01_Ours",
-                     "2026-03-19_JsonOnly", "2026-03-17_NaiveBaseline"]
-    assert "json val_bpb 1.21687994 != logs" in out and "submission.json" in out
+    record, non_record = out.split("== track_non_record_16mb")
+    assert record.startswith("== track_10min_16mb (4 record(s)) ==")
+    assert leaderboard_order(record) == ["2026-03-23_LeakyReLU_LegalTTT", "2026-05-01_Ours", "2026-03-19_JsonOnly",
+                                         "2026-03-17_NaiveBaseline"]
+    assert leaderboard_order(non_record) == ["2026-04-27_Top"]
+    # the naive baseline's json is what it reports (1.2244), flagged where its log disagrees
+    assert re.search(r"1\.22437 .*2026-03-17_NaiveBaseline  \[logs' scored metric averages", record) is None
+    assert "2026-03-17_NaiveBaseline" in record and "submission.json" in record
+    ours = next(ln for ln in record.splitlines() if "2026-05-01_Ours" in ln)
+    assert "A B" in ours and "Tiny test" in ours and "2026-05-01" in ours
     code, out = run_cli(capsys, "leaderboard", "--root", tmp_path / "records", "--track", "non_record_16mb")
     assert "2026-04-27_Top" in out and "Ours" not in out
 
 
+def leaderboard_order(text: str) -> list[str]:
+    return [ln.split("  [")[0].split()[-1] for ln in text.splitlines() if re.match(r"\s*\d+\s", ln)]
+
+
+# ----- regressions shaped like the real records tree -----
+
+def depthrec_folder(tmp_path: Path, **extra) -> Path:
+    return published_folder(tmp_path, "2026-04-04_SP4096_DepthRecurrence_ParallelResid_MuonEqR", {
+        **{f"train_seed{s}.log": PUB / f"depthrec_seed{s}.log" for s in (42, 314, 999)},
+        "submission.json": PUB / "depthrec_submission.json", "README.md": "# excerpt\n",
+        "train_gpt.py": "print('stand-in for the 24,584-byte script')\n", **extra})
+
+
+def test_score_is_the_metric_submission_json_reports(capsys, tmp_path):
+    # a seed's diagnostic TTT pass (1.336) printed after the sliding score the submitter reported
+    assert rt.parse_log(PUB / "depthrec_seed42.log").score.name == "final_int6_ttt"  # no json: priority pick
+    folder = depthrec_folder(tmp_path)
+    rec = rt.load_record(folder)
+    assert [r.score.name for r in rec.runs] == ["final_int6_sliding_window"] * 3
+    assert "seed_results[314]" in rec.runs[0].notes["score"] and "priority pick" in rec.runs[0].notes["score"]
+    code, out = run_cli(capsys, "leaderboard", "--root", tmp_path / "records")
+    [row] = [ln for ln in out.splitlines() if "DepthRecurrence" in ln]
+    assert row.split()[1] == "1.08972" and "aryanbhosale" in row and "2026-04-04" in row and "[" not in row
+    code, out = run_cli(capsys, "validate", folder)
+    assert not [ln for ln in lines_with(out, "FAIL") if "submission.json" in ln], out
+    assert re.search(r"PASS       submission.json: \d+ values agree", out)
+
+
+def test_byte_copies_and_reruns_count_once(capsys, tmp_path):
+    folder = depthrec_folder(tmp_path, **{"train.log": PUB / "depthrec_seed42.log"})
+    rerun = (PUB / "depthrec_seed314.log").read_text().replace("1.08982552", "1.08990001")
+    (folder / "train_seed314_rerun.log").write_text(rerun)
+    rec = rt.load_record(folder)
+    assert sorted(r.path.name for r in rec.runs) == ["train_seed314.log", "train_seed42.log", "train_seed999.log"]
+    assert any("train.log is a byte copy of train_seed42.log" in n for n in rec.notes)
+    assert any("train_seed314_rerun.log repeats seed 314" in n for n in rec.notes)
+    # the json reports the rerun: then the rerun is the seed's log
+    sub = json.loads((PUB / "depthrec_submission.json").read_text())
+    sub["seed_results"]["314"]["val_bpb"] = 1.08990001
+    (folder / "submission.json").write_text(json.dumps(sub))
+    rec = rt.load_record(folder)
+    assert sorted(r.path.name for r in rec.runs) == ["train_seed314_rerun.log", "train_seed42.log", "train_seed999.log"]
+    code, out = run_cli(capsys, "validate", folder)
+    assert "INFO       logs: train.log is a byte copy" in out and "3 log(s)" in out
+
+
+def test_logs_in_a_subfolder_are_found(capsys, tmp_path):
+    folder = depthrec_folder(tmp_path)
+    (folder / "logs").mkdir()
+    for s in (42, 314, 999):
+        (folder / f"train_seed{s}.log").rename(folder / "logs" / f"train_seed{s}.log")
+    assert len(rt.find_logs(folder)) == 3
+    code, out = run_cli(capsys, "leaderboard", "--root", tmp_path / "records")
+    assert "no parsable log" not in out and "nothing parsable" not in out
+    assert len(leaderboard_order(out)) == 1  # logs/ is part of the record, not a record of its own
+
+
+def test_leaderboard_flags_a_log_over_the_cap(capsys, tmp_path):
+    folder = depthrec_folder(tmp_path)
+    log = folder / "train_seed999.log"
+    log.write_text(log.read_text().replace("int6+brotli: 15988473 bytes", "int6+brotli: 16059704 bytes"))
+    code, out = run_cli(capsys, "leaderboard", "--root", tmp_path / "records")
+    assert "over the cap: seed 999 16,059,704 bytes" in out
+
+
+def test_nan_score_is_a_clear_fail_never_null(capsys, tmp_path):
+    nan = tiny_logs(tmp_path, _set(r"^(final_score_exact .* val_bpb:)\S+", r"\g<1>nan", seeds=(2,)))
+    r = rt.parse_log(nan[1])
+    assert r.score is not None and math.isnan(r.score.val_bpb)  # a value, not "not in log"
+    code, out = run_cli(capsys, "new", *nan, "--script", OURS / "tiny_train_gpt.py", "--name", "n", "--author", "a",
+                        "--github-id", "g", "--description", "D", "--blurb", "b", "--records-root", tmp_path / "r")
+    assert code == 2 and "the run diverged" in out and not (tmp_path / "r").exists()
+    nan_text = nan[1].read_text()
+    folder = make_record(capsys, tmp_path)
+    sub = json.loads((folder / "submission.json").read_text())
+    for value in (float("nan"), None):
+        sub["val_bpb"] = value
+        (folder / "submission.json").write_text(json.dumps(sub))
+        code, out = run_cli(capsys, "validate", folder)
+        assert code == 1 and "a score must be a finite number" in out, out
+    (folder / "train_seed2.log").write_text(nan_text)
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 1 and "FAIL       score seed 2: val_loss 1.9296 val_bpb nan" in out
+
+
+def test_validate_submission_json_that_is_a_list(capsys, tmp_path):
+    folder = make_record(capsys, tmp_path)
+    (folder / "submission.json").write_text(json.dumps([{"val_bpb": 1.14}]))
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 1 and "FAIL       submission.json holds a JSON list, not an object" in out
+    code, out = run_cli(capsys, "leaderboard", "--root", tmp_path / "records")
+    assert code == 0 and "holds a JSON list" in out
+
+
+def test_validate_wording_and_derived_step_avg(capsys, tmp_path):
+    # 04-27 style: no step_avg in the log, the tool derives it; the submitter's own value is not a FAIL
+    folder = published_folder(tmp_path, "2026-04-27_Top", {
+        "train_seed42.log": PUB / "top_phased_ttt_seed42.log", "train_gpt.py": "print('x')\n" * 20000,
+        "README.md": "# excerpt\n",
+        "submission.json": json.dumps({"name": "Top", "github_id": "x", "val_bpb": 1.05989454, "val_loss": 2.31944212,
+                                       "step_avg_ms_mean": 121.7, "seed_results": {"42": {"step_avg_ms": 121.7}}})})
+    code, out = run_cli(capsys, "validate", folder)
+    assert not [ln for ln in lines_with(out, "FAIL") if "step_avg" in ln], out
+    assert "not compared: step_avg_ms_mean, seed_results[42].step_avg_ms" in out
+    # the compressed-code counting policy is a warning, not a failure
+    [warn] = lines_with(out, "WARN")
+    assert "31,999 bytes of compressed code" in warn and "the organisers accepted" in warn
+    assert not lines_with(out, "FAIL"), out
+    assert out.strip().splitlines()[-1].startswith("RESULT: UNVERIFIED (") and "0 failed, 1 warning(s)" in out
+
+
 # ----- CLI -----
 
-@pytest.mark.parametrize("command", [None, "new", "validate", "diff", "leaderboard"])
+@pytest.mark.parametrize("command", [None, "new", "validate", "diff", "leaderboard", "pack"])
 def test_help(capsys, command):
     with pytest.raises(SystemExit) as exc:
         rt.main(([command] if command else []) + ["--help"])

@@ -8,6 +8,7 @@ from .common import TRACKS
 from .diff import cmd_diff
 from .leaderboard import cmd_leaderboard
 from .new import cmd_new
+from .pack import cmd_pack
 from .validate import cmd_validate
 
 DESCRIPTION = ("Records tool for Parameter Golf submissions: build, check, compare, rank and pack record "
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                "      --github-id ID --description Short_Name\n"
                "  python records/records_tool.py validate records/track_10min_16mb/2026-05-01_Short_Name --best-loss 1.9295\n"
                "  python records/records_tool.py diff records/track_10min_16mb/A records/track_10min_16mb/B\n"
-               "  python records/records_tool.py leaderboard\n"
+               "  python records/records_tool.py leaderboard --track 10min_16mb\n"
+               "  python records/records_tool.py pack train_gpt.py --out /tmp/packed\n"
                "See records/README.md for the checks, the log formats and the significance test.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--author", required=True, help="author's name")
     p.add_argument("--github-id", required=True, help="author's GitHub id")
     p.add_argument("--description", required=True, help="folder suffix, e.g. 10L_Int5MLP_SWA (no spaces)")
-    p.add_argument("--blurb", default="", help="one-paragraph summary for submission.json and README")
+    p.add_argument("--blurb", required=True, help="one-paragraph summary for submission.json and README")
     p.add_argument("--date", default=_dt.date.today().isoformat(), help="YYYY-MM-DD (default today)")
     p.add_argument("--track", default="10min_16mb", choices=TRACKS, help="record track (default 10min_16mb)")
     p.add_argument("--records-root", default="records", help="root of the track folders (default records)")
@@ -52,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requirements", help="a requirements.txt to copy into the folder")
     p.add_argument("--force", action="store_true", help="write into an existing non-empty folder")
     p.add_argument("--allow-config-diff", action="store_true", help="accept logs whose configs differ beyond the seed")
+    p.add_argument("--allow-partial-val", action="store_true",
+                   help="accept logs scored with VAL_MAX_TOKENS != 0 (part of the validation split): test folders only")
+    p.add_argument("--pack", action="store_true",
+                   help="write train_gpt.py as a packed self-extracting script (the counted code) and the readable "
+                        "source as train_gpt_human.py (see the pack command)")
     _add_best_args(p)
     p.set_defaults(func=cmd_new)
 
@@ -77,12 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-keys", action="store_true", help="also show SEED/RUN_ID-style keys")
     p.set_defaults(func=cmd_diff)
 
+    p = sub.add_parser("pack", help="write a script as a small self-extracting train_gpt.py (+ train_gpt_human.py)",
+                       description="Write OUT/train_gpt.py: the script lzma-compressed and base85-encoded inside a "
+                                   "three-line wrapper that decompresses and executes it (the layout of the accepted "
+                                   "2026-04-05 record); its bytes are the counted code. The readable source goes to "
+                                   "OUT/train_gpt_human.py. The trainer logs the readable source and counts the "
+                                   "wrapper's bytes; a packed run gives the same metrics bit for bit.")
+    p.add_argument("script", nargs="?", default="train_gpt.py", help="the readable script (default train_gpt.py)")
+    p.add_argument("--out", required=True, help="folder to write train_gpt.py and train_gpt_human.py into")
+    p.add_argument("--force", action="store_true", help="overwrite existing files in --out")
+    p.set_defaults(func=cmd_pack)
+
     p = sub.add_parser("leaderboard", help="table of every record, sorted by score",
-                       description="Table of every record folder under a root (recursive over track folders), sorted "
-                                   "by mean val_bpb of the logs' scored metric (submission.json when no log parses).")
+                       description="One table per track of every record folder under a root, with date, author and name, "
+                                   "sorted by the score submission.json reports (the logs' scored metric when there is "
+                                   "no json). Logs are found recursively (logs/ subfolders too), byte copies and "
+                                   "repeated seeds count once, and notes flag logs over the cap or disagreeing with "
+                                   "the json.")
     p.add_argument("--root", default="records", help="root folder (default records)")
     p.add_argument("--by", choices=("bpb", "loss"), default="bpb", help="sort key (default bpb)")
     p.add_argument("--track", help="only this track, e.g. 10min_16mb")
+    p.add_argument("--progress", action="store_true", help="print how many folders have been read (to stderr)")
     p.set_defaults(func=cmd_leaderboard)
     return parser
 

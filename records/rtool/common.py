@@ -1,6 +1,7 @@
 """Constants, formatting and the PASS/FAIL report shared by the commands."""
 from __future__ import annotations
 
+import math
 import sys
 
 CAP_BYTES = 16_000_000          # code + compressed model, decimal bytes (challenge rule)
@@ -33,6 +34,15 @@ def score_values(runs, metric: str = "val_loss") -> list[float]:
     return [getattr(r.score, metric) for r in runs if r.score is not None and getattr(r.score, metric) is not None]
 
 
+def is_number(value) -> bool:
+    """A finite JSON number (bool is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
 def json_decimals(value) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -49,6 +59,8 @@ def agrees(json_value, log_value) -> bool:
     number's own decimal places (published files round; ours write full precision)."""
     if log_value is None or json_value is None:
         return False
+    if isinstance(log_value, float) and not math.isfinite(log_value):
+        return False  # nan never agrees, not even with nan
     d = json_decimals(json_value)
     if d is None:
         return str(json_value) == str(log_value)
@@ -61,7 +73,8 @@ def show_value(value) -> str:
 
 
 class Report:
-    """Collects PASS / FAIL / UNVERIFIED / SKIP / INFO lines; UNVERIFIED fails unless allowed."""
+    """Collects PASS / FAIL / UNVERIFIED / WARN / SKIP / INFO lines; UNVERIFIED fails unless allowed,
+    WARN never fails (a point for the reviewers, such as a counting policy)."""
 
     def __init__(self, allow_unverified: bool = False):
         self.lines: list[tuple[str, str]] = []
@@ -78,11 +91,17 @@ class Report:
     def summary(self) -> int:
         n_fail = sum(s == "FAIL" for s, _ in self.lines)
         n_unv = sum(s == "UNVERIFIED" for s, _ in self.lines)
-        verdict = "FAIL" if self.failed() else "PASS"
-        extra = f" ({n_fail} failed, {n_unv} unverified" + (", unverified allowed" if self.allow_unverified else "") + ")"
-        print(f"RESULT: {verdict}{extra}")
+        n_warn = sum(s == "WARN" for s, _ in self.lines)
+        warn = f", {n_warn} warning(s)" if n_warn else ""
+        if n_fail:
+            print(f"RESULT: FAIL ({n_fail} failed, {n_unv} unverified{warn})")
+        elif n_unv and not self.allow_unverified:
+            # nothing failed: the logs lack what some checks need, which is not the same verdict
+            print(f"RESULT: UNVERIFIED ({n_unv} check(s) the logs cannot support, 0 failed{warn}; "
+                  "--allow-unverified accepts them)")
+        else:
+            print(f"RESULT: PASS (0 failed, {n_unv} unverified" + (", unverified allowed" if n_unv else "") + f"{warn})")
         return 1 if self.failed() else 0
-
 
 
 def refuse(msg: str) -> int:

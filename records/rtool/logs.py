@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +74,8 @@ class RunLog:
 
 _KV = re.compile(r"([A-Za-z_][\w/.\-]*):\s*(\S+)")
 _STEP = re.compile(r"^(?:step:\s*)?(\d+)/(\d+)(?:\s|$)")
-_NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+# a diverged run prints nan/inf: those are values (a clear FAIL later), never "not in log"
+_NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf(?:inity)?)\b", re.I)
 
 
 def kv_fields(text: str) -> dict:
@@ -335,6 +338,10 @@ def split_embedded_source(text: str) -> tuple[str | None, str, int]:
 _PRE_QUANT = ("prequant", "pre_quant", "pre-quant", "post_ema", "post-ema")
 
 
+def is_prequant(name: str) -> bool:
+    return any(k in name.lower() for k in _PRE_QUANT)
+
+
 def metric_family(name: str) -> str:
     low = name.lower()
     if re.search(r"(?<!no_)ttt", low):
@@ -350,7 +357,7 @@ def pick_score(run: RunLog) -> tuple[Metric | None, str]:
     line of the family when it has no `_exact` line). Pre-quant diagnostics never score."""
     if run.final_score is not None:
         return run.final_score, f"`final_score_exact metric:{run.final_score.name}` line {run.final_score.lineno}"
-    candidates = [m for m in run.metrics if not any(k in m.name.lower() for k in _PRE_QUANT)]
+    candidates = [m for m in run.metrics if not is_prequant(m.name)]
     for fam in ("ttt", "sliding", "roundtrip"):
         fam_lines = [m for m in candidates if metric_family(m.name) == fam]
         if fam_lines:
@@ -423,15 +430,124 @@ def parse_log(path) -> RunLog:
 
 
 def find_logs(folder: Path) -> list[RunLog]:
-    """Log files directly in a folder: *.log / *.txt with step or metric lines."""
-    runs = []
-    for p in sorted(Path(folder).iterdir()):
-        if p.is_file() and p.suffix in LOG_SUFFIXES and p.name.lower() not in NON_LOG_NAMES:
-            run = parse_log(p)
-            if run.has_content():
-                runs.append(run)
-    return runs
+    """The distinct training logs of a folder (see load_logs)."""
+    return load_logs(folder)[0]
 
+
+def load_logs(folder: Path, sub: dict | None = None) -> tuple[list[RunLog], list[str]]:
+    """(runs, notes). Log files anywhere under the folder (records keep them in `logs/` too), except
+    inside a nested record folder: *.log / *.txt with step or metric lines. A byte copy of
+    another log (`train.log` = `train_seed1337.log`) counts once, and so does a seed logged twice
+    (original run and rerun): the log whose metric submission.json reports wins, else the first by
+    name. The notes say what was set aside and why."""
+    folder = Path(folder)
+    nested = {p.parent for p in folder.rglob("submission.json") if p.parent != folder}
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in LOG_SUFFIXES
+             and p.name.lower() not in NON_LOG_NAMES and not any(n in p.parents for n in nested)]
+    # names that carry the seed first, so the copy that is set aside is the unnamed one
+    files.sort(key=lambda p: (re.search(r"seed", p.name, re.I) is None, len(p.relative_to(folder).parts), str(p)))
+    runs, notes, by_digest = [], [], {}
+    for p in files:
+        data = p.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in by_digest:
+            notes.append(f"{p.relative_to(folder)} is a byte copy of {by_digest[digest]}: counted once")
+            continue
+        run = parse_log_text(data.decode("utf-8", errors="replace"), p)
+        if run.has_content():
+            by_digest[digest] = p.relative_to(folder)
+            runs.append(run)
+    if sub:
+        for r in runs:
+            rescore_from_json(r, sub)
+    kept: dict = {}
+    for r in runs:
+        key = seed_key(r)
+        if key not in kept:
+            kept[key] = r
+            continue
+        old = kept[key]
+        if json_reports(r, sub) and not json_reports(old, sub):
+            kept[key], (old, r) = r, (r, old)
+        notes.append(f"{r.path.relative_to(folder)} repeats seed {key} of {old.path.relative_to(folder)}: "
+                     f"{old.path.name} is counted" + (" (its score is the one submission.json reports)"
+                                                      if json_reports(old, sub) else " (first by name)"))
+    out = [r for r in runs if kept.get(seed_key(r)) is r]
+    return sorted(out, key=lambda r: str(r.path)), notes
+
+
+@dataclass
+class Record:
+    """A record folder as the commands see it: its distinct logs, submission.json (or why not)."""
+    folder: Path
+    runs: list
+    notes: list
+    sub: dict | None
+    sub_error: str | None
+
+
+JSON_TYPE_NAMES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def read_submission(folder: Path) -> tuple[dict | None, str | None]:
+    """(fields, None), (None, reason) for a broken file, or (None, None) when there is none."""
+    path = Path(folder) / "submission.json"
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return None, f"submission.json: invalid JSON ({e})"
+    if not isinstance(data, dict):
+        return None, (f"submission.json holds a JSON {JSON_TYPE_NAMES.get(type(data), type(data).__name__)}, "
+                      "not an object of fields such as {\"name\": ..., \"val_bpb\": ...}")
+    return data, None
+
+
+def load_record(folder: Path) -> Record:
+    sub, err = read_submission(folder)
+    runs, notes = load_logs(folder, sub)
+    return Record(Path(folder), runs, notes, sub, err)
+
+
+def json_seed_result(run: RunLog, sub: dict | None) -> dict:
+    results = (sub or {}).get("seed_results") if isinstance(sub, dict) else None
+    if not isinstance(results, dict) or run.seed is None:
+        return {}
+    res = results.get(str(run.seed))
+    return res if isinstance(res, dict) else {}
+
+
+def json_reports(run: RunLog, sub: dict | None) -> bool:
+    """True when submission.json's per-seed score for this run's seed is this run's score."""
+    res = json_seed_result(run, sub)
+    if run.score is None or not res:
+        return False
+    checks = [(res.get(k), getattr(run.score, k)) for k in ("val_bpb", "val_loss") if is_number(res.get(k))]
+    return bool(checks) and all(agrees(j, v) for j, v in checks)
+
+
+def rescore_from_json(run: RunLog, sub: dict) -> None:
+    """A published log prints several final metrics (roundtrip, sliding, a diagnostic TTT pass...).
+    The score is the one the submitter reported: the metric line whose value submission.json gives
+    for this seed (or, for a one-log folder, its headline val_bpb). Our logs name their score in
+    `final_score_exact` and are never re-scored."""
+    if run.final_score is not None or not isinstance(sub, dict):
+        return
+    res = json_seed_result(run, sub)
+    want = {k: res[k] for k in ("val_bpb", "val_loss") if is_number(res.get(k))}
+    where = f"submission.json seed_results[{run.seed}]"
+    if not want and is_number(sub.get("val_bpb")) and len(sub.get("seeds") or [run.seed]) <= 1:
+        want, where = {"val_bpb": sub["val_bpb"]}, "submission.json val_bpb"
+    if not want or (run.score is not None and all(agrees(v, getattr(run.score, k)) for k, v in want.items())):
+        return
+    scored = [m for m in run.metrics if not is_prequant(m.name)]
+    hits = [m for m in scored if all(agrees(v, getattr(m, k)) for k, v in want.items())]
+    if hits:
+        chosen, before = hits[-1], run.score
+        run.score = chosen
+        run.notes["score"] = (f"the line {where} reports, line {chosen.lineno}"
+                              + (f" (the priority pick was `{before.name}` {before.val_bpb})" if before else ""))
 
 
 def score_values(runs, metric: str = "val_loss") -> list[float]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from .common import *
 from .logs import *
 from .scripts import *
 from .stats import *
+from .pack import write_packed
 
 def summarize_runs(runs: list[RunLog]) -> dict:
     """Numbers that go into submission.json (and that validate recomputes)."""
@@ -29,7 +31,10 @@ def summarize_runs(runs: list[RunLog]) -> dict:
     codes = [r.code_bytes for r in runs if r.code_bytes is not None]
     steps = [r.steps for r in runs if r.steps is not None]
     avgs = [r.step_avg_ms for r in runs if r.step_avg_ms is not None]
+    pre = [m for m in (prequant_metric(r) for r in runs) if m is not None]
     return {
+        "pre_quant_val_bpb": mean([m.val_bpb for m in pre]) if len(pre) == len(runs) else None,
+        "pre_quant_val_loss": mean([m.val_loss for m in pre]) if len(pre) == len(runs) else None,
         "val_loss": mean(losses) if losses else None,
         "val_bpb": mean(bpbs) if bpbs else None,
         "val_loss_std": std(losses) if len(losses) > 1 else None,
@@ -40,6 +45,32 @@ def summarize_runs(runs: list[RunLog]) -> dict:
         "bytes_code": max(codes) if codes else None,
         "train_steps_mean": round(mean(steps), 2) if steps else None,
         "step_avg_ms_mean": round(mean(avgs), 2) if avgs else None,
+    }
+
+
+def prequant_metric(run: RunLog) -> Metric | None:
+    """The last pre-quantization score of a log (ours: `final_prequant_exact`)."""
+    pre = [m for m in run.metrics if is_prequant(m.name) and "live" not in m.name]
+    exact = [m for m in pre if m.name.endswith("_exact")]
+    return (exact or pre or [None])[-1]
+
+
+def compliance(runs: list[RunLog]) -> dict:
+    """The rule checks recent records state in submission.json, computed from the logs (None: not in log)."""
+    def every(pred, values):
+        values = list(values)
+        return None if any(v is None for v in values) else all(pred(v) for v in values)
+
+    return {
+        "artifact_under_16mb": every(lambda b: b <= CAP_BYTES, (r.total_bytes for r in runs)),
+        # the wallclock cap is checked at step boundaries: one average step of grace, as validate allows
+        "train_under_600s": every(lambda r: r.train_time_ms <= 1000 * TRAIN_LIMIT_S + (r.step_avg_ms or 0.0),
+                                  (r if r.train_time_ms is not None else None for r in runs)),
+        "eval_under_600s": every(lambda t: t <= 1000 * EVAL_LIMIT_S, (r.eval_time_ms for r in runs)),
+        "full_val_split": every(lambda v: norm_value(v) in (0.0, "0"), (r.config.get("VAL_MAX_TOKENS", "0") for r in runs)),
+        "hardware_8xh100": every(lambda r: "H100" in r.device_name and r.device_count == 8,
+                                 (r if r.device_name else None for r in runs)),
+        "seeds": len(runs),
     }
 
 
@@ -68,7 +99,12 @@ def build_submission(runs: list[RunLog], args, script_bytes: bytes, log_names: l
         "hardware": hardware, "python_version": first.python_version or NOT_IN_LOG,
         "pytorch_version": first.torch_version or NOT_IN_LOG, "cuda_version": first.cuda_version or NOT_IN_LOG,
         "code_sha256": sha256_bytes(script_bytes), "logs": log_names,
+        "pre_quant_val_bpb": s["pre_quant_val_bpb"], "pre_quant_val_loss": s["pre_quant_val_loss"],
+        "compliance": compliance(runs),
     }
+    if unpack_source(script_bytes) is not None:
+        sub["code_packed"] = (f"train_gpt.py is the packed (lzma + base85, self-extracting) form of {HUMAN_NAME}; "
+                              "its bytes are the counted code")
     sig = significance_from_args(args, runs)
     if isinstance(sig, SigTest):
         sub["comparison_best_value"] = sig.best_mean
@@ -77,6 +113,32 @@ def build_submission(runs: list[RunLog], args, script_bytes: bytes, log_names: l
         sub["p_value"] = sig.p
     sub["generated_by"] = "records/records_tool.py new"
     return sub
+
+
+PATH_KEYS = {"DATA_PATH", "TOKENIZER_PATH", "OUT_DIR", "DATA_DIR", "LOGFILE", "MODEL_PATH"}
+
+
+def reproduce_overrides(run: RunLog, defaults: dict) -> tuple[list[str], list[str]]:
+    """(shell-quoted KEY=VALUE overrides of the script defaults, keys left out as local paths)."""
+    overrides, local = [], []
+    for k, v in sorted(run.config.items()):
+        if k in VOLATILE_KEYS or k not in defaults or defaults[k].startswith("<"):
+            continue
+        if norm_value(v) == norm_value(defaults[k]):
+            continue
+        if k in PATH_KEYS or v.startswith(("/", "~")) or re.match(r"^[A-Za-z]:\\", v):
+            local.append(k)
+            continue
+        overrides.append(f"{k}={shlex.quote(v)}")  # globs and spaces stay literal in the shell
+    return overrides, local
+
+
+def nproc_of(run: RunLog) -> tuple[int, str]:
+    if run.world_size:
+        return run.world_size, f"--nproc_per_node={run.world_size}: the logs' world_size"
+    if run.device_count:
+        return run.device_count, f"--nproc_per_node={run.device_count}: the logs' device count"
+    return 8, "--nproc_per_node=8: the track's 8xH100, the logs give no world size"
 
 
 def write_readme(folder: Path, runs: list[RunLog], sub: dict, script_text: str) -> None:
@@ -94,26 +156,30 @@ def write_readme(folder: Path, runs: list[RunLog], sub: dict, script_text: str) 
     rows.append(f"| **mean** | **{fmt_num(sub['val_loss'])}** | **{fmt_num(sub['val_bpb'])}** | "
                 f"max {fmt_bytes(sub['bytes_total'])} | {sub['train_steps_mean']} | {sub['step_avg_ms_mean']} | | |")
     first = runs[0]
-    defaults = env_defaults(script_text)
-    overrides = []
-    for k, v in sorted(first.config.items()):
-        if k in VOLATILE_KEYS or k not in defaults or defaults[k].startswith("<"):
-            continue
-        if norm_value(v) != norm_value(defaults[k]):
-            overrides.append(f"{k}={v}")
+    overrides, local = reproduce_overrides(first, env_defaults(script_text))
+    nproc, nproc_note = nproc_of(first)
+    local_note = (f" Local paths are left out ({', '.join(local)}): the script's defaults read `./data/`; set them "
+                  "to your copy of the data." if local else "")
     config_rows = "\n".join(f"| {k} | `{v}` |" for k, v in sorted(first.config.items())) or "| (no config in log) | |"
     seeds = " ".join(seed_key(r) for r in runs)
+    pre_line = ("" if sub.get("pre_quant_val_bpb") is None else
+                f" Before quantization: val_bpb {sub['pre_quant_val_bpb']:.8f} (mean of `final_prequant_exact`).")
     sig_line = ""
     if "p_value" in sub:
         sig_line = (f"\nAgainst the best score {sub['comparison_best_value']:.8f}: delta {sub['delta_vs_best']:+.8f}, "
                     f"{sub['significance_test']}, p = {sub['p_value']:.3g}.\n")
+    files_script = ("- `train_gpt.py`: the exact script that produced the logs (verified against each log's embedded "
+                    "source and code_sha256)." if "code_packed" not in sub else
+                    f"- `train_gpt.py`: the counted code, a self-extracting packed form of `{HUMAN_NAME}` (run it as is).\n"
+                    f"- `{HUMAN_NAME}`: the readable source that produced the logs (verified against each log's "
+                    "embedded source).")
     text = f"""# {sub['name']}
 
 **val_bpb: {fmt_num(sub['val_bpb'])}** (mean of {len(runs)} seed(s), std {std_txt}) | **val_loss: {fmt_num(sub['val_loss'])}** (std {loss_std_txt}) | **bytes_total: {fmt_bytes(sub['bytes_total'])}** (max over seeds) | {sub['hardware']}
 
-Scored metric: `{sub['scored_metric']}` (the `final_score_exact` line of each log). Std is the sample std (ddof=1).
+Scored metric: `{sub['scored_metric']}` (the `final_score_exact` line of each log). Std is the sample std (ddof=1).{pre_line}
 {sig_line}
-{sub['blurb'] or 'TODO: one-paragraph summary of the submission.'}
+{sub['blurb']}
 
 ## Results
 
@@ -131,11 +197,11 @@ TODO: the method, each change with its measured effect (ablations), and what did
 
 ## Reproducing
 
-From inside this folder (environment variables that differ from the script's defaults):
+From inside this folder (environment variables that differ from the script's defaults; {nproc_note}).{local_note}
 
 ```bash
 for SEED in {seeds}; do
-  {' '.join(overrides)}{' ' if overrides else ''}SEED=$SEED torchrun --standalone --nproc_per_node=8 train_gpt.py
+  {' '.join(overrides)}{' ' if overrides else ''}SEED=$SEED torchrun --standalone --nproc_per_node={nproc} train_gpt.py
 done
 ```
 
@@ -149,7 +215,7 @@ From the `config:` lines of `{sub['logs'][0]}` (identical across seeds except {'
 
 ## Files
 
-- `train_gpt.py`: the exact script that produced the logs (verified against each log's embedded source and code_sha256).
+{files_script}
 {chr(10).join(f'- `{n}`: training log' for n in sub['logs'])}
 - `submission.json`: metadata generated from the logs by `records/records_tool.py new`.
 - `curves.png`: training loss and validation bpb of every seed.
@@ -205,7 +271,13 @@ def cmd_new(args) -> int:
     missing = [p for p in [*args.logs, args.requirements] if p and not Path(p).is_file()]
     if missing:
         return refuse(f"not found: {', '.join(map(str, missing))}")
+    if not args.blurb.strip():
+        return refuse("--blurb is empty: submission.json and the README carry a one-paragraph summary of the method")
     script = script_path.read_bytes()
+    readable = unpack_source(script)  # a packed script given as --script: keep its readable source beside it
+    if args.pack and readable is None:
+        readable = script.decode("utf-8", errors="replace")
+        script = pack_source(readable)
     runs = [parse_log(p) for p in args.logs]
     problems = []
     for r in runs:
@@ -214,6 +286,13 @@ def cmd_new(args) -> int:
             problems.append(msg)
         if r.score is None:
             problems.append(f"{r.path.name}: no final metric line (did the run finish?)")
+        elif not (is_finite(r.score.val_bpb) and is_finite(r.score.val_loss)):
+            problems.append(f"{r.path.name}: the score `{r.score.name}` is val_loss {r.score.val_loss} val_bpb "
+                            f"{r.score.val_bpb} (line {r.score.lineno}): the run diverged; a record needs a finite score")
+        partial = r.config.get("VAL_MAX_TOKENS")
+        if partial is not None and norm_value(partial) not in (0.0, "0") and not args.allow_partial_val:
+            problems.append(f"{r.path.name}: VAL_MAX_TOKENS={partial}: scored on part of the validation split, not "
+                            "comparable with full-split records (--allow-partial-val for a test folder)")
     seeds = [seed_key(r) for r in runs]
     if len(set(seeds)) != len(seeds):
         problems.append(f"duplicate seeds among the logs: {seeds}")
@@ -228,7 +307,10 @@ def cmd_new(args) -> int:
     if folder.exists() and any(folder.iterdir()) and not args.force:
         return refuse(f"{folder} exists and is not empty (use --force to overwrite)")
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(script_path, folder / "train_gpt.py")
+    if readable is not None:
+        write_packed(readable, folder)
+    else:
+        shutil.copyfile(script_path, folder / "train_gpt.py")
     names = []
     for r in runs:
         name = f"train_seed{r.seed}.log" if r.seed is not None else r.path.name
@@ -238,11 +320,22 @@ def cmd_new(args) -> int:
         shutil.copyfile(args.requirements, folder / "requirements.txt")
     sub = build_submission(runs, args, script, names)
     (folder / "submission.json").write_text(json.dumps(sub, indent=2) + "\n", encoding="utf-8")
-    write_readme(folder, runs, sub, script.decode("utf-8"))
+    write_readme(folder, runs, sub, readable if readable is not None else script.decode("utf-8"))
     plotted = plot_curves(runs, folder / "curves.png")
     print(f"created {folder}")
-    for n in ["train_gpt.py", *names, "submission.json", "README.md"] + (["requirements.txt"] if args.requirements else []):
+    for n in ["train_gpt.py", *([HUMAN_NAME] if readable is not None else []), *names, "submission.json",
+              "README.md"] + (["requirements.txt"] if args.requirements else []):
         print(f"  {n}")
+    if readable is not None:
+        print(f"train_gpt.py is packed: {len(script):,} counted bytes for {len(readable.encode()):,} readable "
+              f"({HUMAN_NAME})")
+    for r in runs:
+        if r.code_bytes is not None and r.code_bytes != len(script):
+            print(f"WARNING {r.label}: the log counts {r.code_bytes:,} code bytes, train_gpt.py has {len(script):,}"
+                  + (" (the run executed the readable source; the packed file is the counted code)"
+                     if readable is not None and r.code_bytes > len(script) else ""))
+        if r.config.get("VAL_MAX_TOKENS") not in (None, "0"):
+            print(f"WARNING {r.label}: VAL_MAX_TOKENS={r.config['VAL_MAX_TOKENS']}: a partial validation split")
     print("  curves.png" if plotted else "  (no curves.png: matplotlib is not installed)")
     print(f"val_bpb mean {fmt_num(sub['val_bpb'])}  val_loss mean {fmt_num(sub['val_loss'])}  "
           f"bytes_total {fmt_bytes(sub['bytes_total'])}  seeds {', '.join(map(str, sub['seeds']))}")

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import ast
+import base64
 import hashlib
+import lzma
+import re
 
 from .common import *
 from .logs import *
@@ -91,28 +94,73 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# ----- packed (self-extracting) scripts -----
+# The layout of the accepted 2026-04-05 record: train_gpt.py is a short wrapper holding the readable
+# source lzma-compressed and base85-encoded, which it decompresses and executes; the readable source
+# sits beside it as train_gpt_human.py. The wrapper's bytes are the counted code. It leaves the
+# source in PACKED_SOURCE, so the trainer logs the readable text while it counts (and hashes) the
+# file that ran (__file__, the wrapper), and it compiles under the readable file's name, so
+# tracebacks show readable lines when train_gpt_human.py is beside it.
+PACKED_NAME, HUMAN_NAME = "train_gpt.py", "train_gpt_human.py"
+_PACK_TEMPLATE = ('import lzma as L,base64 as B\nPACKED_SOURCE=L.decompress(B.b85decode("{blob}")).decode()\n'
+                  'exec(compile(PACKED_SOURCE,"' + HUMAN_NAME + '","exec"))\n')
+_PACKED = re.compile(r'\Aimport lzma as L,base64 as B\nPACKED_SOURCE=L\.decompress\(B\.b85decode\("([^"]*)"\)\)'
+                     r'\.decode\(\)\nexec\(compile\(PACKED_SOURCE,"[\w.]+","exec"\)\)\n\Z')
+_RECORD_PACKED = re.compile(r"\Aimport lzma as L,base64 as B\nexec\(L\.decompress\(B\.b85decode\('([^']*)'\)\)\)\s*\Z")
+
+
+def pack_source(source: str) -> bytes:
+    """The packed wrapper for a readable source (deterministic for one lzma build)."""
+    blob = base64.b85encode(lzma.compress(source.encode("utf-8"), preset=9 | lzma.PRESET_EXTREME)).decode("ascii")
+    return _PACK_TEMPLATE.format(blob=blob).encode("ascii")
+
+
+def unpack_source(script: bytes) -> str | None:
+    """The readable source inside a packed wrapper (ours, or the 04-05 record's two-line form);
+    None when the script is not one."""
+    try:
+        text = script.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    m = _PACKED.match(text) or _RECORD_PACKED.match(text)
+    if m is None:
+        return None
+    try:
+        return lzma.decompress(base64.b85decode(m.group(1))).decode("utf-8")
+    except (ValueError, lzma.LZMAError, UnicodeDecodeError):
+        return None
+
+
 def verify_script(run: RunLog, script: bytes, script_name: str = "train_gpt.py") -> tuple[str, str]:
     """("PASS"|"FAIL"|"UNVERIFIED", message): the log's embedded source (and, for our logs,
-    its code_sha256) against the given script bytes."""
+    its code_sha256) against the given script bytes. For a packed script the embedded source is
+    compared with the packed source, and code_sha256 may be the wrapper's (the run executed the
+    packed file) or the readable source's (it ran train_gpt_human.py: the same code)."""
     if run.source is None:
         return "UNVERIFIED", f"{run.path.name} does not embed its source; cannot check {script_name}"
+    unpacked = unpack_source(script)
     try:
-        text = script.decode("utf-8")
+        text = unpacked if unpacked is not None else script.decode("utf-8")
     except UnicodeDecodeError:
         return "FAIL", f"{script_name} is not UTF-8 text"
     digest = sha256_bytes(script)
-    if run.code_sha256 is not None and run.code_sha256 != digest:
+    ran_readable = unpacked is not None and run.code_sha256 == sha256_bytes(unpacked.encode("utf-8"))
+    if run.code_sha256 is not None and run.code_sha256 != digest and not ran_readable:
         return "FAIL", (f"{run.path.name} code_sha256:{run.code_sha256[:12]}... but {script_name} "
-                        f"has sha256 {digest[:12]}...")
+                        f"has sha256 {digest[:12]}..." + (" (and its packed source another)" if unpacked else ""))
+    what = f"the source packed in {script_name}" if unpacked is not None else script_name
     if run.source == text:
-        how = "embeds " + script_name + " exactly"
+        how = "embeds " + what + " exactly"
     elif run.source.rstrip("\n") == text.rstrip("\n"):
-        how = "embeds " + script_name + " (identical up to trailing newlines)"
+        how = "embeds " + what + " (identical up to trailing newlines)"
     else:
         a, b = run.source.splitlines(), text.splitlines()
         first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        return "FAIL", (f"{run.path.name} embeds a different script than {script_name}: first difference at "
+        return "FAIL", (f"{run.path.name} embeds a different script than {what}: first difference at "
                         f"line {first + 1} ({len(a)} vs {len(b)} lines)")
-    sha = f"; code_sha256 matches ({digest[:12]}...)" if run.code_sha256 else ""
-    return "PASS", f"{run.path.name} {how} ({len(script):,} bytes){sha}"
-
+    if unpacked is None:
+        sha = f"; code_sha256 matches ({digest[:12]}...)" if run.code_sha256 else ""
+        return "PASS", f"{run.path.name} {how} ({len(script):,} bytes){sha}"
+    ran = ("; code_sha256 is the packed file's: the run executed it" if run.code_sha256 == digest else
+           "; code_sha256 is the readable source's: the run executed the same code unpacked" if ran_readable else "")
+    return "PASS", f"{run.path.name} {how} ({len(text.encode()):,} readable bytes, {len(script):,} packed){ran}"
