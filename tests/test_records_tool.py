@@ -488,11 +488,44 @@ def test_validate_significance_modes(capsys, tmp_path):
     assert code == 1 and "FAIL       significance" in out
     code, out = run_cli(capsys, "validate", folder, "--best-bpb", "1.1600")
     assert code == 0 and "on val_bpb; margin 0.005 nats = 0.00296" in out
-    best_losses = {1: "1.94200000", 2: "1.94300000", 3: "1.94100000"}
-    best = make_record(capsys, tmp_path, desc="Best", logs=tiny_logs(tmp_path, lambda s, ln: re.sub(
-        r"val_loss:\S+", "val_loss:" + best_losses[s], ln) if ln.startswith("final_score_exact") else ln))
+    best = make_record(capsys, tmp_path, desc="Best", logs=score_edited_logs(tmp_path, [1.942, 1.943, 1.941]))
     code, out = run_cli(capsys, "validate", folder, "--best-record", best)
-    assert code == 0 and "one-sided Welch t-test" in out and "vs best 1.94200000" in out
+    assert code == 0 and "one-sided Welch t-test" in out and "vs best 1.94200000" in out and "on val_bpb" not in out
+
+
+def score_edited_logs(tmp_path: Path, losses, bpb_per_nat: float = 1.1431 / 1.93) -> list[Path]:
+    """The tiny logs with each seed's final score set to (loss, loss * bpb_per_nat)."""
+    def edit(seed, ln):
+        if not ln.startswith("final_score_exact"):
+            return ln
+        loss = losses[seed - 1]
+        return re.sub(r"val_loss:\S+ val_bpb:\S+", f"val_loss:{loss:.8f} val_bpb:{loss * bpb_per_nat:.8f}", ln)
+    return tiny_logs(tmp_path, edit)
+
+
+def test_significance_across_tokenizers_runs_on_bpb(capsys, tmp_path):
+    """Ours: sp1024-like (1.93 nats, 1.143 bpb). The best: sp8192-like, 2.32 nats but 1.06 bpb.
+    In nats we look 0.39 better; in bpb, the only comparable unit, we are 0.08 worse."""
+    folder = make_record(capsys, tmp_path)
+    best = published_folder(tmp_path, "2026-04-27_SP8192_Best", {
+        "submission.json": json.dumps({"name": "best", "val_bpb": 1.0599, "seed_results": {
+            "42": {"val_loss": 2.31944212, "val_bpb": 1.05989454}, "0": {"val_loss": 2.3215, "val_bpb": 1.0608},
+            "1234": {"val_loss": 2.3201, "val_bpb": 1.0602}}})})
+    code, out = run_cli(capsys, "validate", folder, "--best-record", best)
+    [sig] = [ln for ln in out.splitlines() if re.match(r"(PASS|FAIL) +significance", ln)]
+    assert code == 1 and sig.startswith("FAIL       significance: mean 1.14311969 vs best 1.06029818"), sig
+    assert "on val_bpb: the tokenizers differ" in sig and "margin 0.005 nats = 0.00228" in sig
+    # a best record that gives no bpb: a refusal that says why, never a test in nats
+    (best / "submission.json").write_text(json.dumps({"name": "best", "seed_results": {
+        "42": {"val_loss": 2.319}, "0": {"val_loss": 2.321}}}))
+    code, out = run_cli(capsys, "validate", folder, "--best-record", best)
+    assert code == 1 and "FAIL       significance: cannot test (cannot tell whether 2026-04-27_SP8192_Best used our " \
+        "tokenizer" in out
+    # same tokenizer named in both configs: the test stays in nats
+    ours = rt.side_of_runs(rt.find_logs(folder))
+    assert ours.tokenizer is None and ours.ratio == pytest.approx(0.5923, abs=1e-4)
+    a, b = rt.ScoreSide([], [], "VOCAB_SIZE=1024", 0.59), rt.ScoreSide([], [], "VOCAB_SIZE=8192", 0.59)
+    assert a.same_tokenizer(b) is False and a.same_tokenizer(a) is True
 
 
 # ----- diff -----

@@ -118,6 +118,86 @@ def parse_float_list(text: str) -> list[float]:
     return [float(x) for x in re.split(r"[,\s]+", text.strip()) if x]
 
 
+@dataclass
+class ScoreSide:
+    """Per-seed scores of one side of a significance test, with what identifies its tokenizer."""
+    losses: list
+    bpbs: list
+    tokenizer: str | None      # "VOCAB_SIZE=8192 fineweb_8192_bpe.model", from the logged config
+    ratio: float | None        # mean val_bpb / val_loss: bits per nat, a property of tokenizer and val split
+
+    def same_tokenizer(self, other: "ScoreSide") -> bool | None:
+        """True/False, or None when neither the configs nor the bpb/loss ratios can tell."""
+        if self.tokenizer and other.tokenizer:
+            return self.tokenizer == other.tokenizer
+        if self.ratio and other.ratio:
+            return abs(self.ratio - other.ratio) <= 0.005 * other.ratio
+        return None
+
+
+def tokenizer_id(runs) -> str | None:
+    for r in runs:
+        vocab, path = r.config.get("VOCAB_SIZE"), r.config.get("TOKENIZER_PATH")
+        if vocab or path:
+            return " ".join(x for x in (f"VOCAB_SIZE={vocab}" if vocab else "",
+                                        Path(path).name if path else "") if x)
+    return None
+
+
+def side_of_runs(runs) -> ScoreSide:
+    pairs = [(r.score.val_loss, r.score.val_bpb) for r in runs if r.score is not None
+             and is_finite(r.score.val_loss) and is_finite(r.score.val_bpb) and r.score.val_loss > 0]
+    ratio = mean(b / l for l, b in pairs) if pairs else None
+    return ScoreSide(score_values(runs, "val_loss"), score_values(runs, "val_bpb"), tokenizer_id(runs), ratio)
+
+
+def best_side_of(folder: Path) -> ScoreSide:
+    """The best record's per-seed scores: its logs (scored as its submission.json reports), else the
+    json's seed_results."""
+    rec = load_record(folder)
+    side = side_of_runs(rec.runs)
+    if side.losses or side.bpbs:
+        return side
+    results = (rec.sub or {}).get("seed_results") or {}
+    results = results.values() if isinstance(results, dict) else []
+    losses = [r["val_loss"] for r in results if isinstance(r, dict) and is_number(r.get("val_loss"))]
+    bpbs = [r["val_bpb"] for r in results if isinstance(r, dict) and is_number(r.get("val_bpb"))]
+    if not losses and not bpbs:
+        raise ValueError(f"no per-seed scores in {folder} (logs or submission.json seed_results)")
+    ratio = mean(b / l for l, b in zip(losses, bpbs)) if losses and len(losses) == len(bpbs) else None
+    return ScoreSide(losses, bpbs, None, ratio)
+
+
+def best_losses_of(folder: Path) -> list[float]:
+    values = best_side_of(folder).losses
+    if not values:
+        raise ValueError(f"no per-seed val_loss in {folder} (logs or submission.json seed_results)")
+    return values
+
+
+def record_test(ours: ScoreSide, best: ScoreSide, folder: Path) -> SigTest | str:
+    """Welch test against a best record. The rule's 0.005 nats is in val_loss, and nats are per
+    token: across tokenizers a token is a different amount of text, so val_loss is not comparable.
+    Then the test runs on val_bpb with the margin converted at the best record's bits per nat."""
+    same = ours.same_tokenizer(best)
+    if same:
+        return welch_test(ours.losses, best.losses, MIN_GAIN_NATS)
+    if same is None:
+        return (f"cannot tell whether {folder.name} used our tokenizer (no VOCAB_SIZE/TOKENIZER_PATH in its logs and "
+                "no val_bpb with val_loss to compare), and val_loss in nats is only comparable with one tokenizer")
+    if len(best.bpbs) < 2 or best.ratio is None:
+        return (f"the tokenizers differ (ours {ours.tokenizer or f'{ours.ratio:.4f} bpb/nat'}, {folder.name} "
+                f"{best.tokenizer or f'{best.ratio:.4f} bpb/nat'}), so the test must run on val_bpb, and "
+                f"{folder.name} gives fewer than 2 per-seed val_bpb values with val_loss")
+    margin = MIN_GAIN_NATS * best.ratio
+    sig = welch_test(ours.bpbs, best.bpbs, margin)
+    ours_tok = ours.tokenizer or f"{ours.ratio:.4f} bpb/nat"
+    best_tok = best.tokenizer or f"{best.ratio:.4f} bpb/nat"
+    sig.test += (f" on val_bpb: the tokenizers differ (ours {ours_tok}, best {best_tok}) and nats are not comparable "
+                 f"across tokenizers; margin 0.005 nats = {margin:.6f} bpb at the best record's {best.ratio:.6f} bpb/nat")
+    return sig
+
+
 def significance_from_args(args, runs: list[RunLog]) -> SigTest | str | None:
     """SigTest, or a reason string when a test was asked for but cannot run, or None."""
     best_loss = getattr(args, "best_loss", None)
@@ -126,11 +206,13 @@ def significance_from_args(args, runs: list[RunLog]) -> SigTest | str | None:
     best_record = getattr(args, "best_record", None)
     if best_loss is None and best_bpb is None and best_losses is None and best_record is None:
         return None
-    losses, bpbs = score_values(runs, "val_loss"), score_values(runs, "val_bpb")
+    ours = side_of_runs(runs)
+    losses, bpbs = ours.losses, ours.bpbs
     try:
-        if best_record is not None or best_losses is not None:
-            best = parse_float_list(best_losses) if best_losses is not None else best_losses_of(Path(best_record))
-            return welch_test(losses, best, MIN_GAIN_NATS)
+        if best_record is not None:
+            return record_test(ours, best_side_of(Path(best_record)), Path(best_record))
+        if best_losses is not None:
+            return welch_test(losses, parse_float_list(best_losses), MIN_GAIN_NATS)
         if best_loss is not None:
             return one_sample_test(losses, float(best_loss), MIN_GAIN_NATS)
         # bpb: the 0.005-nat margin is converted with our logs' bpb-per-nat ratio
@@ -140,18 +222,3 @@ def significance_from_args(args, runs: list[RunLog]) -> SigTest | str | None:
         return sig
     except (ValueError, ZeroDivisionError) as e:
         return str(e)
-
-
-def best_losses_of(folder: Path) -> list[float]:
-    runs = find_logs(folder)
-    values = score_values(runs, "val_loss")
-    if values:
-        return values
-    sub_path = folder / "submission.json"
-    if sub_path.is_file():
-        sub = json.loads(sub_path.read_text(encoding="utf-8"))
-        values = [r["val_loss"] for r in (sub.get("seed_results") or {}).values() if "val_loss" in r]
-    if not values:
-        raise ValueError(f"no per-seed val_loss in {folder} (logs or submission.json seed_results)")
-    return values
-
