@@ -74,6 +74,8 @@ class Config:
     iterations: int = knob(9000, "maximum number of training steps", lo=0, group="schedule")
     max_wallclock_seconds: float = knob(600.0, "training-time cap in seconds (0 = no cap, iteration-based warmdown)", lo=0.0, group="schedule")
     warmdown_iters: int = knob(3000, "length of the final linear LR decay, in steps (converted to time when capped)", lo=0, group="schedule")
+    warmdown_frac: float = knob(0.0, "length of the final linear LR decay as a fraction of training (time when capped, else steps); "
+                                "0 = use WARMDOWN_ITERS; setting both is an error", lo=0.0, hi=1.0, group="schedule")
     warmup_steps: int = knob(20, "compile-priming steps whose weights/optimizer/data state are then restored", lo=0, group="schedule")
     train_batch_tokens: int = knob(786432, "global tokens per optimizer step (identical for any world size dividing 8)", lo=1, group="schedule")
     train_seq_len: int = knob(2048, "training sequence length", lo=2, group="schedule")
@@ -120,6 +122,11 @@ class Config:
     beta2: float = knob(0.95, "AdamW beta2", lo=0.0, hi=1.0, group="optim")
     adam_eps: float = knob(1e-8, "AdamW epsilon", lo=0.0, group="optim")
     grad_clip_norm: float = knob(0.3, "global grad-norm clip (0 = off)", lo=0.0, group="optim")
+    # --- optimizer: the 1.08-class records' additions ---
+    muon_row_normalize: bool = knob(False, "MuonEq-R: scale each row of the Nesterov update to unit norm before Newton-Schulz", group="optim")
+    muon_ns_coeffs: str = knob("quintic", "Newton-Schulz coefficients: quintic (one fixed tuple every step) or polar_express (a tuple per step, at most 5 steps)", choices=("quintic", "polar_express"), group="optim")
+    embed_wd: float = knob(0.04, "AdamW weight decay of the token embedding (ADAM_WD covers the other AdamW groups)", lo=0.0, group="optim")
+    min_lr: float = knob(0.0, "floor of the LR multiplier during the warmdown (the records' MIN_LR)", lo=0.0, hi=1.0, group="optim")
     # --- weight averaging and QAT ---
     ema_enabled: bool = knob(True, "keep an fp32 EMA of the weights; it is what gets exported", group="average")
     ema_decay: float = knob(0.997, "EMA decay per update", lo=0.0, hi=1.0, group="average")
@@ -160,7 +167,7 @@ class Config:
     FAMILIES = ("TRAIN_", "VAL_", "EVAL_", "MUON_", "QAT_", "EMA_", "SWA_", "TTT_", "QUANT_",
                 "BIGRAM_", "SMEAR_", "WARMUP_", "WARMDOWN_", "TIED_", "MATRIX_", "SCALAR_",
                 "EMBED_", "HEAD_", "ROPE_", "MLP_", "MODEL_", "ADAM_", "LOGIT_", "QK_", "XSA_",
-                "EXPORT_", "NUM_", "TOKENIZER_", "BACKOUT", "PRUNE_", "ORTHO_", "RESID_", "LN_")
+                "EXPORT_", "NUM_", "TOKENIZER_", "BACKOUT", "PRUNE_", "ORTHO_", "RESID_", "LN_", "MIN_LR")
     TTT_TARGETS = ("q", "k", "v", "o", "up", "down", "head")
 
     @staticmethod
@@ -176,10 +183,14 @@ class Config:
                 hint = difflib.get_close_matches(key, sorted(names), n=1)
                 raise ValueError(f"unknown environment variable {key}" + (f" (did you mean {hint[0]}?)" if hint else "")
                                  + "; see `python train_gpt.py --help`")
+        if "WARMDOWN_FRAC" in environ and "WARMDOWN_ITERS" in environ:
+            raise ValueError("WARMDOWN_FRAC and WARMDOWN_ITERS are both set: the warmdown is one or the other")
         values = {}
         for f in dataclasses.fields(cls):
             raw = environ.get(cls.env_name(f))
             values[f.name] = f.default if raw is None else _parse(cls.env_name(f), raw, f.type)
+        if values["warmdown_frac"] > 0:  # the fraction replaces the default step count (the dump says so)
+            values["warmdown_iters"] = 0
         cfg = cls(**values)
         cfg.validate()
         return cfg
@@ -214,6 +225,9 @@ class Config:
             (self.eval_stride <= self.window_len, f"EVAL_STRIDE={self.eval_stride} exceeds the window length {self.window_len}"),
             (self.ttt_chunk_size <= self.ttt_eval_seq_len, f"TTT_CHUNK_SIZE={self.ttt_chunk_size} exceeds TTT_EVAL_SEQ_LEN={self.ttt_eval_seq_len}"),
             (self.quant_bits_head == 8 or not self.tie_embeddings, "QUANT_BITS_HEAD applies only with TIE_EMBEDDINGS=0 (tied: QUANT_BITS_EMBED)"),
+            (not (self.warmdown_frac > 0 and self.warmdown_iters > 0), "WARMDOWN_FRAC and WARMDOWN_ITERS are exclusive: set one"),
+            (self.muon_ns_coeffs != "polar_express" or self.muon_backend_steps <= len(POLAR_EXPRESS),
+             f"MUON_NS_COEFFS=polar_express has {len(POLAR_EXPRESS)} coefficient tuples; MUON_BACKEND_STEPS={self.muon_backend_steps} is more"),
         ]
         for ok, msg in rules:
             if not ok:
@@ -830,32 +844,61 @@ def count_params(model: nn.Module) -> int:
 
 # ===== 6. MUON =====
 
+QUINTIC = (3.4445, -4.7750, 2.0315)  # modded-nanogpt's fixed tuple, used at every step
+# Polar Express (arXiv:2505.16932; the tuples the 2026-04-23 and later records use): one
+# (a, b, c) per step, tuned so five steps land the singular values closer to 1 than the quintic.
+POLAR_EXPRESS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+
+
 @torch.no_grad()
-def newton_schulz5(G: Tensor, steps: int, eps: float = 1e-7) -> Tensor:
-    """Approximately orthogonalize G (push its singular values towards 1) with the quintic
-    Newton-Schulz iteration of modded-nanogpt. Runs in bf16 on CUDA, fp32 on CPU."""
-    a, b, c = 3.4445, -4.7750, 2.0315
+def orthogonalize(G: Tensor, coeffs: tuple[tuple[float, float, float], ...], eps: float = 1e-7) -> Tensor:
+    """Push G's singular values towards 1 with the odd polynomial iteration
+    X <- a X + (b A + c A^2) X, A = X X^T, one (a, b, c) per step, after scaling G to unit
+    Frobenius norm. Runs in bf16 on CUDA, fp32 on CPU."""
     X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
     X = X / (X.norm() + eps)
     transposed = X.size(0) > X.size(1)
     if transposed:  # iterate on the wide orientation: the Gram matrix is the smaller one
         X = X.T
-    for _ in range(steps):
+    for a, b, c in coeffs:
         A = X @ X.T
         X = a * X + (b * A + c * A @ A) @ X
     return X.T if transposed else X
 
 
+def newton_schulz5(G: Tensor, steps: int) -> Tensor:
+    """The quintic Newton-Schulz iteration of modded-nanogpt, `steps` times."""
+    return orthogonalize(G, (QUINTIC,) * steps)
+
+
+def polar_express(G: Tensor, steps: int) -> Tensor:
+    """Polar Express: the first `steps` (at most 5) of its per-step tuples."""
+    if steps > len(POLAR_EXPRESS):
+        raise ValueError(f"Polar Express has {len(POLAR_EXPRESS)} coefficient tuples, asked for {steps} steps")
+    return orthogonalize(G, POLAR_EXPRESS[:steps])
+
+
+def row_normalize(u: Tensor, eps: float = 1e-7) -> Tensor:
+    """MuonEq-R: each row divided by its L2 norm (computed in fp32), floored at eps."""
+    return u / u.float().norm(dim=1, keepdim=True).clamp_min(eps).to(u.dtype)
+
+
 class Muon(torch.optim.Optimizer):
-    """Momentum + Nesterov, then Newton-Schulz orthogonalization, shape scale
-    sqrt(max(1, rows/cols)) and decoupled weight decay. Ranks split the NS work round-robin
-    and share the results with one all-reduce over a flat buffer (each slot is written by
-    exactly one rank, so the sum is exact)."""
+    """Momentum + Nesterov, optionally MuonEq-R row normalization, then Newton-Schulz
+    orthogonalization, shape scale sqrt(max(1, rows/cols)) and decoupled weight decay. Ranks
+    split the NS work round-robin and share the results with one all-reduce over a flat buffer
+    (each slot is written by exactly one rank, so the sum is exact)."""
 
     def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float, ctx: Dist,
-                 ns_fn=newton_schulz5):
+                 ns_fn=newton_schulz5, row_normalize: bool = False):
         super().__init__(params, dict(lr=lr, base_lr=lr, momentum=momentum, backend_steps=backend_steps,
-                                      weight_decay=weight_decay))
+                                      weight_decay=weight_decay, row_normalize=row_normalize))
         self.ctx, self.ns_fn, self.flat, self.layouts = ctx, ns_fn, {}, {}
 
     def layout(self, group: dict) -> tuple[list[int], dict[float, list[int]]]:
@@ -894,6 +937,8 @@ class Muon(torch.optim.Optimizer):
                 torch._foreach_add_(moms, grads)
                 torch._foreach_add_(grads, moms, alpha=group["momentum"])  # Nesterov, in the grad buffer
             for i, g in zip(mine, grads):
+                if group["row_normalize"]:
+                    g = row_normalize(g)
                 flat[offsets[i]:offsets[i + 1]] = self.ns_fn(g, group["backend_steps"]).reshape(-1)
             all_reduce_(flat, self.ctx)
             updates = flat.float()  # one cast, so the foreach adds below take their fused fp32 path
@@ -912,13 +957,16 @@ class Optimizers:
         groups = params_by_role(model)
         embed_lr = cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr
         lrs = {"embed": embed_lr, "bigram": embed_lr, "head": cfg.head_lr, "scalar": cfg.scalar_lr}
-        adam_groups = [dict(params=[p for _, p in groups[role]], lr=lr, base_lr=lr, role=role)
+        adam_groups = [dict(params=[p for _, p in groups[role]], lr=lr, base_lr=lr, role=role,
+                            weight_decay=cfg.embed_wd if role == "embed" else cfg.adam_wd)
                        for role, lr in lrs.items() if groups[role]]
         self.adam = torch.optim.AdamW(adam_groups, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps,
                                       weight_decay=cfg.adam_wd, fused=ctx.device.type == "cuda")
-        ns_fn = torch.compile(newton_schulz5) if use_compile(cfg, ctx) else newton_schulz5
+        ns = polar_express if cfg.muon_ns_coeffs == "polar_express" else newton_schulz5
+        ns_fn = torch.compile(ns) if use_compile(cfg, ctx) else ns
         self.muon = Muon([p for r in MATRIX_ROLES for _, p in groups[r]], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
-                         backend_steps=cfg.muon_backend_steps, weight_decay=cfg.muon_wd, ctx=ctx, ns_fn=ns_fn)
+                         backend_steps=cfg.muon_backend_steps, weight_decay=cfg.muon_wd, ctx=ctx, ns_fn=ns_fn,
+                         row_normalize=cfg.muon_row_normalize)
         self.all = (self.adam, self.muon)
 
     def set_schedule(self, lr_scale: float, muon_momentum: float) -> None:
@@ -1421,6 +1469,18 @@ def lr_scale(cfg: Config, step: int, elapsed_ms: float) -> float:
     return max((cfg.iterations - step) / cfg.warmdown_iters, 0.0) if step >= start else 1.0
 
 
+def schedule_scale(cfg: Config, step: int, elapsed_ms: float) -> float:
+    """The LR multiplier every group uses: WARMDOWN_FRAC's linear decay over the last fraction
+    of training progress (the 1.08-class records' rule) or WARMDOWN_ITERS' (lr_scale), never
+    below MIN_LR."""
+    if cfg.warmdown_frac > 0:
+        frac = progress(cfg, step, elapsed_ms)
+        base = min((1 - frac) / cfg.warmdown_frac, 1.0)
+    else:
+        base = lr_scale(cfg, step, elapsed_ms)
+    return max(base, cfg.min_lr)
+
+
 def progress(cfg: Config, step: int, elapsed_ms: float) -> float:
     """Fraction of training done: by time under a wallclock cap, else by steps."""
     frac = elapsed_ms / (1000 * cfg.max_wallclock_seconds) if cfg.max_wallclock_seconds > 0 else step / max(cfg.iterations, 1)
@@ -1554,7 +1614,7 @@ class Trainer:
                 t0 = time.perf_counter()
             if last:
                 break
-            scale = lr_scale(cfg, step, elapsed)
+            scale = schedule_scale(cfg, step, elapsed)
             loss = self.step(step, scale)
             step += 1
             averager.update(step, scale)
