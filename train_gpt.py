@@ -106,6 +106,20 @@ class Config:
     bigram_dim: int = knob(128, "BigramHash table width (projected to MODEL_DIM)", lo=1, group="model")
     backout: bool = knob(False, "subtract a learned multiple of the middle block's output before the final norm", group="model")
     backout_init: float = knob(0.2, "initial backout coefficient", group="model")
+    # --- depth recurrence, parallel residuals, gates (the 1.08-class records) ---
+    num_loops: int = knob(0, "depth recurrence: blocks LOOP_START..LOOP_END run this many extra times once looping is on (0 = off)", lo=0, group="model")
+    loop_start: int = knob(3, "first block of the looped segment", lo=0, group="model")
+    loop_end: int = knob(5, "last block of the looped segment (inclusive)", lo=0, group="model")
+    enable_looping_at: float = knob(0.35, "training progress (time or steps) from which the loop runs; eval and TTT always loop", lo=0.0, hi=1.0, group="model")
+    skip_gates_enabled: bool = knob(False, "U-Net skips merged by a learned sigmoid gate: x = lerp(w*skip, x, sigmoid(g)), g zero-init", group="model")
+    parallel_start_layer: int = knob(0, "two-lane parallel residuals from the first decoder block whose physical index is >= this (0 = off)", lo=0, group="model")
+    parallel_final_lane: str = knob("mean", "what leaves the two lanes: mean of both, the attn lane or the mlp lane", choices=("mean", "attn", "mlp"), group="model")
+    attn_out_gate_enabled: bool = knob(False, "per-head attention output gate 2*sigmoid(W u[:GATE_WINDOW]), W zero-init (identity at init)", group="model")
+    attn_out_gate_src: str = knob("proj", "input u of the output gate: proj (the attention input) or q (the raw query projection)", choices=("proj", "q"), group="model")
+    sparse_attn_gate_enabled: bool = knob(False, "per-head sparse attention gate sigmoid(SCALE * W u[:GATE_WINDOW]); W exported int8 per row", group="model")
+    sparse_attn_gate_init_std: float = knob(0.0, "init std of the sparse gate weight (0 = zeros: every gate starts at 0.5)", lo=0.0, group="model")
+    sparse_attn_gate_scale: float = knob(1.0, "logit scale of the sparse attention gate", group="model")
+    gate_window: int = knob(12, "leading dims of the gate input the attention gates read", lo=1, group="model")
     # --- optimizer ---
     matrix_lr: float = knob(0.025, "Muon LR for block matrices", lo=0.0, group="optim")
     scalar_lr: float = knob(0.025, "AdamW LR for vectors and scalar controls", lo=0.0, group="optim")
@@ -167,7 +181,8 @@ class Config:
     FAMILIES = ("TRAIN_", "VAL_", "EVAL_", "MUON_", "QAT_", "EMA_", "SWA_", "TTT_", "QUANT_",
                 "BIGRAM_", "SMEAR_", "WARMUP_", "WARMDOWN_", "TIED_", "MATRIX_", "SCALAR_",
                 "EMBED_", "HEAD_", "ROPE_", "MLP_", "MODEL_", "ADAM_", "LOGIT_", "QK_", "XSA_",
-                "EXPORT_", "NUM_", "TOKENIZER_", "BACKOUT", "PRUNE_", "ORTHO_", "RESID_", "LN_", "MIN_LR")
+                "EXPORT_", "NUM_", "TOKENIZER_", "BACKOUT", "PRUNE_", "ORTHO_", "RESID_", "LN_", "MIN_LR",
+                "LOOP_", "ENABLE_LOOPING", "SKIP_", "PARALLEL_", "ATTN_", "SPARSE_", "GATE_")
     TTT_TARGETS = ("q", "k", "v", "o", "up", "down", "head")
 
     @staticmethod
@@ -226,6 +241,12 @@ class Config:
             (self.ttt_chunk_size <= self.ttt_eval_seq_len, f"TTT_CHUNK_SIZE={self.ttt_chunk_size} exceeds TTT_EVAL_SEQ_LEN={self.ttt_eval_seq_len}"),
             (self.quant_bits_head == 8 or not self.tie_embeddings, "QUANT_BITS_HEAD applies only with TIE_EMBEDDINGS=0 (tied: QUANT_BITS_EMBED)"),
             (not (self.warmdown_frac > 0 and self.warmdown_iters > 0), "WARMDOWN_FRAC and WARMDOWN_ITERS are exclusive: set one"),
+            (not self.num_loops or self.loop_start <= self.loop_end < self.num_layers,
+             f"LOOP_START={self.loop_start}..LOOP_END={self.loop_end} must be a block range inside NUM_LAYERS={self.num_layers}"),
+            (self.parallel_start_layer < self.num_layers, f"PARALLEL_START_LAYER={self.parallel_start_layer} must be below NUM_LAYERS={self.num_layers} (0 = off)"),
+            (not (self.attn_out_gate_enabled and self.sparse_attn_gate_enabled),
+             "ATTN_OUT_GATE_ENABLED=1 and SPARSE_ATTN_GATE_ENABLED=1 are exclusive: pick one attention gate"),
+            (self.gate_window <= min(self.model_dim, hd), f"GATE_WINDOW={self.gate_window} exceeds the head dim {hd}"),
             (self.muon_ns_coeffs != "polar_express" or self.muon_backend_steps <= len(POLAR_EXPRESS),
              f"MUON_NS_COEFFS=polar_express has {len(POLAR_EXPRESS)} coefficient tuples; MUON_BACKEND_STEPS={self.muon_backend_steps} is more"),
         ]
@@ -251,7 +272,7 @@ class Config:
     def bits(self, role: str) -> int:
         return {"attn": self.quant_bits_attn, "mlp": self.quant_bits_mlp, "proj": self.quant_bits_proj,
                 "bigram": self.quant_bits_bigram, "embed": self.quant_bits_embed, "head": self.quant_bits_head,
-                "scalar": 16}[role]
+                "scalar": 16, "gate": 8}[role]
 
     def items(self) -> list[tuple[str, object]]:
         return sorted((self.env_name(f), getattr(self, f.name)) for f in dataclasses.fields(self))
@@ -523,8 +544,10 @@ def load_tokenizer(cfg: Config) -> spm.SentencePieceProcessor:
 #   embed, bigram    token table and bigram table -> AdamW (embedding LR)
 #   head             untied output head -> AdamW (HEAD_LR)
 #   scalar           vectors, gains and gates -> AdamW (SCALAR_LR); stored fp16
+#   gate             the sparse attention gate's weight -> AdamW (SCALAR_LR); stored int8 per row
+#                    (max|row|/127 scales: a fraction of its fp16 bytes, no measurable loss)
 
-ROLES = ("attn", "mlp", "proj", "embed", "bigram", "head", "scalar")
+ROLES = ("attn", "mlp", "proj", "embed", "bigram", "head", "scalar", "gate")
 MATRIX_ROLES = ("attn", "mlp", "proj")
 
 
@@ -630,10 +653,33 @@ class Attention(nn.Module):
         self.proj = Linear(self.h * self.hd, cfg.model_dim, "attn", cfg, zero_init=True)
         self.q_gain = with_role(nn.Parameter(torch.full((self.h,), cfg.qk_gain_init)), "scalar")
         self.rotary = Rotary(self.hd, cfg.rope_dims, cfg.rope_base, max_len)
+        # Attention gates (one scalar per head and position, from the first GATE_WINDOW dims of
+        # the attention input or raw query): the output gate 2*sigmoid(.) starts as the identity;
+        # the sparse gate sigmoid(scale * .) starts at 0.5 and has its own role ("gate"): the
+        # exporter stores it int8 per row instead of fp16.
+        self.gate_window, self.gate_src = cfg.gate_window, cfg.attn_out_gate_src
+        self.attn_gate_proj = self.attn_gate_w = None
+        if cfg.attn_out_gate_enabled:
+            self.attn_gate_proj = with_role(nn.Parameter(torch.zeros(self.h, cfg.gate_window)), "scalar")
+        if cfg.sparse_attn_gate_enabled:
+            self.attn_gate_w = with_role(nn.Parameter(torch.randn(self.h, cfg.gate_window) * cfg.sparse_attn_gate_init_std), "gate")
+            self.gate_scale = cfg.sparse_attn_gate_scale
+
+    def head_gate(self, x: Tensor, q_raw: Tensor) -> Tensor | None:
+        """The per-head gate [B, T, H] of whichever attention gate is on, else None."""
+        if self.attn_gate_proj is not None:
+            u = (q_raw if self.gate_src == "q" else x)[..., :self.gate_window]
+            return 2 * torch.sigmoid(F.linear(u, self.attn_gate_proj.to(u.dtype)))
+        if self.attn_gate_w is not None:
+            u = x[..., :self.gate_window]
+            return torch.sigmoid(self.gate_scale * F.linear(u, self.attn_gate_w.to(u.dtype)))
+        return None
 
     def forward(self, x: Tensor, lora: dict) -> Tensor:
         B, T, _ = x.shape
-        q = self.c_q(x, lora.get("q")).view(B, T, self.h, self.hd)
+        q_raw = self.c_q(x, lora.get("q"))
+        gate = self.head_gate(x, q_raw)
+        q = q_raw.view(B, T, self.h, self.hd)
         k = self.c_k(x, lora.get("k")).view(B, T, self.h_kv, self.hd)
         v = self.c_v(x, lora.get("v")).view(B, T, self.h_kv, self.hd)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))  # QK-norm, then RoPE
@@ -647,6 +693,8 @@ class Attention(nn.Module):
             y = y.reshape(B, T, self.h_kv, self.h // self.h_kv, self.hd)
             vn = F.normalize(v, dim=-1).to(y.dtype).unsqueeze(3)  # autocast runs the norm in fp32; stay bf16
             y = y - (y * vn).sum(-1, keepdim=True) * vn
+        if gate is not None:
+            y = y.reshape(B, T, self.h, self.hd) * gate.to(y.dtype).unsqueeze(-1)
         return self.proj(y.reshape(B, T, self.h * self.hd), lora.get("o"))
 
 
@@ -682,6 +730,19 @@ class Block(nn.Module):
         x = mix[0] * x + mix[1] * x0
         x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_scale, lora)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_scale, lora)
+
+    def forward_lanes(self, lanes: tuple[Tensor, Tensor], x0: Tensor, lora: dict, post: Tensor,
+                      resid: Tensor) -> tuple[Tensor, Tensor]:
+        """Two-lane parallel residual block (the 1.0611 record's form): attention reads lane 0
+        (mixed with x0), the MLP reads lane 1, both from the lanes as they were before the
+        block, and each lane takes its own learned mix of both outputs:
+          l_j <- resid[j] * l_j + post[0, j] * attn_out + post[1, j] * mlp_out."""
+        l0, l1 = lanes
+        mix = self.resid_mix.to(l0.dtype)
+        a = self.attn_scale.to(l0.dtype) * self.attn(rms_norm(mix[0] * l0 + mix[1] * x0) * self.ln_scale, lora)
+        m = self.mlp_scale.to(l1.dtype) * self.mlp(rms_norm(l1) * self.ln_scale, lora)
+        P, R = post.to(l0.dtype), resid.to(l0.dtype)
+        return R[0] * l0 + P[0, 0] * a + P[1, 0] * m, R[1] * l1 + P[0, 1] * a + P[1, 1] * m
 
 
 class BigramHash(nn.Module):
@@ -730,9 +791,22 @@ class SmearGate(nn.Module):
         return x + m * self.lam.to(x.dtype) * g * x_prev
 
 
+def virtual_layers(cfg: Config, looping: bool) -> list[int]:
+    """The physical block run at each virtual layer slot. With depth recurrence on, the
+    segment LOOP_START..LOOP_END runs NUM_LOOPS+1 times: 11 blocks, loop 3-5 twice more
+    -> [0,1,2,3,4,5,3,4,5,3,4,5,6,7,8,9,10] (17 slots)."""
+    if not (looping and cfg.num_loops):
+        return list(range(cfg.num_layers))
+    seg = list(range(cfg.loop_start, cfg.loop_end + 1))
+    return list(range(cfg.loop_start)) + seg * (cfg.num_loops + 1) + list(range(cfg.loop_end + 1, cfg.num_layers))
+
+
 class GPT(nn.Module):
-    """Tied-embedding GPT with U-Net skips: the first half of the blocks push their outputs,
-    the second half pops them (LIFO) and adds them with learned per-dim weights."""
+    """Tied-embedding GPT with U-Net skips over the virtual layer sequence: the first half of
+    the slots push their outputs, the second half pops them (LIFO) and merges them with learned
+    per-dim weights (optionally sigmoid-gated). With depth recurrence the sequence repeats a
+    block segment once `looping` is set; skip parameters are sized for the looped sequence,
+    and the plain one uses their first entries."""
 
     def __init__(self, cfg: Config, max_len: int, bos_id: int = 1):
         super().__init__()
@@ -741,9 +815,19 @@ class GPT(nn.Module):
         self.bigram = BigramHash(cfg) if cfg.bigram_vocab_size else None
         self.smear = SmearGate(cfg) if cfg.smear_gate != "off" else None
         self.blocks = nn.ModuleList(Block(cfg, max_len, i) for i in range(cfg.num_layers))
-        self.n_enc = cfg.num_layers // 2
-        n_skip = min(self.n_enc, cfg.num_layers - self.n_enc)
+        # A plain attribute (not a buffer): torch.compile guards on it, so the plain and the
+        # looped forward are two cached graphs, both built during the warmup.
+        self.looping = cfg.num_loops > 0
+        n_virtual = len(virtual_layers(cfg, True))
+        n_skip = min(n_virtual // 2, n_virtual - n_virtual // 2)
         self.skip_weights = with_role(nn.Parameter(torch.ones(n_skip, cfg.model_dim)), "scalar")
+        self.skip_gates = None
+        if cfg.skip_gates_enabled:
+            self.skip_gates = with_role(nn.Parameter(torch.zeros(n_skip, cfg.model_dim)), "scalar")
+        self.parallel_post = self.parallel_resid = None
+        if cfg.parallel_start_layer:  # allocated for every block, used by the two-lane ones
+            self.parallel_post = with_role(nn.Parameter(torch.ones(cfg.num_layers, 2, 2)), "scalar")
+            self.parallel_resid = with_role(nn.Parameter(torch.full((cfg.num_layers, 2), 1.1)), "scalar")
         self.backout = with_role(nn.Parameter(torch.tensor(cfg.backout_init)), "scalar") if cfg.backout else None
         self.lm_head = None
         if not cfg.tie_embeddings:
@@ -764,15 +848,7 @@ class GPT(nn.Module):
         x = rms_norm(x)
         if self.smear is not None and self.smear.kind == "blend":
             x = self.smear(x, has_prev)
-        x0, skips, h_mid = x, [], None
-        for i, block in enumerate(self.blocks):
-            if i >= self.n_enc and skips:
-                x = x + self.skip_weights[i - self.n_enc].to(x.dtype) * skips.pop()
-            x = block(x, x0, {k.split(".")[-1]: v for k, v in lora.items() if k.startswith(f"blocks.{i}.")})
-            if i < self.n_enc:
-                skips.append(x)
-            if i == len(self.blocks) // 2:
-                h_mid = x
+        x, h_mid = self.run_blocks(x, lora)
         if self.backout is not None:
             x = x - self.backout.to(x.dtype) * h_mid
         x = rms_norm(x)
@@ -788,6 +864,59 @@ class GPT(nn.Module):
         if targets is None:
             return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+    def merge_lanes(self, lanes: tuple[Tensor, Tensor]) -> Tensor:
+        kind = self.cfg.parallel_final_lane
+        return lanes[0] if kind == "attn" else lanes[1] if kind == "mlp" else 0.5 * (lanes[0] + lanes[1])
+
+    def run_blocks(self, x: Tensor, lora: dict) -> tuple[Tensor, Tensor]:
+        """The blocks over the virtual layer sequence; returns the stream and the middle slot's
+        output (for Backout). Decoder slot k merges the k-th popped encoder output. From the
+        first decoder slot whose block index is >= PARALLEL_START_LAYER on, the stream runs as
+        two lanes (skips merge into lane 0) and leaves as PARALLEL_FINAL_LANE."""
+        order = virtual_layers(self.cfg, self.looping)
+        n_enc, start = len(order) // 2, self.cfg.parallel_start_layer
+        x0, skips, h_mid, lanes = x, [], None, None
+        for slot, i in enumerate(order):
+            k = slot - n_enc
+            if 0 <= k < len(self.skip_weights) and skips:
+                skip = self.skip_weights[k].to(x.dtype) * skips.pop()
+                target = x if lanes is None else lanes[0]
+                if self.skip_gates is not None:
+                    target = torch.lerp(skip, target, torch.sigmoid(self.skip_gates[k].to(x.dtype)))
+                else:
+                    target = target + skip
+                x, lanes = (target, None) if lanes is None else (x, (target, lanes[1]))
+            block_lora = {key.split(".")[-1]: v for key, v in lora.items() if key.startswith(f"blocks.{i}.")}
+            if lanes is None and start and k >= 0 and i >= start:
+                lanes = (x, x)
+            if lanes is None:
+                x = self.blocks[i](x, x0, block_lora)
+            else:
+                lanes = self.blocks[i].forward_lanes(lanes, x0, block_lora, self.parallel_post[i], self.parallel_resid[i])
+            if slot < n_enc:
+                skips.append(x)
+            if slot == len(order) // 2:
+                h_mid = x if lanes is None else self.merge_lanes(lanes)
+        return (x if lanes is None else self.merge_lanes(lanes)), h_mid
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module under any torch.compile / DDP wrappers."""
+    while isinstance(model, DDP) or hasattr(model, "_orig_mod"):
+        model = model.module if isinstance(model, DDP) else model._orig_mod
+    return model
+
+
+def set_looping(model: nn.Module, on: bool) -> None:
+    """Switch depth recurrence on or off (a no-op without NUM_LOOPS), through any wrappers."""
+    model = unwrap(model)
+    model.looping = bool(on) and model.cfg.num_loops > 0
+
+
+def looping_of(model: nn.Module) -> bool:
+    return unwrap(model).looping
 
 
 def embedding_init(cfg: Config) -> Tensor:
@@ -956,7 +1085,7 @@ class Optimizers:
     def __init__(self, model: GPT, cfg: Config, ctx: Dist):
         groups = params_by_role(model)
         embed_lr = cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr
-        lrs = {"embed": embed_lr, "bigram": embed_lr, "head": cfg.head_lr, "scalar": cfg.scalar_lr}
+        lrs = {"embed": embed_lr, "bigram": embed_lr, "head": cfg.head_lr, "scalar": cfg.scalar_lr, "gate": cfg.scalar_lr}
         adam_groups = [dict(params=[p for _, p in groups[role]], lr=lr, base_lr=lr, role=role,
                             weight_decay=cfg.embed_wd if role == "embed" else cfg.adam_wd)
                        for role, lr in lrs.items() if groups[role]]
@@ -1050,9 +1179,9 @@ def quantize_state(state: dict[str, Tensor], roles: dict[str, str], cfg: Config,
             out[name] = Quantized(role, 16, tuple(t.shape), data=t.to(torch.float16))
             continue
         t2 = t.reshape(t.size(0), -1).clone()
-        if cfg.prune_frac:
+        if cfg.prune_frac and role != "gate":
             pruned += prune_(t2, cfg.prune_frac)
-        q, s = quantize_rows(t2, bits, cfg.quant_clip)
+        q, s = quantize_rows(t2, bits, "amax" if role == "gate" else cfg.quant_clip)
         out[name] = Quantized(role, bits, tuple(t.shape), codes=q, scales=s)
     if log and cfg.prune_frac:
         log(f"prune_frac:{cfg.prune_frac} pruned_weights:{pruned}")
@@ -1331,14 +1460,25 @@ def prewarm_eval(model: nn.Module, cfg: Config, ctx: Dist, n_val: int) -> float:
         shapes.append((sliding_batch_rows(cfg, ctx, n_windows), min(cfg.window_len, n_val - 1)))
     inputs = [gather_windows(dummy, torch.zeros(rows, dtype=torch.int64, device=ctx.device), length)[0]
               for rows, length in dict.fromkeys(shapes)]
-    was_training = model.training
+    was_training, was_looping = model.training, looping_of(model)
     model.eval()
     with autocast(ctx):
-        for x in inputs:
-            model(x)
+        for looping in eval_loop_states(cfg):
+            set_looping(model, looping)
+            for x in inputs:
+                model(x)
+    set_looping(model, was_looping)
     model.train(was_training)
     sync(ctx)
     return 1000 * (time.perf_counter() - t0)
+
+
+def eval_loop_states(cfg: Config) -> list[bool]:
+    """The depth-recurrence states evaluation can run in: the final scores always loop (when
+    NUM_LOOPS > 0); validation during training may also see the plain graph before the switch."""
+    if not cfg.num_loops:
+        return [False]
+    return [False, True] if cfg.val_loss_every and cfg.enable_looping_at > 0 else [True]
 
 
 def document_spans(tokens: Tensor, bos_id: int) -> list[tuple[int, int]]:
@@ -1586,16 +1726,23 @@ class Trainer:
         model_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         opt_states = self.opt.state_dicts()
         t0 = time.perf_counter()
-        for i in range(self.cfg.warmup_steps):
-            self.step(i, 1.0)
+        start_looping = self.model.looping
+        # With a scheduled loop switch both graphs (plain, then looped) are compiled here, so
+        # the switch inside the timed run builds nothing.
+        states = [False, True] if self.cfg.num_loops and self.cfg.enable_looping_at > 0 else [start_looping]
+        for looping in states:
+            set_looping(self.model, looping)
+            for i in range(self.cfg.warmup_steps):
+                self.step(i, 1.0)
         sync(self.ctx)
+        set_looping(self.model, start_looping)
         self.model.load_state_dict(model_state, strict=True)
         self.opt.load_state_dicts(opt_states)
         self.opt.zero_grad()
         self.loader.reset()
         set_qat(self.model, self.qat_live)  # w_q must match the restored weights
-        self.log(f"warmup_steps:{self.cfg.warmup_steps} warmup_time:{1000 * (time.perf_counter() - t0):.0f}ms "
-                 "(weights, optimizer state and data position restored)")
+        self.log(f"warmup_steps:{self.cfg.warmup_steps} warmup_graphs:{'plain+looped' if len(states) == 2 else 'one'} "
+                 f"warmup_time:{1000 * (time.perf_counter() - t0):.0f}ms (weights, optimizer state and data position restored)")
 
     def run(self, val_tokens: Tensor, lut: ByteLUT, averager: WeightAverager) -> dict:
         cfg, ctx, log = self.cfg, self.ctx, self.log
@@ -1632,6 +1779,10 @@ class Trainer:
                     elapsed = train_ms + 1000 * (time.perf_counter() - t0)
                 elapsed = host_max(elapsed, ctx)
             stop = cfg.max_wallclock_seconds > 0 and elapsed >= 1000 * cfg.max_wallclock_seconds
+            if cfg.num_loops and not self.model.looping and progress(cfg, step, elapsed) >= cfg.enable_looping_at:
+                set_looping(self.model, True)
+                log(f"looping_start step:{step} progress:{progress(cfg, step, elapsed):.4f} train_time:{elapsed:.0f}ms "
+                    f"virtual_layers:{','.join(map(str, virtual_layers(cfg, True)))}")
             if cfg.qat_mode == "late" and progress(cfg, step, elapsed) >= cfg.qat_start_frac and not self.qat_live:
                 self.qat_live = True
                 set_qat(self.model, True)
@@ -1730,6 +1881,7 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
     log(f"world_size:{ctx.world_size} grad_accum_steps:{grad_accum} micro_batch_seqs:{micro_tokens // cfg.train_seq_len} "
         f"compile:{int(use_compile(cfg, ctx))} autocast:{'bf16' if ctx.device.type == 'cuda' else 'off'}")
 
+    set_looping(model, cfg.enable_looping_at == 0)  # the loop starts off unless scheduled from step 0
     trainer = Trainer(cfg, ctx, model, train_model, eval_model, opt, loader, log, qat_live=cfg.qat_mode == "always")
     set_qat(model, trainer.qat_live)
     trainer.warmup_and_restore()
