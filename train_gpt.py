@@ -120,6 +120,11 @@ class Config:
     sparse_attn_gate_init_std: float = knob(0.0, "init std of the sparse gate weight (0 = zeros: every gate starts at 0.5)", lo=0.0, group="model")
     sparse_attn_gate_scale: float = knob(1.0, "logit scale of the sparse attention gate", group="model")
     gate_window: int = knob(12, "leading dims of the gate input the attention gates read", lo=1, group="model")
+    rope_train_seq_len: int = knob(0, "NTK RoPE rescale: a forward longer than this uses base*(T/this)^(R/(R-2)), R the rotary dims "
+                                   "(the 1.1248 record: 1024, so base ~22,082 at 2048); 0 = off", lo=0, group="model")
+    attn_backend: str = knob("auto", "attention kernel: fa3 (flash_attn_interface; an error if it does not import), sdpa, "
+                             "or auto (fa3 on CUDA when it imports, else sdpa); the one used is logged",
+                             choices=("auto", "fa3", "sdpa"), group="model")
     # --- optimizer ---
     matrix_lr: float = knob(0.025, "Muon LR for block matrices", lo=0.0, group="optim")
     scalar_lr: float = knob(0.025, "AdamW LR for vectors and scalar controls", lo=0.0, group="optim")
@@ -151,6 +156,8 @@ class Config:
     swa_every: int = knob(50, "SWA snapshot every N steps", lo=1, group="average")
     qat_mode: str = knob("late", "fake-quant training: off, always, or late (from QAT_START_FRAC of training on)", choices=("off", "always", "late"), group="average")
     qat_start_frac: float = knob(0.9, "late QAT fires when training progress (time or steps) reaches this fraction", lo=0.0, hi=1.0, group="average")
+    late_qat_threshold: float = knob(0.0, "late QAT fires instead when the LR scale drops below this (the 1.1248 record: 0.1); 0 = use QAT_START_FRAC",
+                                     lo=0.0, hi=1.0, group="average")
     # --- quantization and export ---
     quant_bits_attn: int = knob(5, "bits of attention matrices (16 = fp16)", choices=BITS, group="quant")
     quant_bits_mlp: int = knob(5, "bits of MLP matrices (16 = fp16)", choices=BITS, group="quant")
@@ -182,7 +189,7 @@ class Config:
                 "BIGRAM_", "SMEAR_", "WARMUP_", "WARMDOWN_", "TIED_", "MATRIX_", "SCALAR_",
                 "EMBED_", "HEAD_", "ROPE_", "MLP_", "MODEL_", "ADAM_", "LOGIT_", "QK_", "XSA_",
                 "EXPORT_", "NUM_", "TOKENIZER_", "BACKOUT", "PRUNE_", "ORTHO_", "RESID_", "LN_", "MIN_LR",
-                "LOOP_", "ENABLE_LOOPING", "SKIP_", "PARALLEL_", "ATTN_", "SPARSE_", "GATE_")
+                "LOOP_", "ENABLE_LOOPING", "SKIP_", "PARALLEL_", "ATTN_", "SPARSE_", "GATE_", "LATE_QAT")
     TTT_TARGETS = ("q", "k", "v", "o", "up", "down", "head")
 
     @staticmethod
@@ -247,6 +254,9 @@ class Config:
             (not (self.attn_out_gate_enabled and self.sparse_attn_gate_enabled),
              "ATTN_OUT_GATE_ENABLED=1 and SPARSE_ATTN_GATE_ENABLED=1 are exclusive: pick one attention gate"),
             (self.gate_window <= min(self.model_dim, hd), f"GATE_WINDOW={self.gate_window} exceeds the head dim {hd}"),
+            (not self.rope_train_seq_len or (self.rope_dims or hd) > 2, "ROPE_TRAIN_SEQ_LEN needs more than 2 rotary dims"),
+            (not self.late_qat_threshold or self.late_qat_threshold > self.min_lr,
+             f"LATE_QAT_THRESHOLD={self.late_qat_threshold} must exceed MIN_LR={self.min_lr} or late QAT never fires"),
             (self.muon_ns_coeffs != "polar_express" or self.muon_backend_steps <= len(POLAR_EXPRESS),
              f"MUON_NS_COEFFS=polar_express has {len(POLAR_EXPRESS)} coefficient tuples; MUON_BACKEND_STEPS={self.muon_backend_steps} is more"),
         ]
@@ -625,22 +635,62 @@ class Linear(nn.Module):
 
 class Rotary(nn.Module):
     """Half-split RoPE on the first `dims` dims of each head (partial RoPE); the rest carry
-    no position signal. Tables are built once for the longest sequence the model will see."""
+    no position signal. Tables are built once for the longest sequence the model will see.
+    With train_len > 0, a forward longer than train_len uses the NTK-aware base
+    base * (T / train_len)^(dims / (dims - 2)) (computed for that T: the tables of the
+    1.1248 record, whose Rotary was built for 1024 tokens and always ran at 2048)."""
 
-    def __init__(self, head_dim: int, dims: int, base: float, max_len: int):
+    def __init__(self, head_dim: int, dims: int, base: float, max_len: int, train_len: int = 0):
         super().__init__()
-        self.dims = dims or head_dim
-        inv_freq = base ** (-torch.arange(0, self.dims, 2, dtype=torch.float32) / self.dims)
-        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+        self.dims, self.base, self.train_len = dims or head_dim, base, train_len
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), self.inv_freq(base))
         self.register_buffer("cos", angles.cos()[None, :, None, :], persistent=False)  # [1, T, 1, dims/2]
         self.register_buffer("sin", angles.sin()[None, :, None, :], persistent=False)
 
+    def inv_freq(self, base: float, device=None) -> Tensor:
+        return base ** (-torch.arange(0, self.dims, 2, dtype=torch.float32, device=device) / self.dims)
+
+    def tables(self, T: int, device) -> tuple[Tensor, Tensor]:
+        if self.train_len and T > self.train_len:
+            base = self.base * (T / self.train_len) ** (self.dims / (self.dims - 2))
+            angles = torch.outer(torch.arange(T, dtype=torch.float32, device=device), self.inv_freq(base, device))
+            return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
+        return self.cos[:, :T], self.sin[:, :T]
+
     def forward(self, x_BTHD: Tensor) -> Tensor:
-        T = x_BTHD.size(1)
-        cos, sin = self.cos[:, :T].to(x_BTHD.dtype), self.sin[:, :T].to(x_BTHD.dtype)
+        cos, sin = self.tables(x_BTHD.size(1), x_BTHD.device)
+        cos, sin = cos.to(x_BTHD.dtype), sin.to(x_BTHD.dtype)
         rot, rest = x_BTHD[..., :self.dims], x_BTHD[..., self.dims:]
         x1, x2 = rot.chunk(2, dim=-1)
         return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest], dim=-1)
+
+
+FLASH_ATTN_FUNC = None  # flash_attn_interface.flash_attn_func once ATTN_BACKEND resolves to fa3
+
+
+def resolve_attn_backend(cfg: Config, device: torch.device) -> str:
+    """ATTN_BACKEND -> the kernel that runs: fa3 asked for and not importable is an error;
+    auto takes fa3 on CUDA when flash_attn_interface imports, else sdpa."""
+    global FLASH_ATTN_FUNC
+    if cfg.attn_backend == "sdpa" or (cfg.attn_backend == "auto" and device.type != "cuda"):
+        return "sdpa"
+    try:
+        from flash_attn_interface import flash_attn_func
+    except ImportError as e:
+        if cfg.attn_backend == "fa3":
+            raise ImportError(f"ATTN_BACKEND=fa3 but flash_attn_interface does not import ({e}); "
+                              "install FlashAttention-3 or set ATTN_BACKEND=sdpa") from None
+        return "sdpa"
+    if device.type != "cuda":
+        raise ValueError(f"ATTN_BACKEND=fa3 needs a CUDA device, not {device.type}")
+    FLASH_ATTN_FUNC = flash_attn_func
+    return "fa3"
+
+
+def set_attn_backend(model: nn.Module, backend: str) -> None:
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.backend = backend
 
 
 class Attention(nn.Module):
@@ -652,11 +702,12 @@ class Attention(nn.Module):
         self.c_v = Linear(cfg.model_dim, self.h_kv * self.hd, "attn", cfg)
         self.proj = Linear(self.h * self.hd, cfg.model_dim, "attn", cfg, zero_init=True)
         self.q_gain = with_role(nn.Parameter(torch.full((self.h,), cfg.qk_gain_init)), "scalar")
-        self.rotary = Rotary(self.hd, cfg.rope_dims, cfg.rope_base, max_len)
+        self.rotary = Rotary(self.hd, cfg.rope_dims, cfg.rope_base, max_len, cfg.rope_train_seq_len)
         # Attention gates (one scalar per head and position, from the first GATE_WINDOW dims of
         # the attention input or raw query): the output gate 2*sigmoid(.) starts as the identity;
         # the sparse gate sigmoid(scale * .) starts at 0.5 and has its own role ("gate"): the
         # exporter stores it int8 per row instead of fp16.
+        self.backend = "sdpa"  # set_attn_backend() picks the kernel for the device
         self.gate_window, self.gate_src = cfg.gate_window, cfg.attn_out_gate_src
         self.attn_gate_proj = self.attn_gate_w = None
         if cfg.attn_out_gate_enabled:
@@ -684,8 +735,13 @@ class Attention(nn.Module):
         v = self.c_v(x, lora.get("v")).view(B, T, self.h_kv, self.hd)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))  # QK-norm, then RoPE
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]      # learned per-head temperature
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           is_causal=True, enable_gqa=self.h != self.h_kv).transpose(1, 2)
+        if self.backend == "fa3":  # FlashAttention-3 takes [B, T, H, D] bf16 and does GQA itself
+            dt = torch.bfloat16
+            y = FLASH_ATTN_FUNC(q.to(dt), k.to(dt), v.to(dt), causal=True)
+            y = y[0] if isinstance(y, tuple) else y  # some releases also return the log-sum-exp
+        else:
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               is_causal=True, enable_gqa=self.h != self.h_kv).transpose(1, 2)
         if self.xsa:
             # Exclusive self-attention (arXiv:2603.09078): remove from each head's output its
             # component along its own token's (normalized) value. GQA form: broadcast each
@@ -841,11 +897,15 @@ class GPT(nn.Module):
         pos = torch.arange(ids.size(1), device=ids.device)
         has_prev = (pos > 0) & (ids != self.bos_id)  # a previous token exists in this document
         x = F.embedding(ids, self.tok_emb)
+        # Under autocast (bf16 on CUDA) the embedding output and the whole residual stream are
+        # kept in the autocast dtype, as the records do; CPU runs stay fp32 end to end.
+        stream_dtype = torch.get_autocast_dtype(ids.device.type) if torch.is_autocast_enabled(ids.device.type) else x.dtype
+        x = x.to(stream_dtype)
         if self.bigram is not None:
             x = x + self.bigram(ids, has_prev).to(x.dtype)
         if self.smear is not None and self.smear.kind == "additive":
             x = self.smear(x, has_prev)
-        x = rms_norm(x)
+        x = rms_norm(x).to(stream_dtype)
         if self.smear is not None and self.smear.kind == "blend":
             x = self.smear(x, has_prev)
         x, h_mid = self.run_blocks(x, lora)
@@ -1627,6 +1687,12 @@ def progress(cfg: Config, step: int, elapsed_ms: float) -> float:
     return min(frac, 1.0)
 
 
+def late_qat_due(cfg: Config, frac: float, scale: float) -> bool:
+    """Late QAT's trigger: the LR scale below LATE_QAT_THRESHOLD (the records' rule), else
+    training progress at QAT_START_FRAC."""
+    return scale < cfg.late_qat_threshold if cfg.late_qat_threshold > 0 else frac >= cfg.qat_start_frac
+
+
 def muon_momentum(cfg: Config, step: int) -> float:
     frac = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps else 1.0
     return (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
@@ -1783,12 +1849,12 @@ class Trainer:
                 set_looping(self.model, True)
                 log(f"looping_start step:{step} progress:{progress(cfg, step, elapsed):.4f} train_time:{elapsed:.0f}ms "
                     f"virtual_layers:{','.join(map(str, virtual_layers(cfg, True)))}")
-            if cfg.qat_mode == "late" and progress(cfg, step, elapsed) >= cfg.qat_start_frac and not self.qat_live:
+            if cfg.qat_mode == "late" and not self.qat_live and late_qat_due(cfg, progress(cfg, step, elapsed), scale):
                 self.qat_live = True
                 set_qat(self.model, True)
                 if cfg.ema_reset_on_qat:
                     averager.reset()
-                log(f"qat_start step:{step} progress:{progress(cfg, step, elapsed):.4f} train_time:{elapsed:.0f}ms"
+                log(f"qat_start step:{step} progress:{progress(cfg, step, elapsed):.4f} lr_scale:{scale:.4f} train_time:{elapsed:.0f}ms"
                     + (" (EMA reset)" if cfg.ema_reset_on_qat else ""))
             if cfg.train_log_every and (step % cfg.train_log_every == 0 or step == 1 or stop):
                 avg = elapsed / step
@@ -1807,7 +1873,9 @@ class Trainer:
 
 def build_model(cfg: Config, ctx: Dist, bos_id: int = 1) -> GPT:
     torch.manual_seed(cfg.seed)
-    return GPT(cfg, max_len=max(cfg.train_seq_len, cfg.window_len, cfg.ttt_eval_seq_len), bos_id=bos_id).to(ctx.device)
+    model = GPT(cfg, max_len=max(cfg.train_seq_len, cfg.window_len, cfg.ttt_eval_seq_len), bos_id=bos_id).to(ctx.device)
+    set_attn_backend(model, resolve_attn_backend(cfg, ctx.device))
+    return model
 
 
 def compile_model(model: nn.Module, cfg: Config, ctx: Dist) -> nn.Module:
@@ -1879,7 +1947,8 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
     log(f"model_params:{count_params(model)} " + " ".join(
         f"{r}:{sum(p.numel() for _, p in ps)}" for r, ps in params_by_role(model).items() if ps))
     log(f"world_size:{ctx.world_size} grad_accum_steps:{grad_accum} micro_batch_seqs:{micro_tokens // cfg.train_seq_len} "
-        f"compile:{int(use_compile(cfg, ctx))} autocast:{'bf16' if ctx.device.type == 'cuda' else 'off'}")
+        f"compile:{int(use_compile(cfg, ctx))} autocast:{'bf16' if ctx.device.type == 'cuda' else 'off'} "
+        f"attn_backend:{model.blocks[0].attn.backend}")
 
     set_looping(model, cfg.enable_looping_at == 0)  # the loop starts off unless scheduled from step 0
     trainer = Trainer(cfg, ctx, model, train_model, eval_model, opt, loader, log, qat_live=cfg.qat_mode == "always")

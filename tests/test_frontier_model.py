@@ -220,3 +220,63 @@ def test_loop_switch_compiles_nothing_inside_the_timed_run(tg, tmp_path):
     assert model.looping and any(l.startswith("looping_start step:3 ") for l in lines), lines
     assert any("warmup_graphs:plain+looped" in l for l in lines)
     torch._dynamo.reset()
+
+
+def test_rope_ntk_rescale_rule(tg):
+    """ROPE_TRAIN_SEQ_LEN=1024 with 16 rotary dims: at 2048 tokens the base is
+    10000 * 2^(16/14) ~ 22,082 (the 1.1248 record); at or below 1024 nothing changes."""
+    plain, ntk = tg.Rotary(64, 16, 10000.0, 2048), tg.Rotary(64, 16, 10000.0, 2048, train_len=1024)
+    base = 10000.0 * 2 ** (16 / 14)
+    assert round(base) == 22082
+    inv = base ** (-torch.arange(0, 16, 2, dtype=torch.float64) / 16)
+    ang = torch.arange(2048, dtype=torch.float64)[:, None] * inv[None]
+    cos, sin = ntk.tables(2048, "cpu")
+    assert torch.allclose(cos[0, :, 0].double(), ang.cos(), atol=1e-4) and torch.allclose(sin[0, :, 0].double(), ang.sin(), atol=1e-4)
+    for T in (1024, 100):
+        assert all(torch.equal(a, b) for a, b in zip(ntk.tables(T, "cpu"), plain.tables(T, "cpu")))
+    assert not torch.allclose(ntk.tables(2048, "cpu")[0], plain.tables(2048, "cpu")[0])
+    model = build(tg, {"ROPE_DIMS": "8", "ROPE_TRAIN_SEQ_LEN": "16"})
+    ref = build(tg, {"ROPE_DIMS": "8"})
+    ids = torch.randint(0, 128, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model(ids[:, :16]), ref(ids[:, :16])) and not torch.allclose(model(ids), ref(ids))
+
+
+def test_late_qat_fires_on_the_lr_scale(tg):
+    cfg = tg.Config.from_env({"LATE_QAT_THRESHOLD": "0.1"})
+    assert not tg.late_qat_due(cfg, 0.99, 0.1) and tg.late_qat_due(cfg, 0.5, 0.0999)  # the scale decides, not progress
+    by_frac = tg.Config.from_env({"QAT_START_FRAC": "0.9"})
+    assert tg.late_qat_due(by_frac, 0.9, 1.0) and not tg.late_qat_due(by_frac, 0.89, 0.0)
+    with pytest.raises(ValueError, match="MIN_LR"):
+        tg.Config.from_env({"LATE_QAT_THRESHOLD": "0.1", "MIN_LR": "0.1", "WARMDOWN_FRAC": "0.5"})
+
+
+def test_residual_stream_in_the_autocast_dtype(tg):
+    """Under bf16 autocast every block reads and writes a bf16 stream (the records' CUDA
+    numerics); without autocast (CPU runs) the stream stays fp32."""
+    model = build(tg, {"PARALLEL_START_LAYER": "2", "SKIP_GATES_ENABLED": "1", "BIGRAM_VOCAB_SIZE": "64", "SMEAR_GATE": "additive"})
+    seen = []
+    hooks = [b.register_forward_hook(lambda m, args, out: seen.append((args[0].dtype, out.dtype))) for b in model.blocks]
+    ids = torch.randint(0, 128, (2, 32))
+    with torch.no_grad():
+        model(ids)
+        assert seen and all(d == (torch.float32, torch.float32) for d in seen)
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(ids)
+    assert len(seen) == 2 and all(d == (torch.bfloat16, torch.bfloat16) for d in seen), seen  # blocks 0-1 sequential
+    for h in hooks:
+        h.remove()
+
+
+def test_attn_backend_resolution(tg):
+    assert tg.resolve_attn_backend(tiny_cfg(tg), torch.device("cpu")) == "sdpa"
+    assert tg.resolve_attn_backend(tiny_cfg(tg, ATTN_BACKEND="sdpa"), torch.device("cuda")) == "sdpa"
+    try:
+        import flash_attn_interface  # noqa: F401
+        pytest.skip("flash_attn_interface is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match="ATTN_BACKEND=fa3"):
+        tg.resolve_attn_backend(tiny_cfg(tg, ATTN_BACKEND="fa3"), torch.device("cuda"))
+    assert tg.resolve_attn_backend(tiny_cfg(tg), torch.device("cuda")) == "sdpa"  # auto without FA3
