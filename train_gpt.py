@@ -69,7 +69,10 @@ class Config:
     vocab_size: int = knob(1024, "vocabulary size; must equal the tokenizer's", lo=2, group="data")
     run_id: str = knob("", "name of the run's log and outputs (default: a fresh uuid)", group="data")
     out_dir: str = knob("logs", "directory for the log, raw weights and artifact (rank 0 writes)", group="data")
-    seed: int = knob(1337, "random seed (init and nothing else: the data order is fixed)", lo=0, group="data")
+    seed: int = knob(1337, "random seed (init; the data order too with TRAIN_LOADER=shuffled, else it is fixed)", lo=0, group="data")
+    train_loader: str = knob("stream", "training data order: stream (the shards in order, contiguous spans) or shuffled "
+                             "(seq-len windows at a random phase per shard, in a random order over all shards, from SEED)",
+                             choices=("stream", "shuffled"), group="data")
     # --- schedule ---
     iterations: int = knob(9000, "maximum number of training steps", lo=0, group="schedule")
     max_wallclock_seconds: float = knob(600.0, "training-time cap in seconds (0 = no cap, iteration-based warmdown)", lo=0.0, group="schedule")
@@ -414,6 +417,18 @@ SHARD_MAGIC, SHARD_VERSION, HEADER_INTS = 20240520, 1, 256
 
 
 def load_shard(path: str | Path) -> Tensor:
+    n = shard_length(path)
+    tokens = np.fromfile(path, dtype="<u2", count=n, offset=HEADER_INTS * 4)
+    return torch.from_numpy(tokens.astype(np.int32))
+
+
+def open_shard(path: str | Path) -> np.ndarray:
+    """The shard's tokens as a read-only uint16 memory map (checked like load_shard)."""
+    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_INTS * 4, shape=(shard_length(path),))
+
+
+def shard_length(path: str | Path) -> int:
+    """The token count of a shard, after checking its header and size."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"shard {path} does not exist")
@@ -429,8 +444,7 @@ def load_shard(path: str | Path) -> Tensor:
     if size != HEADER_INTS * 4 + 2 * n:
         raise ValueError(f"shard {path}: header says {n} tokens ({HEADER_INTS * 4 + 2 * n} bytes) but the file has "
                          f"{size} bytes (truncated or corrupt)")
-    tokens = np.fromfile(path, dtype="<u2", count=n, offset=HEADER_INTS * 4)
-    return torch.from_numpy(tokens.astype(np.int32))
+    return n
 
 
 def shard_files(data_path: str, pattern: str, what: str) -> list[str]:
@@ -485,6 +499,59 @@ class DistributedTokenLoader:
             chunk = chunk.pin_memory()
         chunk = chunk.to(self.ctx.device, non_blocking=True).to(torch.int64)  # widen on the device
         return chunk[:-1].view(-1, self.seq_len), chunk[1:].view(-1, self.seq_len)
+
+
+class ShuffledSequenceLoader:
+    """The records' shuffled-sequence order, made independent of the world size: each epoch
+    cuts every shard into TRAIN_SEQ_LEN(+1) windows at a random phase and permutes the windows
+    of all shards together; each call hands out the next world_size * rows windows and rank r
+    keeps block r, so (as with the stream loader) micro-batch j of a step is the same for any
+    world size. One generator seeded with SEED drives it: the order is deterministic per seed,
+    and reset() replays it from the start. Windows left over at an epoch's end are skipped."""
+
+    def __init__(self, files: list[str], ctx: Dist, micro_tokens: int, seq_len: int, seed: int):
+        self.shards = [open_shard(f) for f in files]
+        self.ctx, self.rows, self.seq_len, self.seed = ctx, micro_tokens // seq_len, seq_len, seed
+        if all(len(s) - 1 < seq_len for s in self.shards):
+            raise ValueError(f"no training shard is longer than TRAIN_SEQ_LEN={seq_len}")
+        self.reset()
+
+    def reset(self) -> None:
+        self.rng = np.random.Generator(np.random.PCG64(self.seed))
+        self.new_epoch()
+
+    def new_epoch(self) -> None:
+        shard_ids, starts = [], []
+        for i, s in enumerate(self.shards):
+            if len(s) - 1 < self.seq_len:  # too short for one window
+                continue
+            phase = int(self.rng.integers(min(self.seq_len - 1, len(s) - 1 - self.seq_len) + 1))
+            n_win = (len(s) - 1 - phase) // self.seq_len
+            shard_ids.append(np.full(n_win, i))
+            starts.append(phase + self.seq_len * np.arange(n_win))
+        order = self.rng.permutation(sum(len(a) for a in starts))
+        self.windows = np.stack([np.concatenate(shard_ids), np.concatenate(starts)], 1)[order]
+        self.cursor = 0
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        need = self.rows * self.ctx.world_size
+        if self.cursor + need > len(self.windows):
+            if need > len(self.windows):
+                raise ValueError(f"the training shards hold {len(self.windows)} windows, fewer than one batch's {need}")
+            self.new_epoch()
+        mine = self.windows[self.cursor + self.ctx.rank * self.rows:self.cursor + (self.ctx.rank + 1) * self.rows]
+        self.cursor += need
+        chunk = torch.from_numpy(np.stack([self.shards[i][s:s + self.seq_len + 1] for i, s in mine]).astype(np.int32))
+        if self.ctx.device.type == "cuda":
+            chunk = chunk.pin_memory()
+        chunk = chunk.to(self.ctx.device, non_blocking=True).to(torch.int64)
+        return chunk[:, :-1], chunk[:, 1:]
+
+
+def make_loader(cfg: Config, files: list[str], ctx: Dist, micro_tokens: int):
+    if cfg.train_loader == "shuffled":
+        return ShuffledSequenceLoader(files, ctx, micro_tokens, cfg.train_seq_len, cfg.seed)
+    return DistributedTokenLoader(files, ctx, micro_tokens, cfg.train_seq_len)
 
 
 def load_validation_tokens(cfg: Config, log: Logger) -> Tensor:
@@ -1942,7 +2009,7 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
     opt = Optimizers(model, cfg, ctx)
     grad_accum = 8 // ctx.world_size
     micro_tokens = cfg.train_batch_tokens // (ctx.world_size * grad_accum)
-    loader = DistributedTokenLoader(train_files, ctx, micro_tokens, cfg.train_seq_len)
+    loader = make_loader(cfg, train_files, ctx, micro_tokens)
     roles = {name: p.role for name, p in model.named_parameters()}
     log(f"model_params:{count_params(model)} " + " ".join(
         f"{r}:{sum(p.numel() for _, p in ps)}" for r, ps in params_by_role(model).items() if ps))
