@@ -196,16 +196,30 @@ def need_trainer():
         pytest.skip("train_gpt.py or data/sample is not present")
 
 
-def test_current_train_gpt_log_follows_the_contract(tmp_path):
+@pytest.fixture(scope="module")
+def trainer_runs(tmp_path_factory):
+    """The repository's train_gpt.py run for 4 tiny CPU steps, readable and packed (the `pack`
+    command's output), with one config; returns (folder, packed folder, {name: RunLog})."""
+    need_trainer()
+    tmp = tmp_path_factory.mktemp("trainer")
+    packed_dir = tmp / "packed"
+    assert rt.main(["pack", str(ROOT / "train_gpt.py"), "--out", str(packed_dir)]) == 0
+    logs = {}
+    for name, script in (("contract", ROOT / "train_gpt.py"), ("packed", packed_dir / "train_gpt.py")):
+        # no wallclock cap: the warmdown then follows steps, not the (load-dependent) clock
+        env = dict(tiny_run_env(tmp, name), MAX_WALLCLOCK_SECONDS="0")
+        proc = subprocess.run([sys.executable, str(script)], cwd=tmp, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        logs[name] = rt.parse_log(tmp / f"{name}.txt")
+    return tmp, packed_dir, logs
+
+
+def test_current_train_gpt_log_follows_the_contract(trainer_runs):
     """Runs the repository's train_gpt.py for a few CPU steps (about 5 s) and parses its log,
     so a change of the trainer's log format cannot hide behind the snapshot fixtures."""
-    need_trainer()
     script = ROOT / "train_gpt.py"
-    env = tiny_run_env(tmp_path, "contract")
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    r = rt.parse_log(tmp_path / "contract.txt")
+    r = trainer_runs[2]["contract"]
     assert r.fmt == "ours" and r.seed == 7 and r.config["NUM_LAYERS"] == "1"
     assert rt.verify_script(r, script.read_bytes())[0] == "PASS"
     assert r.final_score is not None and r.score is r.final_score
@@ -236,22 +250,12 @@ def test_pack_round_trip_and_refusals(capsys, tmp_path):
     assert rt.unpack_source(record_style) == src
 
 
-def test_packed_script_runs_bit_for_bit_and_counts_itself(capsys, tmp_path):
+def test_packed_script_runs_bit_for_bit_and_counts_itself(capsys, tmp_path, trainer_runs):
     """The packed train_gpt.py, run on CPU like the readable one, prints the same metrics bit for
     bit, embeds the readable source and counts (and hashes) its own bytes; new/validate accept it."""
-    need_trainer()
-    packed_dir = tmp_path / "packed"
-    code, out = run_cli(capsys, "pack", ROOT / "train_gpt.py", "--out", packed_dir)
-    assert code == 0, out
-    logs = {}
-    for name, script in (("readable", ROOT / "train_gpt.py"), ("packed", packed_dir / "train_gpt.py")):
-        # no wallclock cap: the warmdown then follows steps, not the (load-dependent) clock
-        env = dict(tiny_run_env(tmp_path, name), MAX_WALLCLOCK_SECONDS="0")
-        proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        logs[name] = rt.parse_log(tmp_path / f"{name}.txt")
-    a, b = logs["readable"], logs["packed"]
+    run_dir, packed_dir, logs = trainer_runs
+    a, b = logs["contract"], logs["packed"]
+
     def values(run):  # every metric to the printed digit; eval_time: is a timer and may differ
         return [(m.name, m.fields["val_loss"], m.fields["val_bpb"]) for m in run.metrics]
 
@@ -265,7 +269,7 @@ def test_packed_script_runs_bit_for_bit_and_counts_itself(capsys, tmp_path):
     assert b.total_bytes == b.model_bytes + len(packed_bytes) and a.model_bytes == b.model_bytes
     assert rt.verify_script(b, packed_bytes)[0] == "PASS" and rt.verify_script(a, packed_bytes)[0] == "PASS"
     # new with the packed script: the folder holds both files and validates them
-    code, out = run_cli(capsys, "new", tmp_path / "packed.txt", "--script", packed_dir / "train_gpt.py", "--name", "n",
+    code, out = run_cli(capsys, "new", run_dir / "packed.txt", "--script", packed_dir / "train_gpt.py", "--name", "n",
                         "--author", "a", "--github-id", "g", "--description", "Packed", "--blurb", "b",
                         "--allow-partial-val", "--out", tmp_path / "rec" / "2026-05-01_Packed")
     assert code == 0, out
@@ -353,6 +357,37 @@ def test_new_and_validate_real_train_gpt_logs(capsys, tmp_path):
     # tiny CPU runs: only the partial validation split and the CPU hardware fail
     assert fails and all(("VAL_MAX_TOKENS" in f) or ("hardware" in f) for f in fails), fails
     assert len([ln for ln in lines_with(out, "PASS") if "embeds train_gpt.py exactly" in ln]) == 3
+
+
+def test_new_partial_val_blurb_reproduce_command_and_fields(capsys, tmp_path):
+    script = tmp_path / "train_gpt.py"
+    script.write_text(rt.parse_log(REAL / "real_s1.txt").source)
+    real = [REAL / f"real_s{s}.txt" for s in (1, 2, 3)]
+    args = ["new", *real, "--script", script, "--name", "n", "--author", "a", "--github-id", "g", "--description", "R",
+            "--records-root", tmp_path / "r"]
+    code, out = run_cli(capsys, *args, "--blurb", "b")
+    assert code == 2 and "VAL_MAX_TOKENS=16384: scored on part of the validation split" in out
+    code, out = run_cli(capsys, *args, "--blurb", "  ", "--allow-partial-val")
+    assert code == 2 and "--blurb is empty" in out
+    with pytest.raises(SystemExit):  # --blurb is required
+        rt.main([str(a) for a in args])
+    capsys.readouterr()
+    code, out = run_cli(capsys, *args, "--blurb", "Tiny CPU runs.", "--allow-partial-val")
+    assert code == 0 and "WARNING seed 1: VAL_MAX_TOKENS=16384" in out
+    folder = next((tmp_path / "r" / "track_10min_16mb").iterdir())
+    sub = json.loads((folder / "submission.json").read_text())
+    assert sub["blurb"] == "Tiny CPU runs." and sub["pre_quant_val_bpb"] == pytest.approx(
+        sum(rt.parse_log(p).metrics[[m.name for m in rt.parse_log(p).metrics].index("final_prequant_exact")].val_bpb
+            for p in real) / 3)
+    assert sub["compliance"]["full_val_split"] is False and sub["compliance"]["seeds"] == 3
+    assert sub["compliance"]["hardware_8xh100"] is False and sub["compliance"]["artifact_under_16mb"] is True
+    readme = (folder / "README.md").read_text()
+    [cmd] = [ln for ln in readme.splitlines() if "torchrun" in ln]
+    assert "--nproc_per_node=1 train_gpt.py" in cmd  # the logs' world size, not a hard-coded 8
+    assert "TRAIN_GLOB='sotu_train_*.bin'" in cmd  # quoted: the shell must not expand it
+    assert "DATA_PATH" not in cmd and "TOKENIZER_PATH" not in cmd and "OUT_DIR" not in cmd
+    assert "Local paths are left out (DATA_PATH, OUT_DIR, TOKENIZER_PATH)" in readme
+    assert "TODO: one-paragraph" not in readme and "Tiny CPU runs." in readme
 
 
 def _set(pattern: str, repl: str, seeds=(1, 2, 3)):
@@ -546,7 +581,8 @@ def test_diff_records_shows_config_metrics_and_script(capsys, tmp_path):
 
     b = make_record(capsys, tmp_path, desc="B", logs=tiny_logs(tmp_path, edit), script=script_b)
     code, out = run_cli(capsys, "diff", a, b)
-    assert code == 0
+    assert code == 0 and "@@" not in out and "changed (1): Config +1/-1" in out and "--full-diff" in out
+    code, out = run_cli(capsys, "diff", a, b, "--full-diff")
     assert "MATRIX_LR: 0.025 -> 0.03" in out and "SEED" not in out.split("== metric")[0]
     assert re.search(r"val_bpb \(mean\)\s+1\.14311969 -> 1\.13311969\s+\(-0\.01000000\)", out)
     assert "--- A/2026-05-01_A/train_gpt.py" in out and "+++ B/2026-05-01_B/train_gpt.py" in out
@@ -558,11 +594,38 @@ def test_diff_published_uses_script_defaults(capsys, tmp_path):
     code, out = run_cli(capsys, "diff", PUB / "smeargate_train.log", PUB / "int5mlp_seed42.log")
     assert code == 0
     assert out.count("script env-var defaults (ast") == 2
-    assert "NUM_LAYERS: 9 -> 10" in out and "TRAIN_SEQ_LEN: <absent> -> 2048" in out
-    assert "MLP_MULT" not in out.split("== metric")[0]  # 3 and 3.0 are the same value
-    assert "@@" in out
+    config = out.split("== metric")[0]
+    assert "NUM_LAYERS: 9 -> 10 (both script defaults)" in config and "only in B (3): " in config
+    assert "TRAIN_SEQ_LEN=2048" in config and "<absent>" not in config
+    assert "MLP_MULT" not in config  # 3 and 3.0 are the same value
+    assert "DATA_PATH" not in config and "local-path key(s) hidden" in config
+    assert "@@" not in out and "changed (2): Hyperparameters +7/-13, <module> +3/-2" in out
     code, out = run_cli(capsys, "diff", PUB / "top_phased_ttt_seed42.log", OURS / "tiny_s1.txt")
     assert "MATRIX_LR: 0.026 -> 0.025" in out and "does not embed its source" in out
+
+
+def test_diff_config_from_readme_run_command_and_renamed_knobs(capsys, tmp_path):
+    base = ('import os\n\nclass Hyperparameters:\n'
+            '    data_path = os.environ.get("DATA_PATH", "./data/datasets/fineweb10B_sp1024")\n'
+            '    num_layers = int(os.environ.get("NUM_LAYERS", 9))\n'
+            '    {qat} = float(os.environ.get("{QAT}", 0.1))\n\n'
+            'def main():\n    return {body}\n')
+    a = published_folder(tmp_path, "2026-03-21_A", {
+        "train_gpt.py": base.format(qat="qat_threshold", QAT="QAT_THRESHOLD", body=1),
+        "README.md": "# A\n\n```bash\nNUM_LAYERS=11 QAT_THRESHOLD=0.15 \\\n  DATA_PATH=/home/me/data "
+                     "torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n"})
+    b = published_folder(tmp_path, "2026-03-22_B", {
+        "train_gpt.py": base.format(qat="late_qat_threshold", QAT="LATE_QAT_THRESHOLD", body=2),
+        "README.md": "# B\n"})
+    code, out = run_cli(capsys, "diff", a, b)
+    assert code == 0
+    assert "config from the README's run command (3 variable(s)) over the script's env-var defaults" in out
+    assert "config from script env-var defaults" in out
+    config = out.split("== metric")[0]
+    assert "NUM_LAYERS: 11 -> 9" in config and "(both script defaults)" not in config
+    assert "QAT_THRESHOLD -> LATE_QAT_THRESHOLD (renamed?): 0.15 -> 0.1" in config
+    assert "only in" not in config and "DATA_PATH" not in config and "(2 key(s) differ;" in config
+    assert "changed (2): Hyperparameters +1/-1, main +1/-1" in out
 
 
 # ----- leaderboard -----

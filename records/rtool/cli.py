@@ -75,13 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("diff", help="compare two record folders or two logs",
-                       description="Compare two record folders or two logs: resolved configuration (the logged config, "
-                                   "or the script's env-var defaults read with ast when the log has none), metrics, and "
-                                   "a unified diff of the scripts.")
+                       description="Compare two record folders or two logs: configuration (each side's logged "
+                                   "hyperparameters, else its README's run command over the script's env-var defaults, "
+                                   "else the defaults, read with ast; knobs only one script has are listed apart and "
+                                   "likely renames paired), metrics, and the script diff summarized by function "
+                                   "(--full-diff for the unified diff).")
     p.add_argument("a", help="record folder or log")
     p.add_argument("b", help="record folder or log")
     p.add_argument("--context", type=int, default=3, help="lines of context in the script diff (default 3)")
-    p.add_argument("--all-keys", action="store_true", help="also show SEED/RUN_ID-style keys")
+    p.add_argument("--all-keys", action="store_true", help="also show run-identity (SEED, RUN_ID) and local-path keys")
+    p.add_argument("--full-diff", action="store_true", help="print the unified script diff after the summary by function")
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("pack", help="write a script as a small self-extracting train_gpt.py (+ train_gpt_human.py)",

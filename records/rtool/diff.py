@@ -1,15 +1,20 @@
 """Command `diff`: compare two record folders or two logs."""
 from __future__ import annotations
 
+import ast
 import difflib
+import re
+import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import *
 from .logs import *
 from .scripts import *
+from .new import PATH_KEYS
 from .stats import mean
+
 
 @dataclass
 class Side:
@@ -19,26 +24,67 @@ class Side:
     config_source: str
     script: str | None
     script_name: str
+    from_defaults: set = field(default_factory=set)   # keys whose value is only the script default
+
+
+_RUN_LINE = re.compile(r"(?:torchrun|python3?)\b[^\n]*?\btrain_gpt[\w.]*\.py")
+
+
+def readme_run_env(readme: Path) -> dict:
+    """KEY=VALUE assignments of the first run command in a README (a `... torchrun ... train_gpt.py`
+    or `python train_gpt.py` line, with backslash continuations), shell-unquoted."""
+    if not readme.is_file():
+        return {}
+    text = readme.read_text(encoding="utf-8", errors="replace").replace("\\\n", " ")
+    for line in text.splitlines():
+        m = _RUN_LINE.search(line)
+        if not m:
+            continue
+        try:
+            words = shlex.split(line[:m.start()], comments=False)
+        except ValueError:
+            continue
+        env = {}
+        for w in words:
+            k, eq, v = w.partition("=")
+            if eq and re.fullmatch(r"[A-Z][A-Z0-9_]*", k):
+                env[k] = v
+        if env:
+            return env
+    return {}
 
 
 def load_side(path: Path) -> Side:
+    """Each side's config: the log's hyperparameter dump, else the README's run command over the
+    script's defaults, else the script's defaults; the source says which."""
     path = Path(path)
     if path.is_dir():
         runs = find_logs(path)
         sp = script_in_folder(path)
-        script = sp.read_text(encoding="utf-8", errors="replace") if sp else next((r.source for r in runs if r.source), None)
-        name = f"{path.name}/{sp.name}" if sp else f"{path.name} (embedded source)"
+        human = path / HUMAN_NAME
+        script = (human.read_text(encoding="utf-8", errors="replace") if human.is_file() else
+                  sp.read_text(encoding="utf-8", errors="replace") if sp else next((r.source for r in runs if r.source), None))
+        name = f"{path.name}/{HUMAN_NAME if human.is_file() else sp.name}" if (sp or human.is_file()) \
+            else f"{path.name} (embedded source)"
+        readme = path / "README.md"
     else:
         runs = [parse_log(path)]
         script, name = runs[0].source, f"{path.name} (embedded source)"
+        readme = path.parent / "README.md"
+    defaults = {k.upper(): v for k, v in env_defaults(script).items()} if script else {}
     logged = next((r for r in runs if r.config), None)
     if logged is not None:
-        config, source = logged.config, f"{logged.config_source} of {logged.path.name}"
-    elif script:
-        config, source = env_defaults(script), "script env-var defaults (ast; run-time overrides are not in the log)"
-    else:
-        config, source = {}, "none (no logged config and no script)"
-    return Side(str(path), runs, {k.upper(): v for k, v in config.items()}, source, script, name)
+        config = {k.upper(): v for k, v in logged.config.items()}
+        return Side(str(path), runs, config, f"{logged.config_source} of {logged.path.name}", script, name)
+    run_env = readme_run_env(readme)
+    if run_env:
+        config = {**defaults, **run_env}
+        return Side(str(path), runs, config, f"the README's run command ({len(run_env)} variable(s)) over the script's "
+                    "env-var defaults", script, name, set(defaults) - set(run_env))
+    if defaults:
+        return Side(str(path), runs, defaults, "script env-var defaults (ast; run-time overrides are not in the log)",
+                    script, name, set(defaults))
+    return Side(str(path), runs, {}, "none (no logged config, no README run command, no script)", script, name)
 
 
 def metric_rows(a: Side, b: Side) -> list[str]:
@@ -79,14 +125,8 @@ def cmd_diff(args) -> int:
     print(f"A: {a.label}  ({len(a.runs)} log(s); config from {a.config_source})")
     print(f"B: {b.label}  ({len(b.runs)} log(s); config from {b.config_source})")
     print("\n== configuration differences ==")
-    keys = sorted(set(a.config) | set(b.config))
-    diffs = [k for k in keys if norm_value(a.config.get(k, "<absent>")) != norm_value(b.config.get(k, "<absent>"))]
-    shown = [k for k in diffs if args.all_keys or k not in VOLATILE_KEYS]
-    for k in shown:
-        print(f"  {k}: {a.config.get(k, '<absent>')} -> {b.config.get(k, '<absent>')}")
-    hidden = len(diffs) - len(shown)
-    print(f"  ({len(shown)} key(s) differ" + (f"; {hidden} run-identity key(s) hidden, --all-keys shows them" if hidden else "")
-          + ")" if shown or hidden else "  (none)")
+    for line in config_rows(a, b, args.all_keys):
+        print(line)
     print("\n== metric differences ==")
     print("\n".join(metric_rows(a, b)))
     print("\n== script diff ==")
@@ -96,8 +136,143 @@ def cmd_diff(args) -> int:
     elif a.script == b.script:
         print("  scripts are identical")
     else:
-        lines = difflib.unified_diff(a.script.splitlines(keepends=True), b.script.splitlines(keepends=True),
-                                     fromfile=f"A/{a.script_name}", tofile=f"B/{b.script_name}", n=args.context)
-        sys.stdout.writelines(line if line.endswith("\n") else line + "\n" for line in lines)
+        for line in script_summary(a.script, b.script):
+            print(line)
+        if args.full_diff:
+            lines = difflib.unified_diff(a.script.splitlines(keepends=True), b.script.splitlines(keepends=True),
+                                         fromfile=f"A/{a.script_name}", tofile=f"B/{b.script_name}", n=args.context)
+            sys.stdout.writelines(line if line.endswith("\n") else line + "\n" for line in lines)
+        else:
+            print("  (--full-diff prints the unified diff)")
     return 0
 
+
+# ----- configuration comparison -----
+
+def is_local_key(key: str, *values) -> bool:
+    """Run identity and machine-local paths: they differ between any two runs and say nothing."""
+    return key in VOLATILE_KEYS or key in PATH_KEYS or key.endswith(("_PATH", "_DIR", "_FILES")) \
+        or any(isinstance(v, str) and v.startswith(("/", "./", "~")) for v in values)
+
+
+def renamed_pairs(only_a: list, only_b: list) -> list[tuple[str, str]]:
+    """Keys that look like one knob renamed: one name is the other with a prefix or suffix word
+    (QAT_THRESHOLD / LATE_QAT_THRESHOLD, MUON_WD / MUON_WEIGHT_DECAY is not guessed)."""
+    pairs, used = [], set()
+    for ka in only_a:
+        for kb in only_b:
+            if kb in used:
+                continue
+            short, long_ = sorted((ka, kb), key=len)
+            if long_.endswith("_" + short) or long_.startswith(short + "_"):
+                pairs.append((ka, kb))
+                used.add(kb)
+                break
+    return pairs
+
+
+def config_rows(a: Side, b: Side, all_keys: bool = False) -> list[str]:
+    rows, hidden, not_compared = [], 0, []
+    both = sorted(set(a.config) & set(b.config))
+    for k in both:
+        va, vb = a.config[k], b.config[k]
+        if norm_value(va) == norm_value(vb):
+            continue
+        if not all_keys and is_local_key(k, va, vb):
+            hidden += 1
+            continue
+        if str(va).startswith("<") or str(vb).startswith("<"):
+            not_compared.append(k)  # an expression or a required variable: no literal default to compare
+            continue
+        tag = " (both script defaults)" if k in a.from_defaults and k in b.from_defaults else ""
+        rows.append(f"  {k}: {va} -> {vb}{tag}")
+    only_a = [k for k in sorted(set(a.config) - set(b.config)) if all_keys or not is_local_key(k, a.config[k])]
+    only_b = [k for k in sorted(set(b.config) - set(a.config)) if all_keys or not is_local_key(k, b.config[k])]
+    pairs = renamed_pairs(only_a, only_b)
+    for ka, kb in pairs:
+        va, vb = a.config[ka], b.config[kb]
+        same = norm_value(va) == norm_value(vb)
+        rows.append(f"  {ka} -> {kb} (renamed?): {va} -> {vb}" + (" (same value)" if same else ""))
+    paired_a, paired_b = {p[0] for p in pairs}, {p[1] for p in pairs}
+    only_a = [k for k in only_a if k not in paired_a]
+    only_b = [k for k in only_b if k not in paired_b]
+    n_diff = len(rows)
+    if not rows:
+        rows.append("  (no key that both sides have differs)")
+    for side, keys in (("A", only_a), ("B", only_b)):
+        if keys:
+            rows.append(f"  only in {side} ({len(keys)}): " + ", ".join(f"{k}={(a if side == 'A' else b).config[k]}"
+                                                                      for k in keys))
+    notes = [f"{n_diff} key(s) differ"]
+    if hidden:
+        notes.append(f"{hidden} run-identity or local-path key(s) hidden, --all-keys shows them")
+    if not_compared:
+        notes.append(f"not compared (no literal default): {', '.join(not_compared)}")
+    rows.append("  (" + "; ".join(notes) + ")")
+    return rows
+
+
+# ----- script comparison by function -----
+
+def script_units(source: str) -> dict | None:
+    """Top-level functions and classes, and the methods of classes, by qualified name -> source
+    lines; "<module>" holds everything else. None when the source does not parse here."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    lines = source.splitlines()
+    units, covered = {}, set()
+
+    def take(name: str, node: ast.AST) -> None:
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+        units[name] = lines[start:node.end_lineno]
+        covered.update(range(start, node.end_lineno))
+
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            take(node.name, node)
+        elif isinstance(node, ast.ClassDef):
+            methods = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+            for m in methods:
+                take(f"{node.name}.{m.name}", m)
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+            units[node.name] = [ln for i, ln in enumerate(lines[start:node.end_lineno], start) if i not in covered]
+            covered.update(range(start, node.end_lineno))
+    units["<module>"] = [ln for i, ln in enumerate(lines) if i not in covered]
+    return units
+
+
+def _changed_lines(a: list, b: list) -> tuple[int, int]:
+    plus = minus = 0
+    for line in difflib.unified_diff(a, b, lineterm="", n=0):
+        if line.startswith("+") and not line.startswith("+++"):
+            plus += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            minus += 1
+    return plus, minus
+
+
+def script_summary(a: str, b: str) -> list[str]:
+    plus, minus = _changed_lines(a.splitlines(), b.splitlines())
+    rows = [f"  {len(a.splitlines()):,} -> {len(b.splitlines()):,} lines, {len(a.encode()):,} -> {len(b.encode()):,} bytes; "
+            f"+{plus} -{minus} lines"]
+    ua, ub = script_units(a), script_units(b)
+    if ua is None or ub is None:
+        rows.append("  (no summary by function: a script does not parse with this Python)")
+        return rows
+    added = [n for n in ub if n not in ua]
+    removed = [n for n in ua if n not in ub]
+    changed = []
+    for n in ua:
+        if n in ub and ua[n] != ub[n]:
+            p, m = _changed_lines(ua[n], ub[n])
+            changed.append((p + m, n, p, m))
+    changed.sort(key=lambda x: (-x[0], x[1]))
+    if changed:
+        rows.append(f"  changed ({len(changed)}): " + ", ".join(f"{n} +{p}/-{m}" for _, n, p, m in changed))
+    if added:
+        rows.append(f"  only in B ({len(added)}): " + ", ".join(f"{n} ({len(ub[n])} lines)" for n in added))
+    if removed:
+        rows.append(f"  only in A ({len(removed)}): " + ", ".join(f"{n} ({len(ua[n])} lines)" for n in removed))
+    return rows
