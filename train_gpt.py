@@ -185,6 +185,9 @@ class Config:
     ttt_steps: int = knob(1, "adapter updates per scored chunk", lo=1, group="eval")
     # --- speed path ---
     compile: str = knob("auto", "torch.compile the model: auto (CUDA only), 1, 0", choices=("auto", "0", "1"), group="speed")
+    # --- workflow: re-score an artifact, check a configuration ---
+    eval_only: str = knob("", "path of an artifact to score with the current eval settings, without training (the model "
+                          "variables must be those of the run that wrote it)", group="workflow")
 
     # Env-var families we own: a set variable with one of these prefixes that is not a field
     # is a typo, and a typo that silently does nothing is worse than an error.
@@ -1423,10 +1426,26 @@ def decompress(blob: bytes, where: str = "artifact") -> bytes:
         raise ValueError(f"{where}: zstd decompression failed ({e}); the file is truncated or corrupt") from None
 
 
+def format_label(bits: set[int]) -> str:
+    return "-".join("fp16" if b == 16 else f"int{b}" for b in sorted(bits)) + f"_zstd{ZSTD_LEVEL}"
+
+
 def artifact_label(cfg: Config, roles: set[str]) -> str:
     """Name of the export format built from the bits actually used (labels must not lie)."""
-    bits = sorted({cfg.bits(r) for r in roles if r != "scalar"})
-    return "-".join("fp16" if b == 16 else f"int{b}" for b in bits) + f"_zstd{ZSTD_LEVEL}"
+    return format_label({cfg.bits(r) for r in roles if r != "scalar"})
+
+
+def artifact_file_label(blob: bytes, where: str = "artifact") -> str:
+    """The format label of an existing artifact, from the bits its header records (not from
+    the current QUANT_BITS_* settings, which a re-scoring run need not repeat)."""
+    if len(blob) < 8 or blob[:4] != ARTIFACT_MAGIC:
+        raise ValueError(f"{where}: not a train_gpt.py artifact (bad magic)")
+    (hlen,) = struct.unpack("<I", blob[4:8])
+    try:
+        tensors = json.loads(decompress(blob[8:8 + hlen], where))["tensors"]
+        return format_label({e["bits"] for e in tensors if e["role"] != "scalar"})
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{where}: corrupt header ({e})") from None
 
 
 def export_artifact(state: dict[str, Tensor], roles: dict[str, str], cfg: Config, path: Path, log) -> bytes:
@@ -1997,14 +2016,16 @@ def save_state(model: nn.Module, path: Path, log: Logger, what: str) -> None:
 
 
 def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_tokens: Tensor, lut: ByteLUT,
-                   label: str, pre: EvalResult, log: Logger) -> tuple[str, EvalResult]:
-    """Every metric of the reloaded artifact; returns the name and result of the final score."""
+                   label: str, pre: EvalResult | None, log: Logger) -> tuple[str, EvalResult]:
+    """Every metric of the reloaded artifact; returns the name and result of the final score.
+    `pre` (the weights before export) gives the quantization gap; EVAL_ONLY has none."""
     model = load_artifact(art_path, cfg, ctx, bos_id)
     compiled = compile_model(model, cfg, ctx)
     rt = evaluate(compiled, val_tokens, lut, cfg, ctx)
     name, final = f"final_{label}_roundtrip", rt
     log_eval(log, name, rt)
-    log(f"final_quant_gap_exact val_loss:{rt.loss - pre.loss:.8f} val_bpb:{rt.bpb - pre.bpb:.8f}")
+    if pre is not None:
+        log(f"final_quant_gap_exact val_loss:{rt.loss - pre.loss:.8f} val_bpb:{rt.bpb - pre.bpb:.8f}")
     if cfg.eval_stride:
         final = evaluate_sliding(compiled, val_tokens, lut, cfg, ctx, cfg.eval_stride)
         name = f"final_{label}_sliding_window"
@@ -2016,11 +2037,49 @@ def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_toke
     return name, final
 
 
+def score_and_report(art_path: Path, label: str, cfg: Config, ctx: Dist, bos_id: int, val_tokens: Tensor,
+                     lut: ByteLUT, pre: EvalResult | None, log: Logger, stats: dict) -> None:
+    """Sizes, every score of the artifact on disk, the times, the final score, then the cap
+    check (after the score: an oversized run still gets its numbers)."""
+    t0 = time.perf_counter()
+    code_bytes = len(Path(__file__).read_bytes())  # the file that ran: for a packed script, the wrapper
+    model_bytes = art_path.stat().st_size
+    for line in size_lines(label, code_bytes, model_bytes):
+        log(line)
+    metric, final = score_artifact(art_path, cfg, ctx, bos_id, val_tokens, lut, label, pre, log)
+    eval_ms = 1000 * (time.perf_counter() - t0)
+    if eval_ms > 1000 * cfg.eval_budget_seconds:
+        log(f"WARNING: eval took {eval_ms / 1000:.1f}s, over the EVAL_BUDGET_SECONDS={cfg.eval_budget_seconds:.0f}s budget")
+    log(f"train_time_total_ms:{stats['train_ms']:.0f} eval_time_total_ms:{eval_ms:.0f} steps:{stats['steps']}")
+    log(f"final_score_exact metric:{metric} val_loss:{final.loss:.8f} val_bpb:{final.bpb:.8f}")
+    if code_bytes + model_bytes > ARTIFACT_CAP_BYTES:
+        raise RuntimeError(f"artifact total {code_bytes + model_bytes} bytes (code {code_bytes} + model {model_bytes}) "
+                           f"exceeds the {ARTIFACT_CAP_BYTES}-byte cap; everything was saved under {art_path.parent}")
+
+
+def run_eval_only(cfg: Config, ctx: Dist, log: Logger, bos_id: int, val_tokens: Tensor, lut: ByteLUT) -> int:
+    """EVAL_ONLY: score an existing artifact exactly as a training run scores its own (same
+    functions, same log lines), under the current eval settings. Reviewers re-score records
+    this way; competitors try other eval settings on a trained artifact."""
+    art_path = Path(cfg.eval_only)
+    if not art_path.is_file():
+        raise FileNotFoundError(f"EVAL_ONLY={cfg.eval_only} does not exist")
+    label = artifact_file_label(art_path.read_bytes(), str(art_path))
+    log(f"eval_only:{art_path} format:{label} (no training: the artifact is scored with the current eval settings)")
+    if use_compile(cfg, ctx):  # as in a training run, eval graphs are built before the eval timer
+        log(f"eval_prewarm_time:{prewarm_eval(compile_model(build_model(cfg, ctx, bos_id), cfg, ctx), cfg, ctx, len(val_tokens)):.0f}ms "
+            "(eval graphs compiled on dummy tokens before the timer)")
+    score_and_report(art_path, label, cfg, ctx, bos_id, val_tokens, lut, None, log, dict(train_ms=0.0, steps=0))
+    return 0
+
+
 def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
     sp = load_tokenizer(cfg)
     bos_id = sp.bos_id()
     lut = build_byte_lut(sp, cfg.vocab_size).to(ctx.device)
     val_tokens = load_validation_tokens(cfg, log).to(ctx.device)  # moved once, not per eval batch
+    if cfg.eval_only:
+        return run_eval_only(cfg, ctx, log, bos_id, val_tokens, lut)
     train_files = shard_files(cfg.data_path, cfg.train_glob, "train")
     log(f"train_shards:{len(train_files)} val_tokens:{len(val_tokens)} bos_id:{bos_id}")
 
@@ -2063,24 +2122,10 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
 
     label = artifact_label(cfg, set(roles.values()))
     art_path = Path(f"{out}.{label}")
-    code_bytes = len(Path(__file__).read_bytes())  # the file that ran: for a packed script, the wrapper
     if ctx.is_main:
         export_artifact(model.state_dict(), roles, cfg, art_path, log)
     barrier(ctx)  # the artifact is on disk before any rank reads it
-    t0 = time.perf_counter()
-    model_bytes = art_path.stat().st_size
-    total = code_bytes + model_bytes
-    for line in size_lines(label, code_bytes, model_bytes):
-        log(line)
-    metric, final = score_artifact(art_path, cfg, ctx, bos_id, val_tokens, lut, label, pre, log)
-    eval_ms = 1000 * (time.perf_counter() - t0)
-    if eval_ms > 1000 * cfg.eval_budget_seconds:
-        log(f"WARNING: eval took {eval_ms / 1000:.1f}s, over the EVAL_BUDGET_SECONDS={cfg.eval_budget_seconds:.0f}s budget")
-    log(f"train_time_total_ms:{stats['train_ms']:.0f} eval_time_total_ms:{eval_ms:.0f} steps:{stats['steps']}")
-    log(f"final_score_exact metric:{metric} val_loss:{final.loss:.8f} val_bpb:{final.bpb:.8f}")
-    if total > ARTIFACT_CAP_BYTES:
-        raise RuntimeError(f"artifact total {total} bytes (code {code_bytes} + model {model_bytes}) exceeds the "
-                           f"{ARTIFACT_CAP_BYTES}-byte cap; everything was saved under {out.parent}")
+    score_and_report(art_path, label, cfg, ctx, bos_id, val_tokens, lut, pre, log, stats)
     return 0
 
 

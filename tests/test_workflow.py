@@ -17,12 +17,14 @@ OFFICIAL = {
     "exact": re.compile(r"^final_\S+_exact val_loss:([\d.]+) val_bpb:([\d.]+)", re.M),
 }
 LABEL = "int5-int6-int8_zstd22"
+# Shorter than the shared tiny config: 4 steps and 4,096 validation tokens keep these runs quick.
+FAST = {"ITERATIONS": "4", "TRAIN_LOG_EVERY": "2", "WARMDOWN_ITERS": "2", "VAL_MAX_TOKENS": "4096", "VAL_BATCH_SIZE": "4096"}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
-    run_script(tmp)
+    run_script(tmp, FAST)
     return tmp, (tmp / "run.txt").read_text()
 
 
@@ -37,8 +39,8 @@ def test_official_patterns_match_our_log(trained):
     ours = [l for l in body.splitlines() if l.startswith("step:") and "train_loss:" in l]
     steps = OFFICIAL["step"].findall(body)
     assert ours and len(steps) == len(ours)  # every one of our step lines matches the official pattern
-    assert [int(s[0]) for s in steps] == [1, 4, 8, 12] and all(int(s[1]) == 12 for s in steps)
-    assert OFFICIAL["val"].search(body).group(1) == "12"
+    assert [int(s[0]) for s in steps] == [1, 2, 4] and all(int(s[1]) == 4 for s in steps)
+    assert OFFICIAL["val"].search(body).group(1) == "4"
     sizes = kv_line(body, "code_bytes:")
     (fmt, model), = OFFICIAL["serialized"].findall(body)
     assert fmt == LABEL and int(model) == int(sizes["model_bytes"]) == (tmp / f"run.{LABEL}").stat().st_size
@@ -65,3 +67,42 @@ def test_records_tool_reads_our_sizes_from_our_line(trained):
     run = records_tool.parse_log(tmp / "run.txt")
     assert run.total_bytes == run.code_bytes + run.model_bytes == int(kv_line((tmp / "run.txt").read_text(), "code_bytes:")["total_bytes"])
     assert "code_bytes: model_bytes: total_bytes:" in run.notes["total_bytes"]
+
+
+def exact_lines(log: str) -> dict:
+    return {m.group(1): m.group(2) for m in re.finditer(r"^(final_\S+_exact) (val_loss:\S+ val_bpb:\S+)", log, re.M)}
+
+
+def test_eval_only_rescores_the_artifact_to_the_trained_runs_score(trained, tmp_path):
+    tmp, log = trained
+    art = tmp / f"run.{LABEL}"
+    run_script(tmp_path, FAST | {"EVAL_ONLY": str(art), "RUN_ID": "again"})
+    again = (tmp_path / "again.txt").read_text().split("=" * 100, 1)[1]
+    assert f"eval_only:{art} format:{LABEL}" in again
+    assert not OFFICIAL["step"].search(again)  # nothing trained
+    assert kv_line(again, "final_score_exact ") == kv_line(log, "final_score_exact ")  # bit for bit the same score
+    trained_exact = exact_lines(log)
+    for name, value in exact_lines(again).items():
+        assert trained_exact[name] == value, name
+    assert OFFICIAL["total"].search(again).groups() == OFFICIAL["total"].search(log).groups()
+    assert kv_line(again, "train_time_total_ms:")["steps"] == "0"
+    # Other eval settings on the same artifact: non-overlapping windows score the roundtrip number.
+    run_script(tmp_path, FAST | {"EVAL_ONLY": str(art), "RUN_ID": "nonoverlap", "EVAL_STRIDE": "0"})
+    other = kv_line((tmp_path / "nonoverlap.txt").read_text(), "final_score_exact ")
+    assert other["metric"] == f"final_{LABEL}_roundtrip"
+    assert f"val_loss:{other['val_loss']} val_bpb:{other['val_bpb']}" == trained_exact[f"final_{LABEL}_roundtrip_exact"]
+
+
+def test_eval_only_names_a_missing_artifact(tmp_path):
+    proc = run_script(tmp_path, FAST | {"EVAL_ONLY": str(tmp_path / "nope.art")}, check=False)
+    assert proc.returncode != 0 and f"EVAL_ONLY={tmp_path / 'nope.art'} does not exist" in proc.stderr
+
+
+def test_artifact_file_label_reads_the_bits_from_the_header(tg, tmp_path):
+    import torch
+    cfg = tg.Config.from_env({"NUM_LAYERS": "1", "MODEL_DIM": "32", "NUM_HEADS": "2", "NUM_KV_HEADS": "1",
+                              "XSA_LAST_N": "0", "QUANT_BITS_MLP": "6", "BIGRAM_VOCAB_SIZE": "0"})
+    model = tg.build_model(cfg, tg.Dist(0, 1, 0, torch.device("cpu")))
+    roles = {n: p.role for n, p in model.named_parameters()}
+    blob = tg.export_artifact(model.state_dict(), roles, cfg, tmp_path / "a.art", lambda m: None)
+    assert tg.artifact_file_label(blob) == tg.artifact_label(cfg, set(roles.values())) == "int5-int6-int8_zstd22"
