@@ -188,6 +188,10 @@ class Config:
     # --- workflow: re-score an artifact, check a configuration ---
     eval_only: str = knob("", "path of an artifact to score with the current eval settings, without training (the model "
                           "variables must be those of the run that wrote it)", group="workflow")
+    dry_run: bool = knob(False, "check the configuration and exit in seconds: parameters per role, projected artifact "
+                         "bytes, data and tokenizer checks, whether ITERATIONS or the wallclock ends training", group="workflow")
+    dry_run_step_ms: float = knob(0.0, "8xH100 step time (ms) for DRY_RUN's step budget (0 = scale the default record's "
+                                  "published 85.1 ms/step by FLOPs per step)", lo=0.0, group="workflow")
 
     # Env-var families we own: a set variable with one of these prefixes that is not a field
     # is a typo, and a typo that silently does nothing is worse than an error.
@@ -195,7 +199,8 @@ class Config:
                 "BIGRAM_", "SMEAR_", "WARMUP_", "WARMDOWN_", "TIED_", "MATRIX_", "SCALAR_",
                 "EMBED_", "HEAD_", "ROPE_", "MLP_", "MODEL_", "ADAM_", "LOGIT_", "QK_", "XSA_",
                 "EXPORT_", "NUM_", "TOKENIZER_", "BACKOUT", "PRUNE_", "ORTHO_", "RESID_", "LN_", "MIN_LR",
-                "LOOP_", "ENABLE_LOOPING", "SKIP_", "PARALLEL_", "ATTN_", "SPARSE_", "GATE_", "LATE_QAT")
+                "LOOP_", "ENABLE_LOOPING", "SKIP_", "PARALLEL_", "ATTN_", "SPARSE_", "GATE_", "LATE_QAT",
+                "DRY_")
     TTT_TARGETS = ("q", "k", "v", "o", "up", "down", "head")
 
     @staticmethod
@@ -265,6 +270,7 @@ class Config:
              f"LATE_QAT_THRESHOLD={self.late_qat_threshold} must exceed MIN_LR={self.min_lr} or late QAT never fires"),
             (self.muon_ns_coeffs != "polar_express" or self.muon_backend_steps <= len(POLAR_EXPRESS),
              f"MUON_NS_COEFFS=polar_express has {len(POLAR_EXPRESS)} coefficient tuples; MUON_BACKEND_STEPS={self.muon_backend_steps} is more"),
+            (not (self.dry_run and self.eval_only), "DRY_RUN=1 and EVAL_ONLY are exclusive: a dry run scores nothing"),
         ]
         for ok, msg in rules:
             if not ok:
@@ -2129,6 +2135,144 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
     return 0
 
 
+# The published 8xH100 step time of the 11-layer XSA4/EMA record, whose configuration is our
+# default (its logs: about 85.1 ms/step, 7,051-7,063 steps in 600 s). This project has not
+# measured its own step time on that hardware; DRY_RUN scales this figure by FLOPs per step.
+RECORD_STEP_MS = 85.1
+
+
+def flops_per_token(cfg: Config, model: nn.Module) -> float:
+    """Training FLOPs per token: 6 x the matrix-multiply weights (attention, MLP, BigramHash
+    projection, and the output head, counted once when tied) + 12·L·d·T for the attention
+    scores (QK^T and AV at full length, forward + backward)."""
+    by_role = {r: sum(p.numel() for _, p in ps) for r, ps in params_by_role(model).items()}
+    matmul = by_role["attn"] + by_role["mlp"] + by_role["proj"] + cfg.vocab_size * cfg.model_dim
+    return 6.0 * matmul + 12.0 * cfg.num_layers * cfg.model_dim * cfg.train_seq_len
+
+
+def project_artifact(model: nn.Module, cfg: Config, rows: int = 32, seed: int = 0) -> tuple[int, list[dict]]:
+    """Model bytes of the artifact, projected in about a second: every tensor of the model
+    (it may live on the meta device) gets trained-like synthetic values for at most `rows` of
+    its rows (Gaussian rows with per-row scales 0.02-0.05, as bench/artifact_report.py budget
+    uses; vectors random, so they barely compress), the sample goes through the exporter's own
+    quantize_state and encode_artifact, and each role's compressed bytes are scaled by its
+    full parameter count over the sampled count. Rows are quantized independently, so a row
+    sample has the per-parameter cost of the whole tensor."""
+    g = torch.Generator().manual_seed(seed)
+    sample, roles, full, sampled = {}, {}, {}, {}
+    for name, p in model.named_parameters():
+        if p.ndim == 2 and p.role != "scalar":
+            r = min(p.size(0), rows)
+            t = torch.randn(r, p.size(1), generator=g) * (0.02 + 0.03 * torch.rand(r, 1, generator=g))
+        else:
+            t = 0.1 * torch.randn(tuple(p.shape), generator=g)
+        sample[name], roles[name] = t, p.role
+        full[p.role] = full.get(p.role, 0) + p.numel()
+        sampled[p.role] = sampled.get(p.role, 0) + t.numel()
+    blob, report = encode_artifact(quantize_state(sample, roles, cfg), cfg.export_packing)
+    frames = sum(r["sizes"][r["chosen"]][1] for r in report)
+    out, total = [], len(blob) - frames  # magic and header: they list every tensor, sampled or not
+    for r in report:
+        z = r["sizes"][r["chosen"]][1] * full[r["role"]] / sampled[r["role"]]
+        out.append(dict(role=r["role"], params=full[r["role"]], bits=r["bits"], chosen=r["chosen"], bytes=round(z)))
+        total += round(z)
+    return total, out
+
+
+def shard_summary(cfg: Config, pattern: str, what: str) -> tuple[int, int]:
+    """(number of shards, tokens) from the shard headers alone (each header and file size is checked)."""
+    files = shard_files(cfg.data_path, pattern, what)
+    return len(files), sum(shard_length(f) for f in files)
+
+
+def dry_run(cfg: Config, world_size: int) -> int:
+    """DRY_RUN=1: everything a competitor wants to know before spending 8 GPUs, in seconds and
+    without training or writing anything: parameters per role, the projected artifact size,
+    the data and tokenizer checks, and whether ITERATIONS or the wallclock cap ends training."""
+    t0 = time.perf_counter()
+    results = []
+
+    def check(name: str, fn) -> object:
+        try:
+            ok, detail, value = fn()
+        except (OSError, ValueError) as e:
+            ok, detail, value = False, str(e), None
+        results.append(ok)
+        print(f"check {name}: {'PASS' if ok else 'FAIL'} {detail}", flush=True)
+        return value
+
+    print("dry_run: no training, nothing written (DRY_RUN=1)")
+    with torch.device("meta"):  # shapes only: no memory, no init time
+        model = GPT(cfg, max_len=max(cfg.train_seq_len, cfg.window_len, cfg.ttt_eval_seq_len))
+        default_cfg = Config()
+        default_model = GPT(default_cfg, max_len=default_cfg.train_seq_len)
+    print(f"model_params:{count_params(model)} " + " ".join(
+        f"{r}:{sum(p.numel() for _, p in ps)}" for r, ps in params_by_role(model).items() if ps))
+    grad_accum = 8 // world_size
+    print(f"world_size:{world_size} grad_accum_steps:{grad_accum} "
+          f"micro_batch_seqs:{cfg.train_batch_tokens // (8 * cfg.train_seq_len)} (per rank and micro-step)")
+
+    model_bytes, report = project_artifact(model, cfg)
+    for r in report:
+        print(f"projected role:{r['role']} params:{r['params']} bits:{r['bits']} bytes:{r['bytes']} "
+              f"bits_per_param:{8 * r['bytes'] / max(r['params'], 1):.3f}")
+    code_bytes = len(Path(__file__).read_bytes())
+    total = code_bytes + model_bytes
+    label = artifact_label(cfg, {p.role for p in model.parameters()})
+    check("artifact_fits", lambda: (total <= ARTIFACT_CAP_BYTES,
+          f"projected code_bytes:{code_bytes} model_bytes:{model_bytes} total_bytes:{total} cap:{ARTIFACT_CAP_BYTES} "
+          f"margin:{ARTIFACT_CAP_BYTES - total} format:{label} (trained-like synthetic weights; a real run's "
+          f"weights can compress a few percent differently)", None))
+
+    def tokenizer():
+        sp = load_tokenizer(cfg)
+        build_byte_lut(sp, cfg.vocab_size)
+        return True, f"{cfg.tokenizer_path}: {sp.vocab_size()} pieces = VOCAB_SIZE, has the U+2581 piece", sp
+    check("tokenizer", tokenizer)
+
+    def train_data():
+        n, tokens = shard_summary(cfg, cfg.train_glob, "train")
+        return True, f"{n} shards, {tokens:,} tokens", tokens
+    train_tokens = check("train_shards", train_data)
+
+    def val_data():
+        tokens = load_validation_tokens(cfg, lambda m: None)
+        top = int(tokens.max())
+        return (top < cfg.vocab_size, f"{len(tokens):,} tokens scored, largest token id {top} "
+                f"({'<' if top < cfg.vocab_size else '>='} VOCAB_SIZE={cfg.vocab_size})", None)
+    check("val_shards", val_data)
+
+    if cfg.dry_run_step_ms:
+        step_ms, source = cfg.dry_run_step_ms, "DRY_RUN_STEP_MS"
+    else:
+        ratio = (flops_per_token(cfg, model) * cfg.train_batch_tokens) / (
+            flops_per_token(default_cfg, default_model) * default_cfg.train_batch_tokens)
+        step_ms = RECORD_STEP_MS * ratio
+        source = (f"estimate: the 11-layer record's published {RECORD_STEP_MS} ms/step on 8xH100 x {ratio:.3f} "
+                  "(this configuration's FLOPs per step over the default's); set DRY_RUN_STEP_MS to your measured step_avg")
+    cap_ms = 1000 * cfg.max_wallclock_seconds
+    fit = int(cap_ms / step_ms) if cap_ms else None
+    steps = cfg.iterations if fit is None else min(cfg.iterations, fit)
+    if fit is None:
+        verdict = f"ITERATIONS binds (no wallclock cap): {cfg.iterations} steps take about {cfg.iterations * step_ms / 1000:.0f} s"
+    elif cfg.iterations <= fit:
+        verdict = (f"ITERATIONS binds: training ends at step {cfg.iterations} after about "
+                   f"{cfg.iterations * step_ms / 1000:.0f} s of the {cfg.max_wallclock_seconds:.0f} s cap")
+    else:
+        verdict = (f"the wallclock cap binds: about {fit} of ITERATIONS={cfg.iterations} steps fit in "
+                   f"{cfg.max_wallclock_seconds:.0f} s")
+    print(f"step_budget step_ms:{step_ms:.2f} steps:{steps} iterations:{cfg.iterations} "
+          f"tokens:{steps * cfg.train_batch_tokens} flops_per_token:{flops_per_token(cfg, model):.4g} ({source})")
+    print(f"step_budget: {verdict}")
+    if train_tokens:
+        passes = steps * cfg.train_batch_tokens / train_tokens
+        print(f"step_budget: training reads {steps * cfg.train_batch_tokens:,} tokens, {passes:.2f}x the "
+              f"{train_tokens:,} in the train shards" + (" (the stream wraps around: data repeats)" if passes > 1 else ""))
+    failed = results.count(False)
+    print(f"dry_run_result: {'PASS' if not failed else 'FAIL'} ({failed} failed) time:{time.perf_counter() - t0:.1f}s")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
@@ -2139,6 +2283,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"train_gpt.py takes no arguments (got {argv}); configure it with environment variables, "
                          "see --help")
     cfg = Config.from_env()
+    if cfg.dry_run:  # before any process group: under torchrun rank 0 checks, the others just exit
+        return dry_run(cfg, int(os.environ.get("WORLD_SIZE", "1"))) if os.environ.get("RANK", "0") == "0" else 0
     ctx = setup_distributed()
     run_id = cfg.run_id
     if not run_id:  # every rank must agree on the run id: rank 0 picks it

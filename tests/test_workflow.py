@@ -106,3 +106,70 @@ def test_artifact_file_label_reads_the_bits_from_the_header(tg, tmp_path):
     roles = {n: p.role for n, p in model.named_parameters()}
     blob = tg.export_artifact(model.state_dict(), roles, cfg, tmp_path / "a.art", lambda m: None)
     assert tg.artifact_file_label(blob) == tg.artifact_label(cfg, set(roles.values())) == "int5-int6-int8_zstd22"
+
+
+def dry(tg, capsys, env: dict, world_size: int = 8) -> tuple[int, str]:
+    from conftest import TINY_ENV
+    rc = tg.dry_run(tg.Config.from_env(TINY_ENV | env), world_size)
+    return rc, capsys.readouterr().out
+
+
+def test_dry_run_checks_without_training_or_writing(trained, tmp_path):
+    _, log = trained
+    proc = run_script(tmp_path, FAST | {"DRY_RUN": "1"})
+    out = proc.stdout
+    assert list(tmp_path.iterdir()) == []  # no log, no weights, no artifact
+    model_line = next(l for l in log.splitlines() if l.startswith("model_params:"))
+    assert model_line in out.splitlines()  # the same parameters per role as the real run
+    for key in ("check artifact_fits: PASS", "check tokenizer: PASS", "check train_shards: PASS 2 shards",
+                "check val_shards: PASS 4,096 tokens", "dry_run_result: PASS (0 failed)"):
+        assert key in out, key
+    for role in ("attn", "mlp", "embed", "bigram", "scalar"):
+        assert f"projected role:{role} " in out
+
+
+def test_dry_run_says_which_limit_ends_training(tg, capsys):
+    _, out = dry(tg, capsys, {"DRY_RUN_STEP_MS": "100", "MAX_WALLCLOCK_SECONDS": "600", "ITERATIONS": "9000"})
+    assert "the wallclock cap binds: about 6000 of ITERATIONS=9000 steps fit in 600 s" in out
+    _, out = dry(tg, capsys, {"DRY_RUN_STEP_MS": "100", "MAX_WALLCLOCK_SECONDS": "600", "ITERATIONS": "5000"})
+    assert "ITERATIONS binds: training ends at step 5000 after about 500 s of the 600 s cap" in out
+    _, out = dry(tg, capsys, {"MAX_WALLCLOCK_SECONDS": "600", "ITERATIONS": "9000"})
+    assert "estimate: the 11-layer record's published 85.1 ms/step" in out
+
+
+def test_dry_run_fails_on_bad_data_and_keeps_checking(tg, capsys, tmp_path):
+    rc, out = dry(tg, capsys, {"TOKENIZER_PATH": str(tmp_path / "missing.model"), "VAL_GLOB": "nothing_*.bin"})
+    assert rc == 1 and "dry_run_result: FAIL (2 failed)" in out
+    assert f"check tokenizer: FAIL TOKENIZER_PATH={tmp_path / 'missing.model'} does not exist" in out
+    assert "check val_shards: FAIL no val shards match" in out and "check train_shards: PASS" in out
+
+
+def test_dry_run_and_eval_only_are_exclusive(tg):
+    with pytest.raises(ValueError, match="DRY_RUN=1 and EVAL_ONLY are exclusive"):
+        tg.Config.from_env({"DRY_RUN": "1", "EVAL_ONLY": "x.art"})
+
+
+def test_projected_artifact_bytes_match_a_full_export(tg, tmp_path):
+    """The row-sampled projection against exporting every row of the same kind of weights."""
+    import torch
+    cfg = tg.Config.from_env({"NUM_LAYERS": "2", "MODEL_DIM": "256", "XSA_LAST_N": "1"})
+    model = tg.build_model(cfg, tg.Dist(0, 1, 0, torch.device("cpu")))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2 and p.role != "scalar":
+                p.copy_(torch.randn(p.shape, generator=g) * (0.02 + 0.03 * torch.rand(p.size(0), 1, generator=g)))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    roles = {n: p.role for n, p in model.named_parameters()}
+    full = len(tg.export_artifact(model.state_dict(), roles, cfg, tmp_path / "full.art", lambda m: None))
+    projected, _ = tg.project_artifact(model, cfg)
+    assert abs(projected - full) / full < 0.02, (projected, full)
+
+
+def test_flops_per_token_of_the_default_model(tg):
+    import torch
+    cfg = tg.Config()
+    with torch.device("meta"):
+        model = tg.GPT(cfg, max_len=cfg.train_seq_len)
+    assert round(tg.flops_per_token(cfg, model) / 1e6, 1) == 297.7  # 6N + 12LdT, N = 26.54M matmul weights
