@@ -2144,10 +2144,13 @@ RECORD_STEP_MS = 85.1
 def flops_per_token(cfg: Config, model: nn.Module) -> float:
     """Training FLOPs per token: 6 x the matrix-multiply weights (attention, MLP, BigramHash
     projection, and the output head, counted once when tied) + 12·L·d·T for the attention
-    scores (QK^T and AV at full length, forward + backward)."""
+    scores (QK^T and AV at full length, forward + backward). With depth recurrence the block
+    passes of the looped step are counted (NUM_LOOPS extra passes of LOOP_START..LOOP_END)."""
     by_role = {r: sum(p.numel() for _, p in ps) for r, ps in params_by_role(model).items()}
-    matmul = by_role["attn"] + by_role["mlp"] + by_role["proj"] + cfg.vocab_size * cfg.model_dim
-    return 6.0 * matmul + 12.0 * cfg.num_layers * cfg.model_dim * cfg.train_seq_len
+    passes = cfg.num_layers + cfg.num_loops * (cfg.loop_end - cfg.loop_start + 1)
+    blocks = (by_role["attn"] + by_role["mlp"]) * passes / cfg.num_layers
+    matmul = blocks + by_role["proj"] + cfg.vocab_size * cfg.model_dim
+    return 6.0 * matmul + 12.0 * passes * cfg.model_dim * cfg.train_seq_len
 
 
 def project_artifact(model: nn.Module, cfg: Config, rows: int = 32, seed: int = 0) -> tuple[int, list[dict]]:
