@@ -125,6 +125,8 @@ class Config:
     gate_window: int = knob(12, "leading dims of the gate input the attention gates read", lo=1, group="model")
     rope_train_seq_len: int = knob(0, "NTK RoPE rescale: a forward longer than this uses base*(T/this)^(R/(R-2)), R the rotary dims "
                                    "(the 1.1248 record: 1024, so base ~22,082 at 2048); 0 = off", lo=0, group="model")
+    attn_doc_mask: bool = knob(False, "document-masked attention: each token attends only to earlier tokens of its own document "
+                               "(documents start at BOS; SDPA with a block-diagonal causal mask)", group="model")
     attn_backend: str = knob("auto", "attention kernel: fa3 (flash_attn_interface; an error if it does not import), sdpa, "
                              "or auto (fa3 on CUDA when it imports, else sdpa); the one used is logged",
                              choices=("auto", "fa3", "sdpa"), group="model")
@@ -266,6 +268,8 @@ class Config:
              "ATTN_OUT_GATE_ENABLED=1 and SPARSE_ATTN_GATE_ENABLED=1 are exclusive: pick one attention gate"),
             (self.gate_window <= min(self.model_dim, hd), f"GATE_WINDOW={self.gate_window} exceeds the head dim {hd}"),
             (not self.rope_train_seq_len or (self.rope_dims or hd) > 2, "ROPE_TRAIN_SEQ_LEN needs more than 2 rotary dims"),
+            (not (self.attn_doc_mask and self.attn_backend == "fa3"),
+             "ATTN_DOC_MASK=1 runs on SDPA (a dense mask); ATTN_BACKEND=fa3 has no masked path here: use auto or sdpa"),
             (not self.late_qat_threshold or self.late_qat_threshold > self.min_lr,
              f"LATE_QAT_THRESHOLD={self.late_qat_threshold} must exceed MIN_LR={self.min_lr} or late QAT never fires"),
             (self.muon_ns_coeffs != "polar_express" or self.muon_backend_steps <= len(POLAR_EXPRESS),
@@ -802,7 +806,9 @@ class Attention(nn.Module):
             return torch.sigmoid(self.gate_scale * F.linear(u, self.attn_gate_w.to(u.dtype)))
         return None
 
-    def forward(self, x: Tensor, lora: dict) -> Tensor:
+    def forward(self, x: Tensor, lora: dict, mask: Tensor | None = None) -> Tensor:
+        """mask: optional bool [B, 1, T, T], True where a query may attend (document masking);
+        None is plain causal attention."""
         B, T, _ = x.shape
         q_raw = self.c_q(x, lora.get("q"))
         gate = self.head_gate(x, q_raw)
@@ -811,7 +817,10 @@ class Attention(nn.Module):
         v = self.c_v(x, lora.get("v")).view(B, T, self.h_kv, self.hd)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))  # QK-norm, then RoPE
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]      # learned per-head temperature
-        if self.backend == "fa3":  # FlashAttention-3 takes [B, T, H, D] bf16 and does GQA itself
+        if mask is not None:
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               attn_mask=mask, enable_gqa=self.h != self.h_kv).transpose(1, 2)
+        elif self.backend == "fa3":  # FlashAttention-3 takes [B, T, H, D] bf16 and does GQA itself
             dt = torch.bfloat16
             y = FLASH_ATTN_FUNC(q.to(dt), k.to(dt), v.to(dt), causal=True)
             y = y[0] if isinstance(y, tuple) else y  # some releases also return the log-sum-exp
@@ -857,21 +866,21 @@ class Block(nn.Module):
         p = 1 / (1 + math.exp(-3 * (layer / max(cfg.num_layers - 1, 1) - 0.5))) if cfg.resid_mix_init == "phase" else 1.0
         self.resid_mix = with_role(nn.Parameter(torch.stack([torch.full((d,), p), torch.full((d,), 1 - p)])), "scalar")
 
-    def forward(self, x: Tensor, x0: Tensor, lora: dict) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, lora: dict, mask: Tensor | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_scale, lora)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_scale, lora, mask)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_scale, lora)
 
     def forward_lanes(self, lanes: tuple[Tensor, Tensor], x0: Tensor, lora: dict, post: Tensor,
-                      resid: Tensor) -> tuple[Tensor, Tensor]:
+                      resid: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Two-lane parallel residual block (the 1.0611 record's form): attention reads lane 0
         (mixed with x0), the MLP reads lane 1, both from the lanes as they were before the
         block, and each lane takes its own learned mix of both outputs:
           l_j <- resid[j] * l_j + post[0, j] * attn_out + post[1, j] * mlp_out."""
         l0, l1 = lanes
         mix = self.resid_mix.to(l0.dtype)
-        a = self.attn_scale.to(l0.dtype) * self.attn(rms_norm(mix[0] * l0 + mix[1] * x0) * self.ln_scale, lora)
+        a = self.attn_scale.to(l0.dtype) * self.attn(rms_norm(mix[0] * l0 + mix[1] * x0) * self.ln_scale, lora, mask)
         m = self.mlp_scale.to(l1.dtype) * self.mlp(rms_norm(l1) * self.ln_scale, lora)
         P, R = post.to(l0.dtype), resid.to(l0.dtype)
         return R[0] * l0 + P[0, 0] * a + P[1, 0] * m, R[1] * l1 + P[0, 1] * a + P[1, 1] * m
@@ -984,7 +993,8 @@ class GPT(nn.Module):
         x = rms_norm(x).to(stream_dtype)
         if self.smear is not None and self.smear.kind == "blend":
             x = self.smear(x, has_prev)
-        x, h_mid = self.run_blocks(x, lora)
+        mask = document_mask(ids, self.bos_id) if self.cfg.attn_doc_mask else None
+        x, h_mid = self.run_blocks(x, lora, mask)
         if self.backout is not None:
             x = x - self.backout.to(x.dtype) * h_mid
         x = rms_norm(x)
@@ -1006,7 +1016,7 @@ class GPT(nn.Module):
         kind = self.cfg.parallel_final_lane
         return lanes[0] if kind == "attn" else lanes[1] if kind == "mlp" else 0.5 * (lanes[0] + lanes[1])
 
-    def run_blocks(self, x: Tensor, lora: dict) -> tuple[Tensor, Tensor]:
+    def run_blocks(self, x: Tensor, lora: dict, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The blocks over the virtual layer sequence; returns the stream and the middle slot's
         output (for Backout). Decoder slot k merges the k-th popped encoder output. From the
         first decoder slot whose block index is >= PARALLEL_START_LAYER on, the stream runs as
@@ -1028,14 +1038,23 @@ class GPT(nn.Module):
             if lanes is None and start and k >= 0 and i >= start:
                 lanes = (x, x)
             if lanes is None:
-                x = self.blocks[i](x, x0, block_lora)
+                x = self.blocks[i](x, x0, block_lora, mask)
             else:
-                lanes = self.blocks[i].forward_lanes(lanes, x0, block_lora, self.parallel_post[i], self.parallel_resid[i])
+                lanes = self.blocks[i].forward_lanes(lanes, x0, block_lora, self.parallel_post[i], self.parallel_resid[i], mask)
             if slot < n_enc:
                 skips.append(x)
             if slot == len(order) // 2:
                 h_mid = x if lanes is None else self.merge_lanes(lanes)
         return (x if lanes is None else self.merge_lanes(lanes)), h_mid
+
+
+def document_mask(ids: Tensor, bos_id: int) -> Tensor:
+    """bool [B, 1, T, T]: query i may attend key j iff j <= i and no BOS lies in (j, i], i.e. both
+    sit in the same document of the packed row (a document starts at its BOS)."""
+    doc = (ids == bos_id).cumsum(1)  # document index of every position
+    T = ids.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
+    return (causal[None] & (doc[:, :, None] == doc[:, None, :])).unsqueeze(1)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -2111,6 +2130,7 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
             "(eval graphs compiled on dummy tokens before the timer)")
     averager = WeightAverager(model, cfg)
     stats = trainer.run(val_tokens, lut, averager)
+    set_looping(model, True)  # the final evals, the export and the reloaded artifact all loop (a run may stop before the switch)
     if ctx.device.type == "cuda":
         for line in peak_memory_lines(torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()):
             log(line)

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Small-scale CPU ablation of the 1.08-class model/optimizer stack on a proxy corpus.
-# Usage: PROXY=/path/to/proxy8192 bench/model_ablation.sh OUTDIR [SEED...]
+# Usage: PROXY=/path/to/proxy8192 [ITERATIONS=200] [SIZE="KEY=V ..."] [VARIANTS_ORDER="old new ..."] \
+#        bench/model_ablation.sh OUTDIR [SEED...]
 # Runs each variant (old default, new stack, new stack minus one feature) for each seed with a
 # tiny model and writes OUTDIR/<variant>_s<seed>.txt (the trainer's log); prints one summary
 # line per run. Small-scale evidence only: absolute bpb does not carry over to FineWeb.
 set -euo pipefail -f  # -f: the globs in the settings are the trainer's, not the shell's
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" || $# -lt 1 ]]; then sed -n 2,6p "$0"; exit 0; fi
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" || $# -lt 1 ]]; then sed -n 2,7p "$0"; exit 0; fi
 OUT=$1; shift; SEEDS=("${@:-1337}")
 : "${PROXY:?set PROXY to the proxy corpus directory}"
 mkdir -p "$OUT"
 COMMON="DATA_PATH=$PROXY TRAIN_GLOB=proxy_train_*.bin VAL_GLOB=proxy_val_*.bin TOKENIZER_PATH=$PROXY/proxy_8192_bpe.model
  VOCAB_SIZE=8192 NUM_LAYERS=6 MODEL_DIM=128 NUM_HEADS=4 NUM_KV_HEADS=2 TRAIN_SEQ_LEN=256 TRAIN_BATCH_TOKENS=8192
  ITERATIONS=${ITERATIONS:-200} MAX_WALLCLOCK_SECONDS=0 WARMUP_STEPS=0 TRAIN_LOG_EVERY=50 VAL_MAX_TOKENS=65536
- VAL_BATCH_SIZE=16384 EVAL_STRIDE=0 EMA_DECAY=0.98 QAT_MODE=off COMPILE=0 OUT_DIR=$OUT"
-OLD="MLP_MULT=3 XSA_LAST_N=2 BIGRAM_VOCAB_SIZE=2048 SMEAR_GATE=blend WARMDOWN_ITERS=60"
+ VAL_BATCH_SIZE=16384 EVAL_STRIDE=0 EMA_DECAY=0.98 QAT_MODE=off COMPILE=0 OUT_DIR=$OUT ${SIZE:-}"
+OLD="MLP_MULT=3 XSA_LAST_N=2 BIGRAM_VOCAB_SIZE=2048 SMEAR_GATE=blend WARMDOWN_ITERS=$(( ${ITERATIONS:-200} * 3 / 10 ))"
 NEW="MLP_MULT=4 MLP_ACT=leaky_relu2 XSA_LAST_N=6 QK_GAIN_INIT=5 BIGRAM_VOCAB_SIZE=0 SMEAR_GATE=off
  NUM_LOOPS=1 LOOP_START=2 LOOP_END=3 ENABLE_LOOPING_AT=0.35 PARALLEL_START_LAYER=4 SKIP_GATES_ENABLED=1
  SPARSE_ATTN_GATE_ENABLED=1 MUON_ROW_NORMALIZE=1 MUON_MOMENTUM=0.97 MUON_WD=0.095 ADAM_WD=0.02 EMBED_WD=0.085

@@ -17,9 +17,10 @@ FEATURES = {
     "attn_out_gate": {"ATTN_OUT_GATE_ENABLED": "1"},
     "attn_out_gate_q": {"ATTN_OUT_GATE_ENABLED": "1", "ATTN_OUT_GATE_SRC": "q"},
     "sparse_gate": {"SPARSE_ATTN_GATE_ENABLED": "1", "SPARSE_ATTN_GATE_INIT_STD": "0.5"},
+    "doc_mask": {"ATTN_DOC_MASK": "1"},
     "combined": {**LOOP, "SKIP_GATES_ENABLED": "1", "PARALLEL_START_LAYER": "2", "SPARSE_ATTN_GATE_ENABLED": "1",
                  "SMEAR_GATE": "additive", "BIGRAM_VOCAB_SIZE": "64", "MLP_ACT": "leaky_relu2", "LN_SCALE": "1",
-                 "ROPE_DIMS": "8", "XSA_LAST_N": "4"},
+                 "ROPE_DIMS": "8", "XSA_LAST_N": "4", "ATTN_DOC_MASK": "1", "ROPE_TRAIN_SEQ_LEN": "16"},
 }
 
 
@@ -280,3 +281,31 @@ def test_attn_backend_resolution(tg):
     with pytest.raises(ImportError, match="ATTN_BACKEND=fa3"):
         tg.resolve_attn_backend(tiny_cfg(tg, ATTN_BACKEND="fa3"), torch.device("cuda"))
     assert tg.resolve_attn_backend(tiny_cfg(tg), torch.device("cuda")) == "sdpa"  # auto without FA3
+
+
+def test_document_masked_attention(tg):
+    """ATTN_DOC_MASK=1: a token's logits depend only on its own document's earlier tokens, so
+    changing another document leaves them bitwise unchanged (and causality holds); with a
+    single document per row the model equals plain causal attention."""
+    env = {"ATTN_DOC_MASK": "1", "BIGRAM_VOCAB_SIZE": "64", "SMEAR_GATE": "additive", "PARALLEL_START_LAYER": "2", **LOOP}
+    model = build(tg, env)
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(2, 128, (2, 32), generator=g)
+    ids[:, [0, 12, 22]] = BOS  # documents [0,12), [12,22), [22,32)
+    changed = ids.clone()
+    changed[:, 1:12] = torch.randint(2, 128, (2, 11), generator=g)  # rewrite the first document
+    changed[:, 23:] = torch.randint(2, 128, (2, 9), generator=g)    # and the tail of the last
+    with torch.no_grad():
+        a, b = model(ids), model(changed)
+        assert torch.equal(a[:, 12:23], b[:, 12:23])  # the middle document and the last one's BOS
+        assert not torch.equal(a[:, :12], b[:, :12])
+        plain = build(tg, {**env, "ATTN_DOC_MASK": "0"})
+        plain.load_state_dict(model.state_dict())
+        one_doc = ids.clone()
+        one_doc[:, 1:] = torch.where(one_doc[:, 1:] == BOS, 5, one_doc[:, 1:])
+        assert torch.allclose(model(one_doc), plain(one_doc), atol=1e-5)
+        assert not torch.allclose(model(ids), plain(ids), atol=1e-5)
+    m = tg.document_mask(ids[:1], BOS)[0, 0]
+    assert m[13, 12] and m[13, 13] and not m[13, 11] and not m[13, 14] and m[11, 0]
+    with pytest.raises(ValueError, match="ATTN_DOC_MASK"):
+        tg.Config.from_env({"ATTN_DOC_MASK": "1", "ATTN_BACKEND": "fa3"})
