@@ -635,7 +635,7 @@ def load_tokenizer(cfg: Config) -> spm.SentencePieceProcessor:
 #   head             untied output head -> AdamW (HEAD_LR)
 #   scalar           vectors, gains and gates -> AdamW (SCALAR_LR); stored fp16
 #   gate             the sparse attention gate's weight -> AdamW (SCALAR_LR); stored int8 per row
-#                    (max|row|/127 scales: a fraction of its fp16 bytes, no measurable loss)
+#                    (max|row|/127 fp16 scales, as the 1.0611 record stores it)
 
 ROLES = ("attn", "mlp", "proj", "embed", "bigram", "head", "scalar", "gate")
 MATRIX_ROLES = ("attn", "mlp", "proj")
