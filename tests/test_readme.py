@@ -1,0 +1,78 @@
+"""The figures README.md quotes about the code are the code's: defaults, the parameter count,
+the dry run's output for the defaults, the step-time reference. Change the code and this test
+says which sentence of the README to update."""
+import dataclasses
+import re
+
+import pytest
+import torch
+
+from conftest import REPO, SAMPLE
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def knob_table() -> dict[str, str]:
+    """The README's knob table: variable -> the default cell (backticks stripped)."""
+    head = README.index("| variable | default | meaning |")
+    rows = {}
+    for line in README[head:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = cells[1].strip("`")
+    return rows
+
+
+def test_knob_table_defaults_are_the_configs(tg):
+    fields = {tg.Config.env_name(f): f for f in dataclasses.fields(tg.Config)}
+    rows = knob_table()
+    assert len(rows) >= 20
+    for name, cell in rows.items():
+        assert name in fields, f"README knob table lists {name}, which Config does not have"
+        default = fields[name].default
+        if isinstance(default, bool):
+            assert cell == str(int(default)), name
+        elif isinstance(default, (int, float)):
+            assert float(cell.replace(",", "")) == default, name
+        else:
+            assert cell == (default or "(empty)"), name
+
+
+def default_meta_model(tg):
+    cfg = tg.Config()
+    with torch.device("meta"):
+        return cfg, tg.GPT(cfg, max_len=cfg.train_seq_len)
+
+
+def test_parameter_count_and_model_params_line(tg):
+    cfg, model = default_meta_model(tg)
+    n = tg.count_params(model)
+    assert f"a {n:,}-parameter model" in README
+    line = f"model_params:{n} " + " ".join(
+        f"{r}:{sum(p.numel() for _, p in ps)}" for r, ps in tg.params_by_role(model).items() if ps)
+    assert README.count(line) >= 1, line  # the log excerpt's model_params line is the real one
+
+
+def test_dry_run_excerpt_and_projection_for_the_defaults(tg, capsys):
+    data = {"DATA_PATH": str(SAMPLE), "TRAIN_GLOB": "sotu_train_*.bin", "VAL_GLOB": "sotu_val_*.bin",
+            "TOKENIZER_PATH": str(SAMPLE / "sotu_1024_bpe.model")}
+    assert tg.dry_run(tg.Config.from_env(data), 8) == 0
+    out = capsys.readouterr().out.splitlines()
+    block = README[README.index("DRY_RUN=1 python train_gpt.py\n```"):]
+    block = block[block.index("```text\n") + 8:]
+    block = block[:block.index("```")]
+    quoted = [l for l in block.splitlines() if l.strip()]
+    assert quoted
+    for line in quoted:  # every quoted line is printed verbatim, except numbers elided as "..."
+        pattern = re.escape(line).replace(re.escape("..."), ".*?")
+        assert any(re.fullmatch(pattern, o) for o in out), line
+    fits = next(o for o in out if o.startswith("check artifact_fits:"))
+    total = int(re.search(r"total_bytes:(\d+)", fits).group(1))
+    m = re.search(r"defaults project to about ([\d.]+) MB in total", README)
+    assert m and abs(total / 1e6 - float(m.group(1))) <= 0.05, (total, m and m.group(1))
+
+
+def test_step_time_reference(tg):
+    assert tg.RECORD_STEP_MS == 85.1
+    assert "published 85.1 ms per step" in README and f"{int(600_000 / tg.RECORD_STEP_MS)} of ITERATIONS=9000" in README
