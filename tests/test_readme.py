@@ -76,3 +76,34 @@ def test_dry_run_excerpt_and_projection_for_the_defaults(tg, capsys):
 def test_step_time_reference(tg):
     assert tg.RECORD_STEP_MS == 85.1
     assert "published 85.1 ms per step" in README and f"{int(600_000 / tg.RECORD_STEP_MS)} of ITERATIONS=9000" in README
+
+
+def readme_commands() -> list[str]:
+    """The README's shell commands, continuation lines joined."""
+    blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
+    return [c.strip() for b in blocks for c in b.replace("\\\n", " ").splitlines() if c.strip()]
+
+
+def test_records_tool_commands_parse():
+    import shlex
+    import sys
+    sys.path.insert(0, str(REPO / "records"))
+    from rtool.cli import build_parser
+    cmds = [c for c in readme_commands() if c.startswith("python records/records_tool.py")]
+    assert len(cmds) >= 2
+    for cmd in cmds:
+        args = shlex.split(cmd.split("#")[0])[2:]
+        build_parser().parse_args(args)  # a renamed or newly required option exits here
+
+
+def test_train_gpt_commands_use_valid_settings(tg):
+    cmds = [c for c in readme_commands() if "train_gpt.py" in c and "records_tool" not in c]
+    assert len(cmds) >= 5
+    for cmd in cmds:
+        env = {}
+        for tok in cmd.split():
+            if not re.fullmatch(r"[A-Z_0-9]+=\S*", tok):
+                break
+            key, value = tok.split("=", 1)
+            env[key] = value.strip("'").replace("$SEED", "1337")
+        tg.Config.from_env(env)  # unknown variables and invalid values raise
