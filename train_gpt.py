@@ -2271,7 +2271,7 @@ def dry_run(cfg: Config, world_size: int) -> int:
         ratio = (flops_per_token(cfg, model) * cfg.train_batch_tokens) / (
             flops_per_token(default_cfg, default_model) * default_cfg.train_batch_tokens)
         step_ms = RECORD_STEP_MS * ratio
-        source = (f"estimate: the 11-layer record's published {RECORD_STEP_MS} ms/step on 8xH100 x {ratio:.3f} "
+        source = (f"estimate: the 11-layer record's published {RECORD_STEP_MS} ms/step on 8xH100 x {ratio:.4g} "
                   "(this configuration's FLOPs per step over the default's); set DRY_RUN_STEP_MS to your measured step_avg")
     cap_ms = 1000 * cfg.max_wallclock_seconds
     fit = int(cap_ms / step_ms) if cap_ms else None

@@ -97,13 +97,15 @@ def test_records_tool_commands_parse():
 
 
 def test_train_gpt_commands_use_valid_settings(tg):
+    shell_vars = {m.group(1): m.group(2) for c in readme_commands() for m in [re.fullmatch(r'([A-Z]+)="(.*)"', c)] if m}
     cmds = [c for c in readme_commands() if "train_gpt.py" in c and "records_tool" not in c]
     assert len(cmds) >= 5
     for cmd in cmds:
+        for name, value in shell_vars.items():
+            cmd = cmd.replace(f"${name}", value)
         env = {}
-        for tok in cmd.split():
-            if not re.fullmatch(r"[A-Z_0-9]+=\S*", tok):
-                break
-            key, value = tok.split("=", 1)
-            env[key] = value.strip("'").replace("$SEED", "1337")
+        for tok in cmd.split("train_gpt.py")[0].split():  # the assignments before the script
+            if re.fullmatch(r"[A-Z_0-9]+=\S*", tok):
+                key, value = tok.split("=", 1)
+                env[key] = value.strip("'").replace("$SEED", "1337")
         tg.Config.from_env(env)  # unknown variables and invalid values raise
