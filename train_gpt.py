@@ -84,7 +84,7 @@ class Config:
     train_seq_len: int = knob(2048, "training sequence length", lo=2, group="schedule")
     train_log_every: int = knob(200, "print a step line every N steps (0 = never)", lo=0, group="schedule")
     val_loss_every: int = knob(0, "validate every N steps (0 = only at the end)", lo=0, group="schedule")
-    val_batch_size: int = knob(524288, "global tokens per validation forward batch", lo=1, group="schedule")
+    val_batch_size: int = knob(524288, "validation tokens per 8 forward batches, as in the official scripts: one forward holds VAL_BATCH_SIZE/8 tokens whatever the world size", lo=1, group="schedule")
     val_max_tokens: int = knob(0, "score only the first N validation tokens (0 = all; quick local runs only)", lo=0, group="schedule")
     # --- model ---
     num_layers: int = knob(11, "transformer blocks", lo=1, group="model")
@@ -187,6 +187,7 @@ class Config:
     ttt_steps: int = knob(1, "adapter updates per scored chunk", lo=1, group="eval")
     # --- speed path ---
     compile: str = knob("auto", "torch.compile the model: auto (CUDA only), 1, 0", choices=("auto", "0", "1"), group="speed")
+    autocast: str = knob("bf16", "precision of forward passes on CPU and CUDA: bf16 autocast (fp32 master weights and optimizer state), or off (fp32 throughout)", choices=("bf16", "off"), group="speed")
     # --- workflow: re-score an artifact, check a configuration ---
     eval_only: str = knob("", "path of an artifact to score with the current eval settings, without training (the model "
                           "variables must be those of the run that wrote it)", group="workflow")
@@ -974,16 +975,19 @@ class GPT(nn.Module):
         if not cfg.tie_embeddings:
             self.lm_head = with_role(nn.Parameter(torch.zeros(cfg.vocab_size, cfg.model_dim)), "head")
 
-    def forward(self, ids: Tensor, targets: Tensor | None = None, lora: dict | None = None) -> Tensor:
+    def forward(self, ids: Tensor, targets: Tensor | None = None, lora: dict | None = None,
+                score_from: int = 0) -> Tensor:
         """The only path through the network (training, every eval, TTT): logits [B, T, V]
         (fp32, softcapped), or the mean cross-entropy when targets are given. `lora` maps
-        'blocks.<i>.<target>' and 'head' to per-sequence adapters."""
+        'blocks.<i>.<target>' and 'head' to per-sequence adapters. score_from=k returns the
+        logits of positions k.. only: a sliding-window eval scores the last stride positions
+        of a window, and the head and fp32 logits of the others would be wasted work."""
         lora = lora or {}
         pos = torch.arange(ids.size(1), device=ids.device)
         has_prev = (pos > 0) & (ids != self.bos_id)  # a previous token exists in this document
         x = F.embedding(ids, self.tok_emb)
-        # Under autocast (bf16 on CUDA) the embedding output and the whole residual stream are
-        # kept in the autocast dtype, as the records do; CPU runs stay fp32 end to end.
+        # Under autocast (AUTOCAST=bf16, CPU or CUDA) the embedding output and the whole residual
+        # stream are kept in the autocast dtype, as the records do; AUTOCAST=off is fp32 end to end.
         stream_dtype = torch.get_autocast_dtype(ids.device.type) if torch.is_autocast_enabled(ids.device.type) else x.dtype
         x = x.to(stream_dtype)
         if self.bigram is not None:
@@ -997,7 +1001,7 @@ class GPT(nn.Module):
         x, h_mid = self.run_blocks(x, lora, mask)
         if self.backout is not None:
             x = x - self.backout.to(x.dtype) * h_mid
-        x = rms_norm(x)
+        x = rms_norm(x[:, score_from:])
         head = self.tok_emb if self.lm_head is None else self.lm_head
         logits = F.linear(x, head.to(x.dtype))
         if "head" in lora:
@@ -1006,7 +1010,10 @@ class GPT(nn.Module):
         logits = logits.float()
         if self.cfg.logit_softcap > 0:
             c = self.cfg.logit_softcap
-            logits = c * torch.tanh(logits / c)
+            if torch.is_grad_enabled():
+                logits = c * torch.tanh(logits / c)
+            else:  # eval: in place, so a [B*T, V] fp32 buffer exists once, not three times (eager CPU)
+                logits = logits.div_(c).tanh_().mul_(c)
         if targets is None:
             return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
@@ -1507,17 +1514,21 @@ def finish_eval(sums: Tensor, ctx: Dist, t0: float, per_token=None) -> EvalResul
                       1000 * (time.perf_counter() - t0), per_token)
 
 
-def token_nll(model: nn.Module, x: Tensor, y: Tensor, lora: dict | None = None) -> Tensor:
-    logits = model(x, lora=lora) if lora else model(x)
+def token_nll(model: nn.Module, x: Tensor, y: Tensor, lora: dict | None = None, score_from: int = 0) -> Tensor:
+    """nll of the targets y[:, score_from:]; the model computes logits only for those positions."""
+    logits = model(x, lora=lora, score_from=score_from) if lora else model(x, score_from=score_from)
+    y = y[:, score_from:]
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none").view(y.shape)
 
 
 def eval_batch_rows(cfg: Config, ctx: Dist, n_val: int) -> int:
-    """Sequences per forward batch of the non-overlapping eval. Every batch, the last one too,
-    has exactly this many rows (a short batch is padded): one compiled graph serves the
+    """Sequences per forward batch of the non-overlapping eval: VAL_BATCH_SIZE/8 tokens, as in
+    the official scripts (VAL_BATCH_SIZE // (world_size * grad_accum)), so one process, one GPU
+    and eight GPUs hold the same activations and logits per forward. Every batch, the last one
+    too, has exactly this many rows (a short batch is padded): one compiled graph serves the
     whole eval, where a ragged last batch would cost a recompile inside the eval budget."""
     n_seqs = (n_val - 1) // cfg.train_seq_len
-    return max(1, min(cfg.val_batch_size // (cfg.train_seq_len * ctx.world_size), math.ceil(n_seqs / ctx.world_size)))
+    return max(1, min(cfg.val_batch_size // (8 * cfg.train_seq_len), math.ceil(n_seqs / ctx.world_size)))
 
 
 def padded_rows(first: int, rows: int, end: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -1549,7 +1560,7 @@ def evaluate(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ct
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # nats, tokens, bytes
     was_training = model.training
     model.eval()
-    with autocast(ctx):
+    with autocast(cfg, ctx):
         for s in range(lo, hi, rows):
             seqs, real = padded_rows(s, rows, hi, ctx.device)  # a short last batch repeats its last sequence
             real = real[:, None]
@@ -1577,6 +1588,13 @@ def sliding_windows(n_pred: int, win: int, stride: int) -> list[tuple[int, int, 
     return windows
 
 
+def sliding_score_from(first_scored: int, length: int, stride: int) -> int:
+    """First position whose logits a sliding batch needs: every window but the first scores
+    only positions >= length - stride, so a batch holding only such windows skips the head
+    for the rest. Two values in all (0 for the batch with the first window), so two graphs."""
+    return length - stride if first_scored >= length - stride else 0
+
+
 def sliding_batch_rows(cfg: Config, ctx: Dist, n_windows: int) -> int:
     """Windows per forward batch of the sliding eval; like eval_batch_rows, fixed for the
     whole eval (the last batch is padded), so one compiled graph serves it."""
@@ -1599,20 +1617,21 @@ def evaluate_sliding(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Co
     starts = torch.tensor([s for s, _, _ in mine], device=ctx.device, dtype=torch.int64)
     firsts = torch.tensor([f for _, _, f in mine], device=ctx.device, dtype=torch.int64)
     length = windows[0][1]  # every window has the window length unless the split is shorter
-    with autocast(ctx):
+    with autocast(cfg, ctx):
         for b in range(0, len(mine), rows):
             batch = mine[b:b + rows]
             # Pad a short last batch by repeating its last window; padded rows score nothing.
             sel, real = padded_rows(b, rows, len(mine), ctx.device)
             x, y = gather_windows(tokens, starts[sel], length)
-            nll = token_nll(model, x, y)
-            mask = (torch.arange(length, device=ctx.device)[None, :] >= firsts[sel, None]) & real[:, None]
+            sf = sliding_score_from(min(f for _, _, f in batch), length, stride)
+            nll = token_nll(model, x, y, score_from=sf)
+            mask = (torch.arange(sf, length, device=ctx.device)[None, :] >= firsts[sel, None]) & real[:, None]
             sums[0] += (nll.double() * mask).sum()  # multiply by the mask: boolean indexing would sync
             sums[1] += mask.sum()
-            sums[2] += (lut.count(x, y) * mask).sum()
+            sums[2] += (lut.count(x[:, sf:], y[:, sf:]) * mask).sum()
             if per_token is not None:
                 for row, (s, _, f) in enumerate(batch):
-                    per_token[s + f:s + length] = nll[row, f:].double().cpu()
+                    per_token[s + f:s + length] = nll[row, f - sf:].double().cpu()
     model.train(was_training)
     return finish_eval(sums, ctx, t0, per_token)
 
@@ -1625,19 +1644,20 @@ def prewarm_eval(model: nn.Module, cfg: Config, ctx: Dist, n_val: int) -> float:
     Returns the time spent in ms."""
     t0 = time.perf_counter()
     dummy = torch.zeros(n_val, dtype=torch.int64, device=ctx.device)
-    shapes = [(eval_batch_rows(cfg, ctx, n_val), cfg.train_seq_len)]
+    shapes = [(eval_batch_rows(cfg, ctx, n_val), cfg.train_seq_len, 0)]
     if cfg.eval_stride:
-        n_windows = len(sliding_windows(n_val - 1, cfg.window_len, cfg.eval_stride))
-        shapes.append((sliding_batch_rows(cfg, ctx, n_windows), min(cfg.window_len, n_val - 1)))
-    inputs = [gather_windows(dummy, torch.zeros(rows, dtype=torch.int64, device=ctx.device), length)[0]
-              for rows, length in dict.fromkeys(shapes)]
+        windows = sliding_windows(n_val - 1, cfg.window_len, cfg.eval_stride)
+        rows, length = sliding_batch_rows(cfg, ctx, len(windows)), windows[0][1]
+        shapes += [(rows, length, sliding_score_from(f, length, cfg.eval_stride)) for f in (0, length)]
+    inputs = [(gather_windows(dummy, torch.zeros(rows, dtype=torch.int64, device=ctx.device), length)[0], sf)
+              for rows, length, sf in dict.fromkeys(shapes)]
     was_training, was_looping = model.training, looping_of(model)
     model.eval()
-    with autocast(ctx):
+    with autocast(cfg, ctx):
         for looping in eval_loop_states(cfg):
             set_looping(model, looping)
-            for x in inputs:
-                model(x)
+            for x, sf in inputs:
+                model(x, score_from=sf)
     set_looping(model, was_looping)
     model.train(was_training)
     sync(ctx)
@@ -1724,7 +1744,7 @@ def evaluate_ttt(model: GPT, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx:
             train_rows = torch.tensor([n_chunks[j] > c + 1 for j in active], device=ctx.device)
             for step in range(cfg.ttt_steps):
                 sub = {k: (A[idx], B[idx]) for k, (A, B) in lora.items()}
-                with autocast(ctx):
+                with autocast(cfg, ctx):
                     nll = token_nll(model, x, y, sub)
                 if step == 0:  # score first: these numbers are final before any update sees this chunk
                     with torch.no_grad():
@@ -1757,9 +1777,12 @@ def use_compile(cfg: Config, ctx: Dist) -> bool:
     return cfg.compile == "1" or (cfg.compile == "auto" and ctx.device.type == "cuda")
 
 
-def autocast(ctx: Dist):
-    # bf16 autocast on CUDA; CPU runs fp32 (CPU bf16 is slow and tests want exact numbers).
-    return torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" else nullcontext()
+def autocast(cfg: Config, ctx: Dist):
+    """bf16 autocast of every forward pass (AUTOCAST=bf16) on CUDA and on CPU alike: CPUs with
+    AVX512-BF16/AMX run the matmuls about twice as fast as fp32 (docs/cpu_speed.md). Master
+    weights, gradients and optimizer state stay fp32. Tests that compare exact numbers set
+    AUTOCAST=off."""
+    return torch.autocast(ctx.device.type, dtype=torch.bfloat16) if cfg.autocast == "bf16" else nullcontext()
 
 
 def sync(ctx: Dist) -> None:
@@ -1870,7 +1893,7 @@ class Trainer:
             x, y = self.loader.next_batch()
             if isinstance(self.train_model, DDP):  # all-reduce gradients only on the last micro-batch
                 self.train_model.require_backward_grad_sync = micro == self.grad_accum - 1
-            with autocast(self.ctx):
+            with autocast(self.cfg, self.ctx):
                 loss = self.train_model(x, y)
             (loss / self.grad_accum).backward()
             total += loss.detach()
@@ -2118,7 +2141,7 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
     log(f"model_params:{count_params(model)} " + " ".join(
         f"{r}:{sum(p.numel() for _, p in ps)}" for r, ps in params_by_role(model).items() if ps))
     log(f"world_size:{ctx.world_size} grad_accum_steps:{grad_accum} micro_batch_seqs:{micro_tokens // cfg.train_seq_len} "
-        f"compile:{int(use_compile(cfg, ctx))} autocast:{'bf16' if ctx.device.type == 'cuda' else 'off'} "
+        f"compile:{int(use_compile(cfg, ctx))} autocast:{cfg.autocast} "
         f"attn_backend:{model.blocks[0].attn.backend}")
 
     set_looping(model, cfg.enable_looping_at == 0)  # the loop starts off unless scheduled from step 0

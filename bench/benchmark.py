@@ -507,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--nproc", type=int, default=1, metavar="N",
                     help="processes per run; N>1 launches python -m torch.distributed.run --standalone "
                          "--nproc_per_node=N")
+    ap.add_argument("--threads", type=int, metavar="N",
+                    help="CPU threads per run process (sets OMP_NUM_THREADS; default: inherited, usually all cores)")
     ap.add_argument("--out", metavar="DIR", help="output folder (default bench/results/<timestamp>/)")
     ap.add_argument("--overwrite", action="store_true", help="replace results and logs already in --out")
     ap.add_argument("--script", default=str(DEFAULT_SCRIPT), help="the trainer to run (default: train_gpt.py)")
@@ -580,6 +582,10 @@ def plan_runs(args, configs: dict, base_env: dict, out: Path) -> list[dict]:
         mode_env = {"MAX_WALLCLOCK_SECONDS": str(args.wallclock)}
     if args.nproc < 1:
         raise ValueError("--nproc must be >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError("--threads must be >= 1")
+        mode_env["OMP_NUM_THREADS"] = str(args.threads)
     if args.nproc == 1:
         cmd = [args.python, str(Path(args.script).resolve())]
     else:
@@ -846,10 +852,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: not passing inherited trainer variables to the runs: {', '.join(dropped)}")
     mode = (f"fixed steps: ITERATIONS={args.steps} MAX_WALLCLOCK_SECONDS=0" if args.steps is not None else
             f"fixed wallclock: MAX_WALLCLOCK_SECONDS={args.wallclock:g}" if args.wallclock is not None else
-            "as configured (ITERATIONS / MAX_WALLCLOCK_SECONDS from env and configs)") + f", nproc={args.nproc}"
+            "as configured (ITERATIONS / MAX_WALLCLOCK_SECONDS from env and configs)") + f", nproc={args.nproc}" + (
+            f", threads={args.threads}" if args.threads is not None else "")
     doc = dict(schema=1, created=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                command="python bench/benchmark.py " + " ".join(map(shlex.quote, sys.argv[1:] if argv is None else argv)),
-               out_dir=str(out), mode=mode, nproc=args.nproc, seeds=args.seeds, base_env=base_env, configs=configs,
+               out_dir=str(out), mode=mode, nproc=args.nproc, threads=args.threads, seeds=args.seeds, base_env=base_env, configs=configs,
                dropped_inherited_env=dropped, environment=host_environment(script), runs=[])
     print(f"benchmark: {len(runs)} run(s) of {len(configs)} config(s) -> {out}  [{mode}]", flush=True)
     # Every run executes the same snapshot of the script, taken now: edits made to the working

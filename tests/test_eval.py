@@ -120,7 +120,7 @@ def test_compiled_eval_never_recompiles_after_prewarm(tg, setup):
     those graphs (shapes, strides, grad mode and train/eval mode), so the scored evals compile
     nothing inside the eval budget. The padded compiled evals equal the eager ones."""
     cfg, model, tokens, lut = setup
-    cfg = cfg.__class__(**{**cfg.__dict__, "val_batch_size": 32 * 6, "eval_batch_seqs": 4})
+    cfg = cfg.__class__(**{**cfg.__dict__, "val_batch_size": 8 * 32 * 6, "eval_batch_seqs": 4})  # 6 rows per forward
     assert (len(tokens) - 1) // 32 % 6 and len(tg.sliding_windows(len(tokens) - 1, 32, 16)) % 4  # ragged last batches
     graphs = []
 
@@ -131,10 +131,12 @@ def test_compiled_eval_never_recompiles_after_prewarm(tg, setup):
     torch._dynamo.reset()
     compiled = torch.compile(model, backend=counting_backend, dynamic=False, fullgraph=True)
     tg.prewarm_eval(compiled, cfg, cpu(tg), len(tokens))
-    assert len(graphs) == 2  # non-overlapping batch shape and sliding batch shape
+    # non-overlapping batch shape; sliding batch with the first window (all logits) and the
+    # later ones (logits of the last stride positions only)
+    assert len(graphs) == 3
     a = tg.evaluate(compiled, tokens, lut, cfg, cpu(tg))
     b = tg.evaluate_sliding(compiled, tokens, lut, cfg, cpu(tg), stride=cfg.eval_stride)
-    assert len(graphs) == 2
+    assert len(graphs) == 3
     ea, eb = tg.evaluate(model, tokens, lut, cfg, cpu(tg)), tg.evaluate_sliding(model, tokens, lut, cfg, cpu(tg), stride=16)
     assert (a.tokens, a.bytes, b.tokens, b.bytes) == (ea.tokens, ea.bytes, eb.tokens, eb.bytes) == (640, a.bytes, 640, b.bytes)
     assert a.loss == pytest.approx(ea.loss, rel=1e-6) and b.loss == pytest.approx(eb.loss, rel=1e-6)
