@@ -1516,7 +1516,10 @@ def finish_eval(sums: Tensor, ctx: Dist, t0: float, per_token=None) -> EvalResul
 
 def token_nll(model: nn.Module, x: Tensor, y: Tensor, lora: dict | None = None, score_from: int = 0) -> Tensor:
     """nll of the targets y[:, score_from:]; the model computes logits only for those positions."""
-    logits = model(x, lora=lora, score_from=score_from) if lora else model(x, score_from=score_from)
+    kw = dict(lora=lora) if lora else {}
+    if score_from:  # only then: any model (x) -> logits scores a non-overlapping batch
+        kw["score_from"] = score_from
+    logits = model(x, **kw)
     y = y[:, score_from:]
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none").view(y.shape)
 
