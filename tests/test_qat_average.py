@@ -79,15 +79,15 @@ def test_ema_matches_the_formula(tg):
     model = tg.build_model(cfg, cpu(tg))
     p = model.skip_weights
     av = tg.WeightAverager(model, cfg)
-    expected = p.detach().clone()
+    expected, n = torch.zeros_like(p), 0  # bias-corrected: started from zero, divided by 1 - decay^n
     for step in range(1, 7):
         with torch.no_grad():
             p.add_(1.0)
         av.update(step, 1.0)
         if step % 2 == 0:
-            expected = 0.9 * expected + 0.1 * p.detach()
-    av.swap_in()
-    assert torch.allclose(p, expected, atol=1e-6)
+            expected, n = 0.9 * expected + 0.1 * p.detach(), n + 1
+    assert av.swap_in() == "ema decay:0.9 updates:3 bias_correction:0.271000"
+    assert torch.allclose(p, expected / (1 - 0.9 ** n), atol=1e-6)
 
 
 def test_swa_averages_snapshots_in_the_warmdown(tg):
