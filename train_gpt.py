@@ -19,13 +19,14 @@ from __future__ import annotations
 import copy
 import gc
 import dataclasses
-import difflib
 import glob
 import hashlib
 import json
 import math
 import os
 import platform
+import re
+import signal
 import struct
 import subprocess
 import sys
@@ -76,6 +77,7 @@ class Config:
     train_loader: str = knob("stream", "training data order: stream (the shards in order, contiguous spans) or shuffled "
                              "(seq-len windows at a random phase per shard, in a random order over all shards, from SEED)",
                              choices=("stream", "shuffled"), group="data")
+    overwrite_run: bool = knob(False, "start even if RUN_ID's files exist in OUT_DIR, deleting them first (default: refuse)", group="data")
     # --- schedule ---
     iterations: int = knob(9000, "maximum number of training steps", lo=0, group="schedule")
     max_wallclock_seconds: float = knob(600.0, "training-time cap in seconds (0 = no cap, iteration-based warmdown)", lo=0.0, group="schedule")
@@ -199,14 +201,6 @@ class Config:
     dry_run_step_ms: float = knob(0.0, "8xH100 step time (ms) for DRY_RUN's step budget (0 = scale the default record's "
                                   "published 85.1 ms/step by FLOPs per step)", lo=0.0, group="workflow")
 
-    # Env-var families we own: a set variable with one of these prefixes that is not a field
-    # is a typo, and a typo that silently does nothing is worse than an error.
-    FAMILIES = ("TRAIN_", "VAL_", "EVAL_", "MUON_", "QAT_", "EMA_", "SWA_", "TTT_", "QUANT_",
-                "BIGRAM_", "SMEAR_", "WARMUP_", "WARMDOWN_", "TIED_", "MATRIX_", "SCALAR_",
-                "EMBED_", "HEAD_", "ROPE_", "MLP_", "MODEL_", "ADAM_", "LOGIT_", "QK_", "XSA_",
-                "EXPORT_", "NUM_", "TOKENIZER_", "BACKOUT", "PRUNE_", "ORTHO_", "RESID_", "LN_", "MIN_LR",
-                "LOOP_", "ENABLE_LOOPING", "SKIP_", "PARALLEL_", "ATTN_", "SPARSE_", "GATE_", "LATE_QAT",
-                "DRY_")
     TTT_TARGETS = ("q", "k", "v", "o", "up", "down", "head")
 
     @staticmethod
@@ -214,39 +208,63 @@ class Config:
         return f.name.upper()
 
     @classmethod
-    def from_env(cls, environ: dict | None = None) -> "Config":
+    def from_env(cls, environ: dict | None = None, notes: list[str] | None = None) -> "Config":
+        """Parse and validate every knob. All problems are collected and raised together as one
+        ConfigError; `notes` receives a line per published-record alias that was applied."""
         environ = dict(os.environ if environ is None else environ)
-        names = {cls.env_name(f) for f in dataclasses.fields(cls)}
+        fields = {cls.env_name(f): f for f in dataclasses.fields(cls)}
+        problems, raw_values = [], {}
         for key in sorted(environ):
-            if key.startswith(cls.FAMILIES) and key not in names:
-                hint = difflib.get_close_matches(key, sorted(names), n=1)
-                raise ValueError(f"unknown environment variable {key}" + (f" (did you mean {hint[0]}?)" if hint else "")
-                                 + "; see `python train_gpt.py --help`")
-        if "WARMDOWN_FRAC" in environ and "WARMDOWN_ITERS" in environ:
-            raise ValueError("WARMDOWN_FRAC and WARMDOWN_ITERS are both set: the warmdown is one or the other")
+            if key in fields:
+                raw_values[key] = environ[key]
+                continue
+            kind, target = check_env_name(key, set(fields))
+            if kind == "alias":
+                if target in environ and environ[target] != environ[key]:
+                    problems.append(f"{key}={environ[key]} and {target}={environ[target]} are both set: {key} is "
+                                    f"published records' name for {target}; set only {target}")
+                else:
+                    raw_values[target] = environ[key]
+                    if notes is not None:
+                        notes.append(f"{key}={environ[key]} read as {target} (published records' name)")
+            elif kind == "problem":
+                problems.append(target)
+        if "WARMDOWN_FRAC" in raw_values and "WARMDOWN_ITERS" in raw_values:
+            problems.append("WARMDOWN_FRAC and WARMDOWN_ITERS are both set: the warmdown is one or the other")
         values = {}
-        for f in dataclasses.fields(cls):
-            raw = environ.get(cls.env_name(f))
-            values[f.name] = f.default if raw is None else _parse(cls.env_name(f), raw, f.type)
+        for name, f in fields.items():
+            values[f.name] = f.default
+            if name in raw_values:
+                try:
+                    v = _parse(name, raw_values[name], f.type)
+                except ValueError as e:
+                    problems.append(str(e))
+                    continue
+                bad = field_problem(name, v, f.metadata)
+                if bad:
+                    problems.append(bad)
+                else:
+                    values[f.name] = v
         if values["warmdown_frac"] > 0:  # the fraction replaces the default step count (the dump says so)
             values["warmdown_iters"] = 0
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
+        # Cross-field rules run on the values that passed their own checks (a rejected value
+        # falls back to its default here), so one bad value cannot hide another problem.
+        try:
+            cls(**values).validate()
+        except ConfigError as e:
+            problems += e.problems
+        except ValueError as e:
+            problems.append(str(e))
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
 
     def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            v, m, name = getattr(self, f.name), f.metadata, self.env_name(f)
-            if m["choices"] is not None and v not in m["choices"]:
-                raise ValueError(f"{name}={v!r}: must be one of {', '.join(map(str, m['choices']))}")
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"{name}={v}: must be finite")
-            if m["lo"] is not None and v < m["lo"]:
-                raise ValueError(f"{name}={v}: must be >= {m['lo']}")
-            if m["hi"] is not None and v > m["hi"]:
-                raise ValueError(f"{name}={v}: must be <= {m['hi']}")
-            if m.get("lt") is not None and not v < m["lt"]:
-                raise ValueError(f"{name}={v}: must be < {m['lt']} (at {m['lt']} it is degenerate)")
+        """Raise ConfigError listing every violated bound and cross-field rule."""
+        problems = [p for f in dataclasses.fields(self)
+                    if (p := field_problem(self.env_name(f), getattr(self, f.name), f.metadata))]
+        if problems:  # the rules below assume every field is within its own bounds
+            raise ConfigError(problems)
         hd = self.model_dim // self.num_heads
         rules = [
             (self.model_dim % self.num_heads == 0, f"MODEL_DIM={self.model_dim} must be divisible by NUM_HEADS={self.num_heads}"),
@@ -284,13 +302,17 @@ class Config:
             (self.muon_ns_coeffs != "polar_express" or self.muon_backend_steps <= len(POLAR_EXPRESS),
              f"MUON_NS_COEFFS=polar_express has {len(POLAR_EXPRESS)} coefficient tuples; MUON_BACKEND_STEPS={self.muon_backend_steps} is more"),
             (not (self.dry_run and self.eval_only), "DRY_RUN=1 and EVAL_ONLY are exclusive: a dry run scores nothing"),
+            (not self.run_id or re.fullmatch(RUN_ID_PATTERN, self.run_id),
+             f"RUN_ID={self.run_id!r} must be a plain name (letters, digits and _ + @ -, not starting with -): "
+             "it names the run's files inside OUT_DIR"),
+            (self.out_dir.strip() != "", "OUT_DIR is empty: name the directory for the log and outputs (default logs)"),
         ]
-        for ok, msg in rules:
-            if not ok:
-                raise ValueError(msg)
+        problems = [msg for ok, msg in rules if not ok]
         bad = [t for t in self.ttt_target_list if t not in self.TTT_TARGETS] or (not self.ttt_target_list and ["(empty)"])
         if bad:
-            raise ValueError(f"TTT_TARGETS={self.ttt_targets!r}: unknown target {bad[0]!r}; choose from {', '.join(self.TTT_TARGETS)}")
+            problems.append(f"TTT_TARGETS={self.ttt_targets!r}: unknown target {bad[0]!r}; choose from {', '.join(self.TTT_TARGETS)}")
+        if problems:
+            raise ConfigError(problems)
 
     @property
     def mlp_hidden(self) -> int:
@@ -322,6 +344,179 @@ class Config:
         return sorted((self.env_name(f), getattr(self, f.name)) for f in dataclasses.fields(self))
 
 
+# A run's files are OUT_DIR/<RUN_ID>.<what>; with no '.' in a run id, "<RUN_ID>.*" is exactly
+# one run's files (a run "a" can never claim the files of a run "a.b").
+RUN_ID_PATTERN = r"[A-Za-z0-9_+@][A-Za-z0-9_+@-]*"
+
+
+class ConfigError(ValueError):
+    """Every problem of a configuration, found at once; main prints them as one report."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def field_problem(name: str, v, m: dict) -> str | None:
+    """What is wrong with one knob's value on its own (choices, finiteness, bounds), or None."""
+    if m["choices"] is not None and v not in m["choices"]:
+        return f"{name}={v!r}: must be one of {', '.join(map(str, m['choices']))}"
+    if isinstance(v, float) and not math.isfinite(v):
+        return f"{name}={v}: must be finite"
+    if m["lo"] is not None and v < m["lo"]:
+        return f"{name}={v}: must be >= {m['lo']}"
+    if m["hi"] is not None and v > m["hi"]:
+        return f"{name}={v}: must be <= {m['hi']}"
+    if m.get("lt") is not None and not v < m["lt"]:
+        return f"{name}={v}: must be < {m['lt']} (at {m['lt']} it is degenerate)"
+    return None
+
+
+# Names that published records' run commands use and this script does not. The table is
+# consulted only for names that are not Config fields, so a name that becomes a field later
+# is simply read as that field. "=NAME" means the same setting in the same units: the value
+# is read as our NAME (and logged). Anything else is why the name is refused: a different
+# meaning or unit, or a technique this script does not have. A refusal is an error, not a
+# warning: such a name changes the score in the record it comes from, ignoring it would not.
+RECORD_NAMES = {
+    # optimizer
+    "MUON_WEIGHT_DECAY": "=MUON_WD",
+    "ADAM_WEIGHT_DECAY": "=ADAM_WD",
+    "WEIGHT_DECAY": "in the records it is AdamW's decay (embeddings and scalars); here set ADAM_WD, and MUON_WD for Muon",
+    "GRAD_CLIP": "=GRAD_CLIP_NORM",
+    "BLOCK_LARS_TRUST": "not supported",
+    # schedule
+    "WARMDOWN": "the warmdown length in steps is WARMDOWN_ITERS",
+    "FORCE_STOP_STEP": "use ITERATIONS (the maximum number of steps)",
+    # QAT and averaging
+    "LATE_QAT": "set QAT_MODE=late (LATE_QAT=1) or QAT_MODE=off (0)",
+    "QAT_THRESHOLD": "late QAT there starts when the LR scale falls below it; here it starts at a fraction of training "
+                     "progress, QAT_START_FRAC (scale s with warmdown W of T steps: about 1 - s*W/T)",
+    "LATE_QAT_THRESHOLD": "late QAT there starts when the LR scale falls below it; here it starts at a fraction of training "
+                          "progress, QAT_START_FRAC (scale s with warmdown W of T steps: about 1 - s*W/T)",
+    "QAT_ENABLED": "QAT from the first step is QAT_MODE=always (late QAT: QAT_MODE=late)",
+    "QAT_INT6": "QAT simulates the export bits of each role: set QUANT_BITS_ATTN=6 QUANT_BITS_MLP=6",
+    "LAWA_ENABLED": "not supported: weight averaging is EMA_ENABLED or SWA_ENABLED",
+    # model
+    "USE_SMEARGATE": "set SMEAR_GATE=blend (USE_SMEARGATE=1) or SMEAR_GATE=off (0)",
+    "SMEAR_GATE_ENABLED": "the records' input-dependent gate is SMEAR_GATE=additive (off: SMEAR_GATE=off)",
+    "BIGRAM_HASH_BUCKETS": "here BIGRAM_VOCAB_SIZE counts the buckets including one reserved for 'no previous token'",
+    "BIGRAM_HASH_DIM": "=BIGRAM_DIM",
+    "VE_ENABLED": "not supported (shared value embedding)",
+    "VE_DIM": "not supported (shared value embedding)",
+    "VE_LAYERS": "not supported (shared value embedding)",
+    "VALUE_RESIDUAL": "not supported",
+    "GATED_ATTENTION": "not supported",
+    "GATED_ATTN_ENABLED": "not supported",
+    "PARALLEL_RESIDUAL_START": "the first block of the parallel residual lanes is PARALLEL_START_LAYER",
+    "ROPE_YARN": "not supported",
+    "EVAL_NTK_ALPHA": "not supported",
+    "CASEOPS_ENABLED": "not supported (case-operator tokenizer)",
+    "FUSED_CE_ENABLED": "not supported",
+    "MTP_NUM_HEADS": "not supported (multi-token prediction)",
+    # quantization and export
+    "MATRIX_BITS": "set QUANT_BITS_ATTN and QUANT_BITS_MLP (bits per role)",
+    "EMBED_BITS": "=QUANT_BITS_EMBED",
+    "FP16_EMBED_EXPORT": "keep the embedding in fp16 with QUANT_BITS_EMBED=16",
+    "INT6_LAYER_START": "not supported: bits are set per role (QUANT_BITS_ATTN, QUANT_BITS_MLP, ...), not per layer",
+    "INT6_LAYER_END": "not supported: bits are set per role (QUANT_BITS_ATTN, QUANT_BITS_MLP, ...), not per layer",
+    "FP16_KEEP_NAME_PATTERNS": "not supported: tensors are routed by role; QUANT_BITS_<ROLE>=16 keeps a role in fp16",
+    "CONTROL_TENSOR_NAME_PATTERNS": "not supported: tensors are routed by role, set where each parameter is created",
+    "MATRIX_CLIP_SIGMAS": "not supported: QUANT_CLIP=search picks each row's clip from a few ratios of its max",
+    "MLP_CLIP_SIGMAS": "not supported: QUANT_CLIP=search picks each row's clip from a few ratios of its max",
+    "ATTN_CLIP_SIGMAS": "not supported: QUANT_CLIP=search picks each row's clip from a few ratios of its max",
+    "EMBED_CLIP_SIGMAS": "not supported: QUANT_CLIP=search picks each row's clip from a few ratios of its max",
+    "GPTQ_RESERVE_SECONDS": "not supported (no Hessian GPTQ; QUANT_CLIP=search is GPTQ-lite and needs no time reserve)",
+    "GPTQ_CALIBRATION_BATCHES": "not supported (no Hessian GPTQ; QUANT_CLIP=search needs no calibration data)",
+    "LQER_ENABLED": "not supported (low-rank quantization error correction)",
+    "USE_ZSTD": "the artifact is always zstd-22",
+    "ZSTD_LEVEL": "the artifact is always zstd-22",
+    "COMPRESSOR": "the artifact is always zstd-22 (EXPORT_PACKING chooses how codes are stored)",
+    # evaluation and test-time training
+    "VAL_BATCH_TOKENS": "=VAL_BATCH_SIZE",
+    "EVAL_BATCH_SIZE": "windows per forward batch and rank is EVAL_BATCH_SEQS",
+    "SW_EVAL_BATCH": "windows per forward batch and rank is EVAL_BATCH_SEQS",
+    "TTT_EPOCHS": "not supported: TTT here is score-first per-document LoRA (TTT_ENABLED) with TTT_STEPS updates per chunk, "
+                  "not epochs of full-model SGD",
+    "TTT_LR": "the LoRA adapters' Adam LR is TTT_LORA_LR (the records' TTT_LR is a full-model SGD LR)",
+    "TTT_MOMENTUM": "not supported: the TTT adapters use Adam",
+    "TTT_FREEZE_BLOCKS": "not supported: TTT adapts LoRA on the weights in TTT_TARGETS, nothing else moves",
+    "TTT_CHUNK_TOKENS": "TTT_CHUNK_SIZE is tokens per scored chunk of one document (the records' chunks span documents)",
+    "TTT_BATCH_SEQS": "not supported: TTT runs per document",
+    "TTT_GRAD_CLIP": "not supported",
+    "TTT_GRAD_STEPS": "=TTT_STEPS",
+    "TTT_OPTIMIZER": "not supported: the TTT adapters use Adam",
+    "TTT_WEIGHT_DECAY": "not supported",
+    "TTT_BETA1": "not supported",
+    "TTT_BETA2": "not supported",
+    "TTT_LORA_ALPHA": "not supported: adapter outputs are not rescaled (alpha = rank)",
+    "TTT_K_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,k,v,head)",
+    "TTT_O_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,v,o,head)",
+    "TTT_MLP_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,v,up,down,head)",
+    "PHASED_TTT_ENABLED": "not supported (phased global TTT)",
+    "PHASED_TTT_NUM_PHASES": "not supported (phased global TTT)",
+    "PHASED_TTT_PREFIX_DOCS": "not supported (phased global TTT)",
+    "GLOBAL_TTT_LR": "not supported (phased global TTT)",
+    "TTT_EVAL_ONLY": "not supported: every run trains, then scores its artifact",
+    "PREQUANT_ONLY": "not supported: every run exports and scores its artifact",
+    # data and run
+    "DATA_DIR": "DATA_PATH is the directory holding the shards themselves",
+    "ARTIFACT_DIR": "outputs go to OUT_DIR",
+    "BOS_ID": "the BOS id is read from the tokenizer (TOKENIZER_PATH)",
+}
+# torchrun's and the C libraries' own names: never a typo of ours.
+LAUNCHER_NAMES = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+                  "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance with adjacent transpositions (optimal string alignment)."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[-1][-1]
+
+
+def close_names(key: str, known: set[str]) -> list[str]:
+    """Known names that `key` is plausibly a misspelling of: the same name in another case, a
+    name one or two edits away (one for names of up to 5 letters), the same name without its
+    underscores (DATAPATH), or a truncation at a word boundary (GRAD_CLIP, MAX_WALLCLOCK).
+    Names further away (NUM_GPUS, MODEL_NAME, PATH) are someone else's and not reported."""
+    up = key.upper()
+    scored = []
+    for name in known:
+        d = edit_distance(up, name)
+        if (name == up or d <= (1 if len(name) <= 5 else 2) or up.replace("_", "") == name.replace("_", "")
+                or ("_" in up and name.startswith(up + "_"))):
+            scored.append((d, name))
+    return [n for _, n in sorted(scored)[:3]]
+
+
+def check_env_name(key: str, fields: set[str]) -> tuple[str, str | None]:
+    """How from_env treats a set variable that is not a field: ("alias", FIELD),
+    ("problem", message) or ("ignore", None)."""
+    entry = RECORD_NAMES.get(key)
+    if entry is not None and entry.startswith("=") and entry[1:] in fields:
+        return "alias", entry[1:]
+    if entry is not None:
+        return "problem", f"{key} (a name from published records) is not read here: {entry}"
+    if key in LAUNCHER_NAMES:
+        return "ignore", None
+    hints = close_names(key, fields | set(RECORD_NAMES))
+    if not hints:
+        return "ignore", None
+    if key.upper() in fields:
+        return "problem", f"unknown environment variable {key} (did you mean {key.upper()}? names are upper case)"
+    msg = f"unknown environment variable {key} (did you mean {' or '.join(hints)}?)"
+    if hints[0] in RECORD_NAMES and hints[0] not in fields:
+        entry = RECORD_NAMES[hints[0]]
+        msg += f"; {hints[0]} is a published records' name: " + (f"read as {entry[1:]}" if entry.startswith("=") else entry)
+    return "problem", msg
+
+
 def _parse(name: str, raw: str, typ) -> object:
     typ = {"str": str, "int": int, "float": float, "bool": bool}.get(typ, typ)
     try:
@@ -335,6 +530,12 @@ def _parse(name: str, raw: str, typ) -> object:
         raise ValueError(f"{name}={raw!r}: expected {kind}") from None
 
 
+def config_report(problems: list[str]) -> str:
+    n = len(problems)
+    return "\n".join([f"train_gpt.py: {n} configuration problem{'s' * (n > 1)}, nothing was run:"]
+                     + [f"  - {p}" for p in problems] + ["See `python train_gpt.py --help` for every setting."])
+
+
 def config_help() -> str:
     lines = ["Environment variables of train_gpt.py (name, default, meaning):"]
     group = None
@@ -345,6 +546,11 @@ def config_help() -> str:
         default = int(f.default) if isinstance(f.default, bool) else f.default
         lines.append(f"  {Config.env_name(f):<28} {str(default)!r:<40} {f.metadata['help']}")
     lines.append("\nSet by torchrun: RANK, WORLD_SIZE, LOCAL_RANK (single process when RANK is unset).")
+    fields = {Config.env_name(f) for f in dataclasses.fields(Config)}
+    lines.append("\nNames from published records' commands (read as ours, or refused with the reason):")
+    for name, entry in sorted(RECORD_NAMES.items()):
+        if name not in fields:
+            lines.append(f"  {name:<28} {'read as ' + entry[1:] if entry.startswith('=') else entry}")
     return "\n".join(lines)
 
 
@@ -367,16 +573,38 @@ class Dist:
         return self.world_size > 1
 
 
+def launcher_problems(environ: dict) -> list[str]:
+    """What is wrong with torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK): all or none."""
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+    present = [n for n in names if n in environ]
+    if not present:
+        return []
+    if len(present) < len(names):
+        missing = [n for n in names if n not in environ]
+        return [f"{', '.join(present)} set without {', '.join(missing)}: launch with torchrun, or unset "
+                f"{', '.join(present)} for a single process"]
+    try:
+        rank, world, local = (int(environ[n]) for n in names)
+    except ValueError:
+        return [f"RANK={environ['RANK']!r} WORLD_SIZE={environ['WORLD_SIZE']!r} LOCAL_RANK={environ['LOCAL_RANK']!r}: "
+                "expected integers"]
+    if world < 1 or 8 % world:
+        return [f"WORLD_SIZE={world} must divide 8 (the global batch is 8 micro-batches)"]
+    if not (0 <= rank < world and 0 <= local < world):
+        return [f"RANK={rank} and LOCAL_RANK={local} must be in [0, WORLD_SIZE={world})"]
+    return []
+
+
 def setup_distributed() -> Dist:
     """Single process when RANK is unset; otherwise NCCL on CUDA and gloo on CPU."""
+    if launcher_problems(os.environ):
+        raise ConfigError(launcher_problems(os.environ))
     if "RANK" not in os.environ:
         device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
         if device.type == "cuda":
             torch.cuda.set_device(device)
         return Dist(0, 1, 0, device)
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
-    if 8 % world:
-        raise ValueError(f"WORLD_SIZE={world} must divide 8 (the global batch is 8 micro-batches)")
     if torch.cuda.is_available():
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
@@ -2396,6 +2624,41 @@ def dry_run(cfg: Config, world_size: int) -> int:
     return 1 if failed else 0
 
 
+# What a run writes into OUT_DIR, as suffixes after "<RUN_ID>." (the artifact's is its label).
+RUN_OUTPUT_SUFFIX = r"txt|raw\.pt|avg\.pt|(int\d+|fp16)(-(int\d+|fp16))*_zstd\d+"
+
+
+def run_outputs(out_dir: Path, run_id: str) -> list[Path]:
+    """The files of run `run_id` already in OUT_DIR (RUN_ID has no '.', so none is another run's)."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(p for p in out_dir.iterdir()
+                  if p.name.startswith(run_id + ".") and re.fullmatch(RUN_OUTPUT_SUFFIX, p.name[len(run_id) + 1:]))
+
+
+def claim_run_files(cfg: Config, ctx: Dist, out_dir: Path, run_id: str) -> tuple[str | None, list[str]]:
+    """Rank 0 makes OUT_DIR and checks that RUN_ID is new there: an earlier run's log would get a
+    second run appended and its weights and artifact would be replaced. With OVERWRITE_RUN=1 the
+    earlier files are deleted instead (so no stale file of the old run survives). Every rank gets
+    the verdict: (reason to refuse or None, deleted files)."""
+    verdict = [None, []]
+    if ctx.is_main:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            existing = run_outputs(out_dir, run_id)
+            if existing and not cfg.overwrite_run:
+                verdict[0] = (f"RUN_ID={run_id} already has files in {out_dir}: {', '.join(p.name for p in existing)}; "
+                              "choose another RUN_ID, or set OVERWRITE_RUN=1 to delete them and start again")
+            for p in existing if cfg.overwrite_run else []:
+                p.unlink()
+                verdict[1].append(str(p))
+        except OSError as e:
+            verdict[0] = f"OUT_DIR={out_dir}: cannot prepare the run's files ({e.strerror or e}: {e.filename or out_dir})"
+    if ctx.enabled:
+        dist.broadcast_object_list(verdict, src=0)
+    return verdict[0], verdict[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
@@ -2405,7 +2668,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv:
         raise SystemExit(f"train_gpt.py takes no arguments (got {argv}); configure it with environment variables, "
                          "see --help")
-    cfg = Config.from_env()
+    notes, problems = [], launcher_problems(os.environ)
+    try:
+        cfg = Config.from_env(notes=notes)
+    except ConfigError as e:
+        problems = e.problems + problems
+    if problems:
+        if os.environ.get("RANK", "0") == "0":  # one report, not one per rank
+            print(config_report(problems), file=sys.stderr, flush=True)
+        return 2
     if cfg.dry_run:  # before any process group: under torchrun rank 0 checks, the others just exit
         return dry_run(cfg, int(os.environ.get("WORLD_SIZE", "1"))) if os.environ.get("RANK", "0") == "0" else 0
     ctx = setup_distributed()
@@ -2416,8 +2687,13 @@ def main(argv: list[str] | None = None) -> int:
             dist.broadcast_object_list(holder, src=0)
         run_id = holder[0]
     out_dir = Path(cfg.out_dir)
-    if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    refusal, removed = claim_run_files(cfg, ctx, out_dir, run_id)
+    if refusal:
+        if ctx.is_main:
+            print(config_report([refusal]), file=sys.stderr, flush=True)
+        if ctx.enabled:
+            dist.destroy_process_group()
+        return 2
     log = Logger(out_dir / f"{run_id}.txt" if ctx.is_main else None)
     # a packed train_gpt.py (records/records_tool.py pack) runs this source from PACKED_SOURCE: the log embeds the
     # readable source, while code_sha256 and code_bytes are always those of the file that ran, the counted code
@@ -2431,6 +2707,10 @@ def main(argv: list[str] | None = None) -> int:
         log(line, console=i < 2)  # nvidia-smi output goes to the file only
     for key, value in cfg.items():
         log(f"config:{key}={value}")
+    for note in notes:
+        log(f"config_note:{note}")
+    for path in removed:
+        log(f"overwrite_run: deleted the earlier run's {path}")
     if ctx.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

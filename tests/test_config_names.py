@@ -1,0 +1,143 @@
+"""Environment names: one report of every problem (exit 2, no traceback), "did you mean" for
+names close to ours, explanations or aliases for published records' names, silence for names
+far from ours, and RUN_ID/OUT_DIR/launcher checks."""
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, TINY_ENV, clean_environ
+
+
+@pytest.mark.parametrize("typo, meant", [
+    ("ITERATION", "ITERATIONS"), ("MAX_WALLCLOCK_SECOND", "MAX_WALLCLOCK_SECONDS"), ("VOCAB_SIZ", "VOCAB_SIZE"),
+    ("DATAPATH", "DATA_PATH"), ("num_layers", "NUM_LAYERS"), ("SEEED", "SEED"), ("TRAIN_BATCH", "TRAIN_BATCH_TOKENS"),
+])
+def test_names_close_to_ours_get_did_you_mean(tg, typo, meant):
+    """Outside the old prefix families these were silently ignored."""
+    with pytest.raises(tg.ConfigError, match=rf"unknown environment variable {typo} \(did you mean {meant}\b"):
+        tg.Config.from_env({typo: "1"})
+
+
+@pytest.mark.parametrize("name", ["NUM_GPUS", "MODEL_NAME", "PATH", "HOME", "CUDA_VISIBLE_DEVICES", "NCCL_DEBUG",
+                                  "TORCH_LOGS", "WANDB_PROJECT", "LOCAL_WORLD_SIZE", "MASTER_PORT", "TTT_SOMETHING_ELSE"])
+def test_names_far_from_ours_are_not_our_business(tg, name):
+    """NUM_GPUS and MODEL_NAME used to abort the run (they start with NUM_ and MODEL_)."""
+    tg.Config.from_env({name: "1"})
+
+
+@pytest.mark.parametrize("name, explains", [
+    ("QAT_THRESHOLD", "QAT_START_FRAC"), ("LATE_QAT", "QAT_MODE=late"), ("LATE_QAT_THRESHOLD", "QAT_START_FRAC"),
+    ("WEIGHT_DECAY", "ADAM_WD"), ("USE_SMEARGATE", "SMEAR_GATE=blend"), ("TTT_EPOCHS", "not supported"),
+    ("QAT_ENABLED", "QAT_MODE=always"), ("MATRIX_BITS", "QUANT_BITS_ATTN"), ("BIGRAM_HASH_BUCKETS", "BIGRAM_VOCAB_SIZE"),
+])
+def test_record_names_are_explained(tg, name, explains):
+    """These change the score in the records they come from; they were ignored (LATE_QAT,
+    WEIGHT_DECAY, USE_SMEARGATE) or refused without a hint (QAT_THRESHOLD, TTT_EPOCHS)."""
+    with pytest.raises(tg.ConfigError) as e:
+        tg.Config.from_env({name: "1"})
+    assert len(e.value.problems) == 1 and e.value.problems[0].startswith(f"{name} (a name from published records)")
+    assert explains in e.value.problems[0]
+
+
+def test_same_meaning_record_names_are_read_as_ours(tg):
+    notes = []
+    cfg = tg.Config.from_env({"MUON_WEIGHT_DECAY": "0.02", "GRAD_CLIP": "0.5", "BIGRAM_HASH_DIM": "64"}, notes)
+    assert (cfg.muon_wd, cfg.grad_clip_norm, cfg.bigram_dim) == (0.02, 0.5, 64)
+    assert "GRAD_CLIP=0.5 read as GRAD_CLIP_NORM (published records' name)" in notes
+    with pytest.raises(tg.ConfigError, match="MUON_WEIGHT_DECAY=0.02 and MUON_WD=0.03 are both set"):
+        tg.Config.from_env({"MUON_WEIGHT_DECAY": "0.02", "MUON_WD": "0.03"})
+    tg.Config.from_env({"MUON_WEIGHT_DECAY": "0.02", "MUON_WD": "0.02"})  # agreeing is fine
+
+
+def test_record_table_is_consistent(tg):
+    fields = {f.name.upper() for f in dataclasses.fields(tg.Config)}
+    for name, entry in tg.RECORD_NAMES.items():
+        assert name == name.upper() and entry, name
+        if entry.startswith("="):
+            assert entry[1:] in fields, f"{name} is an alias of {entry[1:]}, which is not a setting"
+
+
+def test_a_record_name_that_becomes_a_field_is_read_as_that_field(tg):
+    """Adding a knob named like a record's variable needs no edit of the table."""
+    assert "LATE_QAT" in tg.RECORD_NAMES
+
+    @dataclasses.dataclass(frozen=True)
+    class Extended(tg.Config):
+        late_qat: bool = tg.knob(False, "test-only knob", group="average")
+
+    assert Extended.from_env({"LATE_QAT": "1"}).late_qat is True
+
+
+def test_every_problem_is_reported_at_once(tg):
+    env = {"ITERATION": "5", "NUM_LAYERS": "ten", "EMA_DECAY": "2", "QAT_THRESHOLD": "0.1", "NUM_KV_HEADS": "3",
+           "RUN_ID": "../x"}
+    with pytest.raises(tg.ConfigError) as e:
+        tg.Config.from_env(env)
+    text = str(e.value)
+    for part in ("ITERATION (did you mean ITERATIONS", "NUM_LAYERS='ten': expected int", "EMA_DECAY=2.0: must be < 1.0",
+                 "QAT_THRESHOLD (a name from published records)", "NUM_HEADS=8 must be divisible by NUM_KV_HEADS=3",
+                 "RUN_ID='../x' must be a plain name"):
+        assert part in text, part
+    assert len(e.value.problems) == 6
+
+
+@pytest.mark.parametrize("env, pattern", [
+    ({"RUN_ID": "../../x"}, r"RUN_ID='../../x' must be a plain name"),
+    ({"RUN_ID": "/tmp/abs"}, r"RUN_ID='/tmp/abs' must be a plain name"),
+    ({"RUN_ID": ".hidden"}, r"RUN_ID='.hidden' must be a plain name"),
+    ({"OUT_DIR": ""}, r"OUT_DIR is empty"),
+])
+def test_outputs_stay_inside_out_dir(tg, env, pattern):
+    with pytest.raises(tg.ConfigError, match=pattern):
+        tg.Config.from_env(env)
+    tg.Config.from_env({"RUN_ID": "sp1024_v2-seed_42"})
+
+
+@pytest.mark.parametrize("env, pattern", [
+    ({"RANK": "0"}, r"RANK set without WORLD_SIZE, LOCAL_RANK: launch with torchrun"),
+    ({"RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0"}, r"WORLD_SIZE=3 must divide 8"),
+    ({"RANK": "x", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, r"expected integers"),
+    ({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, r"RANK=2 and LOCAL_RANK=0 must be in \[0, WORLD_SIZE=2\)"),
+])
+def test_launcher_variables_are_checked(tg, env, pattern):
+    """RANK without WORLD_SIZE used to be a KeyError."""
+    import re
+    assert any(re.search(pattern, p) for p in tg.launcher_problems(env))
+
+
+def test_the_script_prints_one_report_and_exits_2(tmp_path):
+    env = clean_environ() | TINY_ENV | {"OUT_DIR": str(tmp_path), "ITERATION": "5", "NUM_LAYERS": "ten",
+                                        "LATE_QAT": "1", "RANK": "0"}
+    proc = subprocess.run([sys.executable, str(REPO / "train_gpt.py")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "4 configuration problems, nothing was run" in proc.stderr
+    for part in ("ITERATION (did you mean ITERATIONS?)", "NUM_LAYERS='ten'", "LATE_QAT (a name from published records)",
+                 "RANK set without WORLD_SIZE"):
+        assert part in proc.stderr, part
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_an_existing_run_id_is_refused_unless_overwrite_is_asked(tmp_path):
+    """Reusing a RUN_ID appended a second run to the first one's log and replaced its weights."""
+    (tmp_path / "run.txt").write_text("the earlier run's log\n")
+    (tmp_path / "run.raw.pt").write_bytes(b"earlier weights")
+    (tmp_path / "run.stdout.txt").write_text("a tool's own file: not the trainer's\n")
+    env = clean_environ() | TINY_ENV | {"OUT_DIR": str(tmp_path), "RUN_ID": "run"}
+    cmd = [sys.executable, str(REPO / "train_gpt.py")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "RUN_ID=run already has files in" in proc.stderr and "run.raw.pt, run.txt" in proc.stderr
+    assert "OVERWRITE_RUN=1" in proc.stderr
+    assert (tmp_path / "run.txt").read_text() == "the earlier run's log\n"
+    assert (tmp_path / "run.raw.pt").read_bytes() == b"earlier weights"
+    # Asked to overwrite: the old files go first (this run then stops at its missing data).
+    proc = subprocess.run(cmd, env=env | {"OVERWRITE_RUN": "1", "DATA_PATH": str(tmp_path / "none")},
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0 and "is not a directory" in proc.stderr
+    log = (tmp_path / "run.txt").read_text()
+    assert "the earlier run's log" not in log and "overwrite_run: deleted the earlier run's" in log
+    assert not (tmp_path / "run.raw.pt").exists() and (tmp_path / "run.stdout.txt").exists()
