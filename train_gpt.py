@@ -21,6 +21,7 @@ import gc
 import dataclasses
 import glob
 import hashlib
+import io
 import json
 import math
 import os
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -625,7 +627,12 @@ def host_max(value: float, ctx: Dist) -> float:
     """The largest of the ranks' values of a host-side number. On CUDA runs it goes through
     the gloo control group on CPU tensors: an NCCL all-reduce read back with .item() would
     make the host wait for the GPU to finish every step."""
-    return all_reduce_(torch.tensor([value], dtype=torch.float64), ctx, dist.ReduceOp.MAX, ctx.control).item()
+    return host_max_all([value], ctx)[0]
+
+
+def host_max_all(values: list[float], ctx: Dist) -> list[float]:
+    """host_max of several numbers in one collective."""
+    return all_reduce_(torch.tensor(values, dtype=torch.float64), ctx, dist.ReduceOp.MAX, ctx.control).tolist()
 
 
 def barrier(ctx: Dist) -> None:
@@ -638,19 +645,33 @@ class Logger:
     on a crash); console=False keeps bulky blocks (the source) out of the terminal."""
 
     def __init__(self, path: Path | None):
-        self.file = open(path, "a", encoding="utf-8") if path is not None else None
+        self.path = path
+        try:
+            self.file = open(path, "a", encoding="utf-8") if path is not None else None
+        except OSError as e:
+            raise OSError(e.errno, f"could not open the log {path}: {e.strerror or e}") from None
+        self.console_only = False
 
     def __call__(self, msg: str, console: bool = True) -> None:
         if self.file is None:
             return
-        if console:
+        if console or self.console_only:
             print(msg, flush=True)
-        self.file.write(msg + "\n")
-        self.file.flush()
+        if self.console_only:
+            return
+        try:
+            self.file.write(msg + "\n")
+            self.file.flush()
+        except OSError as e:  # e.g. a full disk: keep printing (the error line must still be seen)
+            self.console_only = True
+            raise OSError(e.errno, f"could not write the log {self.path}: {e.strerror or e}") from None
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:
+                pass  # already reported by the write that failed
 
 
 def environment_lines(ctx: Dist) -> list[str]:
@@ -728,9 +749,12 @@ class TokenStream:
         self.tokens = load_shard(self.files[0])
 
     def take(self, n: int) -> Tensor:
-        parts = []
+        parts, empty_in_a_row = [], 0
         while n > 0:
             if self.pos == len(self.tokens):
+                empty_in_a_row = empty_in_a_row + 1 if len(self.tokens) == 0 else 0
+                if empty_in_a_row > len(self.files):  # a full cycle without a token: it would loop forever
+                    raise ValueError(f"all {len(self.files)} training shards are empty")
                 self.file_idx = (self.file_idx + 1) % len(self.files)
                 self.tokens, self.pos = load_shard(self.files[self.file_idx]), 0
             k = min(n, len(self.tokens) - self.pos)
@@ -811,6 +835,96 @@ def make_loader(cfg: Config, files: list[str], ctx: Dist, micro_tokens: int):
     if cfg.train_loader == "shuffled":
         return ShuffledSequenceLoader(files, ctx, micro_tokens, cfg.train_seq_len, cfg.seed)
     return DistributedTokenLoader(files, ctx, micro_tokens, cfg.train_seq_len)
+
+
+def inspect_shard(path: str, digest: bool) -> dict:
+    """One shard's facts for the preflight: token count, largest token id and (if asked) a
+    content hash of its tokens, or the error that makes it unreadable."""
+    try:
+        n = shard_length(path)
+        tokens = np.memmap(path, dtype="<u2", mode="r", offset=HEADER_INTS * 4, shape=(n,)) if n else np.zeros(0, "<u2")
+        return dict(path=path, tokens=n, max_id=int(tokens.max()) if n else -1, error=None,
+                    digest=hashlib.blake2b(tokens, digest_size=16).hexdigest() if digest else None)
+    except (OSError, ValueError) as e:
+        return dict(path=path, tokens=0, max_id=-1, error=str(e), digest=None)
+
+
+def preflight_data(cfg: Config, ctx: Dist, log: Logger, train_files: list[str], val_files: list[str],
+                   sp: spm.SentencePieceProcessor, min_train_tokens: int) -> None:
+    """Everything about the data that would otherwise fail mid-run or score wrongly, checked
+    before step 1 and reported at once: every shard's header and length, every shard's largest
+    token id against VOCAB_SIZE (an id out of range crashes the embedding, or the final eval
+    after all the training), enough training tokens (all-empty shards used to hang the loader),
+    no shard in both splits (same file, or same tokens under another name: training on the
+    validation set), and the tokenizer against DATA_PATH/manifest.json when there is one. The
+    ranks split the shards and share the facts, so every rank reaches the same verdict."""
+    t0 = time.perf_counter()
+    val_sizes = {os.path.getsize(f) for f in val_files if os.path.isfile(f)}
+    jobs = [("val", f) for f in val_files] + [("train", f) for f in train_files]
+    # Content hashes only where a collision is possible: identical tokens mean identical sizes.
+    mine = [(split, inspect_shard(f, split == "val" or (os.path.isfile(f) and os.path.getsize(f) in val_sizes)))
+            for i, (split, f) in enumerate(jobs) if i % ctx.world_size == ctx.rank]
+    facts = [mine]
+    if ctx.enabled:
+        facts = [None] * ctx.world_size
+        dist.all_gather_object(facts, mine, group=ctx.control)
+    facts = [x for part in facts for x in part]
+    problems = [info["error"] for _, info in facts if info["error"]]
+    for split, info in facts:
+        if info["max_id"] >= cfg.vocab_size:
+            problems.append(f"shard {info['path']}: token id {info['max_id']} >= VOCAB_SIZE={cfg.vocab_size} "
+                            "(tokenized with another vocabulary?)")
+    real_val = {os.path.realpath(f): f for f in val_files}
+    for f in train_files:
+        if os.path.realpath(f) in real_val:
+            problems.append(f"training shard {f} is also a validation shard (TRAIN_GLOB={cfg.train_glob} matches it)")
+    val_digests = {info["digest"]: info["path"] for split, info in facts if split == "val" and info["digest"]}
+    for split, info in facts:
+        other = val_digests.get(info["digest"]) if split == "train" and info["digest"] else None
+        if other and os.path.realpath(other) != os.path.realpath(info["path"]):
+            problems.append(f"training shard {info['path']} holds exactly the tokens of validation shard {other}")
+    n_train = sum(info["tokens"] for split, info in facts if split == "train")
+    if n_train < min_train_tokens:
+        problems.append(f"the {len(train_files)} training shards hold {n_train} tokens; one step's micro-batch read needs "
+                        f"{min_train_tokens} (DATA_PATH={cfg.data_path}, TRAIN_GLOB={cfg.train_glob})")
+    problems += manifest_problems(cfg, sp)
+    if problems:
+        raise ValueError(f"data preflight found {len(problems)} problem{'s' * (len(problems) > 1)}:\n  - "
+                         + "\n  - ".join(problems))
+    n_val = sum(info["tokens"] for split, info in facts if split == "val")
+    log(f"preflight: train_shards:{len(train_files)} train_tokens:{n_train} val_shards:{len(val_files)} "
+        f"val_tokens:{n_val} max_token_id:{max(info['max_id'] for _, info in facts)} vocab_size:{cfg.vocab_size} "
+        f"train_val_overlap:none time:{1000 * (time.perf_counter() - t0):.0f}ms")
+
+
+def manifest_problems(cfg: Config, sp: spm.SentencePieceProcessor) -> list[str]:
+    """The tokenizer against the dataset's manifest.json (written by data/build_sp_dataset.py;
+    the proxy corpora have the short form with vocab_size and bos_id), if DATA_PATH has one."""
+    path = Path(cfg.data_path) / "manifest.json"
+    if not path.is_file():
+        return []
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return [f"{path}: unreadable ({e})"]
+    if not isinstance(manifest, dict):
+        return [f"{path}: expected a JSON object"]
+    problems = []
+    if "vocab_size" in manifest and manifest["vocab_size"] != sp.vocab_size():
+        problems.append(f"{path} says vocab_size {manifest['vocab_size']}, TOKENIZER_PATH={cfg.tokenizer_path} has "
+                        f"{sp.vocab_size()}: the shards were made with another tokenizer")
+    if "bos_id" in manifest and manifest["bos_id"] != sp.bos_id():
+        problems.append(f"{path} says bos_id {manifest['bos_id']}, TOKENIZER_PATH={cfg.tokenizer_path} has {sp.bos_id()}")
+    tok, files = manifest.get("tokenizer"), manifest.get("files")
+    name = tok.get("model") if isinstance(tok, dict) else None
+    entry = files.get(name) if isinstance(files, dict) and isinstance(name, str) else None
+    want = entry.get("sha256") if isinstance(entry, dict) else None
+    if isinstance(want, str):
+        have = hashlib.sha256(Path(cfg.tokenizer_path).read_bytes()).hexdigest()
+        if have != want:
+            problems.append(f"TOKENIZER_PATH={cfg.tokenizer_path} is not the tokenizer the shards were made with "
+                            f"({path} lists {name} with sha256 {want[:12]}..., this file has {have[:12]}...)")
+    return problems
 
 
 def load_validation_tokens(cfg: Config, log: Logger) -> Tensor:
@@ -1770,7 +1884,7 @@ def export_artifact(state: dict[str, Tensor], roles: dict[str, str], cfg: Config
     """Quantize, encode, write the file and log the per-role budget."""
     t0 = time.perf_counter()
     blob, report = encode_artifact(quantize_state(state, roles, cfg, log), cfg.export_packing)
-    path.write_bytes(blob)
+    atomic_write(path, blob)
     for r in report:
         sizes = " ".join(f"{o}_raw_bytes:{raw} {o}_zstd_bytes:{z}" for o, (raw, z) in r["sizes"].items())
         z = r["sizes"][r["chosen"]][1]
@@ -2174,6 +2288,52 @@ class WeightAverager:
         return "live weights (no averaging)" if self.kind is None else "live weights (SWA collected no snapshot)"
 
 
+class Interrupted(BaseException):
+    """A stop signal outside training (or a second one): stop at once. A BaseException, like
+    KeyboardInterrupt, so no `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class RunStopped(Exception):
+    """Training was cut short (non-finite loss, stop signal) after the raw weights were saved;
+    main logs the message as the run's error line and exits with exit_code."""
+
+    def __init__(self, message: str, exit_code: int):
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+class StopSignals:
+    """SIGTERM (what torchrun, schedulers and preemption send) and SIGINT (Ctrl-C). During
+    training a signal only sets a flag: the loop stops after a step that every rank agrees on,
+    and the live weights are saved like at the end of a run. Outside training, or at a second
+    signal, the handler raises Interrupted at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum, self.training, self.previous = 0, False, {}
+
+    def install(self) -> "StopSignals":
+        for s in self.SIGNALS:
+            self.previous[s] = signal.signal(s, self.handle)
+        return self
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def handle(self, signum: int, frame) -> None:
+        if self.training and not self.signum:
+            self.signum = signum
+            return
+        raise Interrupted(signum)
+
+
 @dataclass
 class Trainer:
     cfg: Config
@@ -2185,6 +2345,8 @@ class Trainer:
     loader: DistributedTokenLoader
     log: Logger
     qat_live: bool = False
+    signals: "StopSignals | None" = None  # SIGTERM/SIGINT flag, acted on at a step boundary
+    losses: deque = field(default_factory=deque)  # (step, loss) not yet checked for finiteness
 
     @property
     def grad_accum(self) -> int:
@@ -2222,6 +2384,30 @@ class Trainer:
             prev_done.synchronize()
         return done
 
+    def queue_loss(self, step: int, loss: Tensor) -> None:
+        """Keep a step's loss for the finiteness check. On CUDA it is copied to pinned host
+        memory without waiting; the copy is read only once the step's end event has passed
+        (finished_losses), so the check adds no GPU sync."""
+        if self.ctx.device.type == "cuda":
+            host = torch.empty((), dtype=torch.float32, pin_memory=True)
+            host.copy_(loss.detach().float(), non_blocking=True)
+            loss = host
+        self.losses.append((step, loss))
+
+    def finished_losses(self, all_done: bool = False) -> list[tuple[int, float]]:
+        """The queued losses of finished steps: on CUDA all but the newest (its step may still
+        run), unless all_done (after a sync); on CPU all."""
+        keep = 1 if self.ctx.device.type == "cuda" and not all_done else 0
+        out = []
+        while len(self.losses) > keep:
+            step, loss = self.losses.popleft()
+            out.append((step, float(loss.item())))
+        return out
+
+    def first_nonfinite(self, all_done: bool = False) -> tuple[float, float]:
+        """(step, loss) of the first non-finite loss among the finished steps, or (0, 0)."""
+        return next(((float(s), v) for s, v in self.finished_losses(all_done) if not math.isfinite(v)), (0.0, 0.0))
+
     def warmup_and_restore(self) -> None:
         """Run WARMUP_STEPS real steps so every compiled graph and kernel is built before the
         timer starts, then restore the initial weights, optimizer state and data position:
@@ -2249,27 +2435,38 @@ class Trainer:
         self.log(f"warmup_steps:{self.cfg.warmup_steps} warmup_graphs:{'plain+looped' if len(states) == 2 else 'one'} "
                  f"warmup_time:{1000 * (time.perf_counter() - t0):.0f}ms (weights, optimizer state and data position restored)")
 
+    def validate(self, step: int, train_ms: float, val_tokens: Tensor, lut: ByteLUT) -> None:
+        r = evaluate(self.eval_model, val_tokens, lut, self.cfg, self.ctx)
+        self.log(f"step:{step}/{self.cfg.iterations} val_loss:{r.loss:.4f} val_bpb:{r.bpb:.4f} "
+                 f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms")
+
     def run(self, val_tokens: Tensor, lut: ByteLUT, averager: WeightAverager) -> dict:
+        """Train until ITERATIONS, the wallclock cap, a non-finite loss or a stop signal. The
+        final validation is not run here: the caller saves the raw weights first.
+        Returns steps, train_ms and `stopped`: None, or why training was cut short."""
         cfg, ctx, log = self.cfg, self.ctx, self.log
         train_ms, elapsed, step, stop, prev_done = 0.0, 0.0, 0, False, None
+        signum = bad_step = bad_loss = 0.0
         sync(ctx)
+        if self.signals is not None:
+            self.signals.training = True
         t0 = time.perf_counter()
         while True:
-            last = step == cfg.iterations or stop
-            if last or (cfg.val_loss_every and step % cfg.val_loss_every == 0):
+            if step == cfg.iterations or stop or signum or bad_step:
+                sync(ctx)
+                train_ms += 1000 * (time.perf_counter() - t0)
+                break
+            if cfg.val_loss_every and step % cfg.val_loss_every == 0:
                 sync(ctx)
                 train_ms += 1000 * (time.perf_counter() - t0)  # the timer pauses during validation
-                r = evaluate(self.eval_model, val_tokens, lut, cfg, ctx)
-                log(f"step:{step}/{cfg.iterations} val_loss:{r.loss:.4f} val_bpb:{r.bpb:.4f} "
-                    f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms")
+                self.validate(step, train_ms, val_tokens, lut)
                 sync(ctx)
                 t0 = time.perf_counter()
-            if last:
-                break
             scale = schedule_scale(cfg, step, elapsed)
             loss = self.step(step, scale)
             step += 1
             averager.update(step, scale)
+            self.queue_loss(step, loss)
             # Every wallclock decision (warmdown LR, QAT start, stop) uses one training time that
             # all ranks agree on, the slowest rank's, from one host-side collective: with per-rank
             # clocks the ranks would apply slightly different LRs and their weights would drift.
@@ -2278,11 +2475,17 @@ class Trainer:
             # Within two steps of the cap it syncs fully, so the stop sees real GPU progress.
             prev_done = self.mark_step_done(prev_done)
             elapsed = train_ms + 1000 * (time.perf_counter() - t0)
+            if cfg.max_wallclock_seconds > 0 and elapsed * (1 + 2 / step) >= 1000 * cfg.max_wallclock_seconds:
+                sync(ctx)
+                elapsed = train_ms + 1000 * (time.perf_counter() - t0)
+            # The same collective carries the stop conditions, so all ranks stop after the same
+            # step: a pending signal on any rank, a non-finite loss on any rank (a finished step's:
+            # on CUDA the previous one, read without a sync).
+            bad_step, bad_loss = self.first_nonfinite()
+            pending = float(self.signals.signum) if self.signals is not None else 0.0
+            agreed_elapsed, signum, bad_step = host_max_all([elapsed, pending, bad_step], ctx)
             if cfg.max_wallclock_seconds > 0:  # without a cap every decision is by step count
-                if elapsed * (1 + 2 / step) >= 1000 * cfg.max_wallclock_seconds:
-                    sync(ctx)
-                    elapsed = train_ms + 1000 * (time.perf_counter() - t0)
-                elapsed = host_max(elapsed, ctx)
+                elapsed = agreed_elapsed
             stop = cfg.max_wallclock_seconds > 0 and elapsed >= 1000 * cfg.max_wallclock_seconds
             if cfg.num_loops and not self.model.looping and progress(cfg, step, elapsed) >= cfg.enable_looping_at:
                 set_looping(self.model, True)
@@ -2305,9 +2508,21 @@ class Trainer:
                 log(f"step:{step}/{cfg.iterations} train_loss:{loss.item():.4f} train_time:{elapsed:.0f}ms "
                     f"step_avg:{avg:.2f}ms lr_scale:{scale:.4f} tok_s:{cfg.train_batch_tokens * 1000 / avg:.0f} "
                     f"eta_stop:{max(stop_step - step, 0) * avg:.0f}ms proj_stop_step:{stop_step}")
-        if stop:
+        if not bad_step:  # the last steps' losses, now that everything has finished
+            bad_step, bad_loss = self.first_nonfinite(all_done=True)
+            bad_step = host_max_all([bad_step], ctx)[0]
+        if self.signals is not None:
+            self.signals.training = False  # from here on a signal stops at once (raw weights come next)
+        stopped = None
+        if bad_step:
+            stopped = (f"non-finite training loss ({bad_loss if bad_loss else 'on another rank'}) at step {int(bad_step)}; "
+                       "training stopped", 1)
+        elif signum:
+            name = signal.Signals(int(signum)).name
+            stopped = (f"interrupted by {name} after step {step}/{cfg.iterations}", 128 + int(signum))
+        elif stop:
             log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{cfg.iterations}")
-        return dict(steps=step, train_ms=train_ms)
+        return dict(steps=step, train_ms=train_ms, stopped=stopped)
 
 
 # ===== 10. MAIN =====
@@ -2363,9 +2578,32 @@ def size_lines(label: str, code_bytes: int, model_bytes: int) -> list[str]:
             f"margin:{ARTIFACT_CAP_BYTES - total}"]
 
 
-def save_state(model: nn.Module, path: Path, log: Logger, what: str) -> None:
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-    log(f"{what}:{path} bytes:{path.stat().st_size}")
+def atomic_write(path: Path, data) -> None:
+    """Write bytes to `path` through a temporary file in the same directory and an atomic
+    rename: a crash or a full disk never leaves a partial file under the final name (an older
+    complete file stays as it was). An OSError names the path and the cause."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}") from None
+
+
+def save_state(model: nn.Module, path: Path, log: Logger, what: str, note: str = "") -> None:
+    # Serialized in memory first: torch.save on a file turns a full disk into an opaque
+    # RuntimeError, a plain write keeps the OSError and its cause.
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    atomic_write(path, buf.getbuffer())
+    log(f"{what}:{path} bytes:{path.stat().st_size}{note}")
 
 
 def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_tokens: Tensor, lut: ByteLUT,
@@ -2404,6 +2642,9 @@ def score_and_report(art_path: Path, label: str, cfg: Config, ctx: Dist, bos_id:
     if eval_ms > 1000 * cfg.eval_budget_seconds:
         log(f"WARNING: eval took {eval_ms / 1000:.1f}s, over the EVAL_BUDGET_SECONDS={cfg.eval_budget_seconds:.0f}s budget")
     log(f"train_time_total_ms:{stats['train_ms']:.0f} eval_time_total_ms:{eval_ms:.0f} steps:{stats['steps']}")
+    if not (math.isfinite(final.loss) and math.isfinite(final.bpb)):  # never print a score that is not one
+        raise RunStopped(f"the final score {metric} is not finite (val_loss {final.loss}, val_bpb {final.bpb}); "
+                         f"everything was saved under {art_path.parent}", 1)
     log(f"final_score_exact metric:{metric} val_loss:{final.loss:.8f} val_bpb:{final.bpb:.8f}")
     if code_bytes + model_bytes > ARTIFACT_CAP_BYTES:
         raise RuntimeError(f"artifact total {code_bytes + model_bytes} bytes (code {code_bytes} + model {model_bytes}) "
@@ -2426,21 +2667,23 @@ def run_eval_only(cfg: Config, ctx: Dist, log: Logger, bos_id: int, val_tokens: 
     return 0
 
 
-def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
+def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | None = None) -> int:
     sp = load_tokenizer(cfg)
     bos_id = sp.bos_id()
     lut = build_byte_lut(sp, cfg.vocab_size).to(ctx.device)
-    val_tokens = load_validation_tokens(cfg, log).to(ctx.device)  # moved once, not per eval batch
     if cfg.eval_only:
-        return run_eval_only(cfg, ctx, log, bos_id, val_tokens, lut)
+        return run_eval_only(cfg, ctx, log, bos_id, load_validation_tokens(cfg, log).to(ctx.device), lut)
+    grad_accum = 8 // ctx.world_size
+    micro_tokens = cfg.train_batch_tokens // (ctx.world_size * grad_accum)
     train_files = shard_files(cfg.data_path, cfg.train_glob, "train")
+    val_files = shard_files(cfg.data_path, cfg.val_glob, "val")
+    preflight_data(cfg, ctx, log, train_files, val_files, sp, (micro_tokens + 1) * ctx.world_size)
+    val_tokens = load_validation_tokens(cfg, log).to(ctx.device)  # moved once, not per eval batch
     log(f"train_shards:{len(train_files)} val_tokens:{len(val_tokens)} bos_id:{bos_id}")
 
     model = build_model(cfg, ctx, bos_id)
     train_model, eval_model = wrap_for_training(model, cfg, ctx)
     opt = Optimizers(model, cfg, ctx)
-    grad_accum = 8 // ctx.world_size
-    micro_tokens = cfg.train_batch_tokens // (ctx.world_size * grad_accum)
     loader = make_loader(cfg, train_files, ctx, micro_tokens)
     roles = {name: p.role for name, p in model.named_parameters()}
     log(f"model_params:{count_params(model)} " + " ".join(
@@ -2450,7 +2693,8 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
         f"attn_backend:{model.blocks[0].attn.backend}")
 
     set_looping(model, cfg.enable_looping_at == 0)  # the loop starts off unless scheduled from step 0
-    trainer = Trainer(cfg, ctx, model, train_model, eval_model, opt, loader, log, qat_live=cfg.qat_mode == "always")
+    trainer = Trainer(cfg, ctx, model, train_model, eval_model, opt, loader, log, qat_live=cfg.qat_mode == "always",
+                      signals=signals)
     set_qat(model, trainer.qat_live)
     trainer.warmup_and_restore()
     if use_compile(cfg, ctx):
@@ -2458,14 +2702,21 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path) -> int:
             "(eval graphs compiled on dummy tokens before the timer)")
     averager = WeightAverager(model, cfg)
     stats = trainer.run(val_tokens, lut, averager)
-    set_looping(model, True)  # the final evals, the export and the reloaded artifact all loop (a run may stop before the switch)
+    # The live weights go to disk before anything else runs (the final validation included):
+    # whatever fails below, or whatever cut training short, the trained work is kept.
+    if ctx.is_main:
+        save_state(model, Path(f"{out}.raw.pt"), log, "raw_model",
+                   f" (training stopped at step {stats['steps']})" if stats["stopped"] else "")
+    barrier(ctx)  # every rank waits for the save: a rank exiting first would make torchrun kill rank 0
+    if stats["stopped"]:
+        raise RunStopped(f"{stats['stopped'][0]}; the live weights are in {out}.raw.pt", stats["stopped"][1])
     if ctx.device.type == "cuda":
         for line in peak_memory_lines(torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()):
             log(line)
+    trainer.validate(stats["steps"], stats["train_ms"], val_tokens, lut)  # as trained (QAT still on if it was)
+    set_looping(model, True)  # the final evals, the export and the reloaded artifact all loop (a run may stop before the switch)
 
     set_qat(model, False)  # from here on every eval sees real (or really quantized) weights
-    if ctx.is_main:
-        save_state(model, Path(f"{out}.raw.pt"), log, "raw_model")  # nothing is lost if anything below fails
     if averager.kind:
         log_eval(log, "final_live_prequant", evaluate(eval_model, val_tokens, lut, cfg, ctx))
     log(f"averaged_weights: {averager.swap_in()}")
@@ -2659,6 +2910,14 @@ def claim_run_files(cfg: Config, ctx: Dist, out_dir: Path, run_id: str) -> tuple
     return verdict[0], verdict[1]
 
 
+def safe_log(log: Logger, msg: str) -> None:
+    """The error line, even when the log itself is what failed (then it is only printed)."""
+    try:
+        log(msg)
+    except OSError:
+        print(msg, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
@@ -2714,14 +2973,22 @@ def main(argv: list[str] | None = None) -> int:
     if ctx.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    signals = StopSignals().install()
     try:
-        rc = run(cfg, ctx, log, out_dir / run_id)
+        rc = run(cfg, ctx, log, out_dir / run_id, signals)
         barrier(ctx)  # no rank tears the process group down while a peer still uses it
         return rc
+    except (RunStopped, Interrupted) as e:  # complete messages: an error line, no traceback
+        code = e.exit_code if isinstance(e, RunStopped) else 128 + e.signum
+        safe_log(log, f"error:{type(e).__name__}: {e}")
+        if ctx.is_main:
+            print(f"train_gpt.py: {e}", file=sys.stderr, flush=True)
+        return code
     except BaseException as e:
-        log(f"error:{type(e).__name__}: {e}")
+        safe_log(log, f"error:{type(e).__name__}: {e}")
         raise
     finally:
+        signals.restore()
         log.close()
         if ctx.enabled:
             gc.collect()  # DDP's reducer sits in reference cycles: free it while its group is alive

@@ -163,3 +163,177 @@ def test_all_zero_row_gets_a_usable_scale(tg):
         q, s = tg.quantize_rows(w, 6, clip)
         assert s[1] > 0 and torch.isfinite(s).all() and (q[1] == 0).all()
         assert torch.equal(tg.fake_quant(w, 6, clip)[1], torch.zeros(16))
+
+
+# --- whole runs: nothing trained is lost, nothing wrong is printed ---
+
+import errno  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from conftest import REPO, SAMPLE, TINY_ENV, clean_environ  # noqa: E402
+
+
+def in_process_env(monkeypatch, tmp_path, **overrides):
+    for k, v in (TINY_ENV | {"OUT_DIR": str(tmp_path), "RUN_ID": "run", "EVAL_STRIDE": "0"} | overrides).items():
+        monkeypatch.setenv(k, v)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+
+
+def write_shard(path, tokens):
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = (20240520, 1, len(tokens))
+    path.write_bytes(header.tobytes() + np.asarray(tokens, dtype="<u2").tobytes())
+
+
+def sample_copy(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    return data
+
+
+def test_raw_weights_are_saved_before_the_final_evaluation(tg, tmp_path, monkeypatch):
+    """Any failure of the final in-loop eval (an out-of-range token, out of memory) used to
+    lose the trained weights: they were saved after it."""
+    in_process_env(monkeypatch, tmp_path, ITERATIONS="3")
+
+    def failing_eval(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(tg, "evaluate", failing_eval)
+    with pytest.raises(RuntimeError, match="simulated"):
+        tg.main([])
+    state = torch.load(tmp_path / "run.raw.pt", weights_only=True)
+    model = tg.build_model(tg.Config.from_env(), cpu(tg))
+    model.load_state_dict(state, strict=True)
+    assert "error:RuntimeError: CUDA out of memory (simulated)" in (tmp_path / "run.txt").read_text()
+
+
+def bad_val_token(data):
+    tokens = tg_load(data / "sotu_val_000000.bin")
+    tokens[1000] = 1024
+    write_shard(data / "sotu_val_000000.bin", tokens)
+    return {}, r"sotu_val_000000.bin: token id 1024 >= VOCAB_SIZE=1024"
+
+
+def truncated_later_train_shard(data):
+    p = data / "sotu_train_000001.bin"
+    p.write_bytes(p.read_bytes()[:-10])
+    return {}, r"sotu_train_000001.bin: header says \d+ tokens .* \(truncated or corrupt\)"
+
+
+def train_glob_matches_val(data):
+    return {"TRAIN_GLOB": "sotu_*.bin"}, r"training shard .*sotu_val_000000.bin is also a validation shard"
+
+
+def val_copied_into_train(data):
+    shutil.copy(data / "sotu_val_000000.bin", data / "sotu_train_000009.bin")
+    return {}, r"training shard .*sotu_train_000009.bin holds exactly the tokens of validation shard"
+
+
+def tokenizer_not_the_manifests(data):
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["files"]["sotu_1024_bpe.model"]["sha256"] = "0" * 64
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    return {}, r"is not the tokenizer the shards were made with"
+
+
+def tg_load(path):
+    return np.fromfile(path, dtype="<u2", offset=1024).astype(np.int64)
+
+
+@pytest.mark.parametrize("make", [bad_val_token, truncated_later_train_shard, train_glob_matches_val,
+                                  val_copied_into_train, tokenizer_not_the_manifests])
+def test_data_preflight_fails_before_step_one(tg, tmp_path, monkeypatch, make):
+    """Each of these trained (or crashed late, or scored on trained-on data) with the old code."""
+    data = sample_copy(tmp_path)
+    extra, pattern = make(data)
+    in_process_env(monkeypatch, tmp_path, DATA_PATH=str(data), TOKENIZER_PATH=str(data / "sotu_1024_bpe.model"), **extra)
+    with pytest.raises(ValueError, match=pattern):
+        tg.main([])
+    log = (tmp_path / "run.txt").read_text()
+    assert "data preflight found" in log and "step:1/" not in log and not (tmp_path / "run.raw.pt").exists()
+
+
+def test_all_empty_training_shards_are_an_error_not_a_hang(tmp_path):
+    data = sample_copy(tmp_path)
+    for p in data.glob("sotu_train_*.bin"):
+        write_shard(p, [])
+    env = clean_environ() | TINY_ENV | {"OUT_DIR": str(tmp_path), "RUN_ID": "run", "DATA_PATH": str(data)}
+    proc = subprocess.run([sys.executable, str(REPO / "train_gpt.py")], env=env, capture_output=True, text=True,
+                          timeout=240, cwd=tmp_path)
+    assert proc.returncode != 0 and "the 2 training shards hold 0 tokens" in proc.stderr
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_weights(tg, tmp_path, monkeypatch):
+    """A NaN loss used to train to the end and exit 0 with val_bpb:nan."""
+    in_process_env(monkeypatch, tmp_path, ITERATIONS="12")
+    plain_step = tg.Trainer.step
+
+    def poisoned_step(self, step, scale):
+        if step == 4:  # the 5th step's forward sees a NaN weight
+            with torch.no_grad():
+                self.model.skip_weights.fill_(float("nan"))
+        return plain_step(self, step, scale)
+
+    monkeypatch.setattr(tg.Trainer, "step", poisoned_step)
+    assert tg.main([]) == 1
+    log = (tmp_path / "run.txt").read_text().split("=" * 100)[1]  # the events, after the embedded source
+    assert "error:RunStopped: non-finite training loss (nan) at step 5; training stopped" in log
+    assert "raw_model:" in log and "(training stopped at step 5)" in log
+    assert "final_score_exact" not in log and "val_bpb:nan" not in log
+    assert (tmp_path / "run.raw.pt").is_file()
+
+
+def test_a_full_disk_leaves_no_partial_file_and_names_path_and_cause(tg, tmp_path, monkeypatch):
+    """A half-written .raw.pt used to stay under its final name, with an error naming neither
+    the path nor the cause."""
+    model = tg.build_model(tiny_cfg(tg), cpu(tg))
+    path = tmp_path / "run.raw.pt"
+    tg.save_state(model, path, lambda msg: None, "raw_model")
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tg.os, "fsync", full)
+    with torch.no_grad():
+        model.skip_weights.add_(1.0)
+    with pytest.raises(OSError, match=rf"could not write {path}: No space left on device"):
+        tg.save_state(model, path, lambda msg: None, "raw_model")
+    assert path.read_bytes() == before  # the complete older file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.raw.pt"]  # no temporary left behind
+    with pytest.raises(OSError, match=rf"could not write {tmp_path / 'x.art'}: No space left on device"):
+        tg.export_artifact(model.state_dict(), {n: p.role for n, p in model.named_parameters()}, tiny_cfg(tg),
+                           tmp_path / "x.art", lambda msg: None)
+    assert not (tmp_path / "x.art").exists()
+
+
+def test_sigterm_during_a_two_process_run_saves_loadable_weights(tg, tmp_path):
+    """SIGTERM to torchrun (what a scheduler or preemption sends) used to leave no .raw.pt and
+    no error line. Now both ranks stop after the same step, rank 0 saves the live weights, the
+    log ends with the error line and the exit status is non-zero."""
+    env = clean_environ() | TINY_ENV | {"OUT_DIR": str(tmp_path), "RUN_ID": "run", "ITERATIONS": "100000",
+                                        "WARMDOWN_ITERS": "0", "TRAIN_LOG_EVERY": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train_gpt.py")]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "run.txt"
+    deadline = time.time() + 400
+    while time.time() < deadline and not (log.exists() and "step:3/100000 train_loss" in log.read_text()):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    text = log.read_text()
+    assert proc.returncode != 0, out[-3000:]
+    assert "error:RunStopped: interrupted by SIGTERM after step" in text, text[-3000:]
+    assert "raw_model:" in text and "(training stopped at step" in text
+    state = torch.load(tmp_path / "run.raw.pt", weights_only=True)
+    cfg = tg.Config.from_env({k: v for k, v in TINY_ENV.items()})
+    tg.build_model(cfg, cpu(tg)).load_state_dict(state, strict=True)
+    assert not list(tmp_path.glob(".*.tmp"))
