@@ -471,15 +471,27 @@ LAUNCHER_NAMES = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP
                   "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
 
 
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance with adjacent transpositions (optimal string alignment)."""
-    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+def within_edits(a: str, b: str, k: int) -> int | None:
+    """The edit distance of a and b (insertions, deletions, substitutions and adjacent
+    transpositions) if it is at most k, else None. Banded and stopping early, so checking a
+    whole environment against every setting is instant."""
+    if abs(len(a) - len(b)) > k:
+        return None
+    far = k + 1
+    prev2, prev = None, [min(j, far) for j in range(len(b) + 1)]
     for i in range(1, len(a) + 1):
-        for j in range(1, len(b) + 1):
-            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+        cur = [far] * (len(b) + 1)
+        cur[0] = min(i, far)
+        lo, hi = max(1, i - k), min(len(b), i + k)
+        for j in range(lo, hi + 1):
+            v = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
             if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
-    return d[-1][-1]
+                v = min(v, prev2[j - 2] + 1)
+            cur[j] = min(v, far)
+        if min(cur[lo - 1:hi + 1]) > k:
+            return None
+        prev2, prev = prev, cur
+    return prev[-1] if prev[-1] <= k else None
 
 
 def close_names(key: str, known: set[str]) -> list[str]:
@@ -490,9 +502,10 @@ def close_names(key: str, known: set[str]) -> list[str]:
     up = key.upper()
     scored = []
     for name in known:
-        d = edit_distance(up, name)
-        if (name == up or d <= (1 if len(name) <= 5 else 2) or up.replace("_", "") == name.replace("_", "")
-                or ("_" in up and name.startswith(up + "_"))):
+        d = within_edits(up, name, 1 if len(name) <= 5 else 2)
+        if d is None and (up.replace("_", "") == name.replace("_", "") or ("_" in up and name.startswith(up + "_"))):
+            d = 3
+        if d is not None:
             scored.append((d, name))
     return [n for _, n in sorted(scored)[:3]]
 

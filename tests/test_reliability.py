@@ -337,3 +337,24 @@ def test_sigterm_during_a_two_process_run_saves_loadable_weights(tg, tmp_path):
     cfg = tg.Config.from_env({k: v for k, v in TINY_ENV.items()})
     tg.build_model(cfg, cpu(tg)).load_state_dict(state, strict=True)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_signal_handler_flags_during_training_and_stops_at_once_otherwise(tg):
+    """SIGINT (Ctrl-C) and SIGTERM share one handler: a flag during training (acted on at an
+    agreed step boundary), an immediate Interrupted outside it or at a second signal."""
+    signals = tg.StopSignals().install()
+    try:
+        signals.training = True
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        assert signals.signum == signal.SIGINT
+        with pytest.raises(tg.Interrupted, match="interrupted by SIGTERM"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+        signals.training, signals.signum = False, 0
+        with pytest.raises(tg.Interrupted, match="interrupted by SIGINT"):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+    finally:
+        signals.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
