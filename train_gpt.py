@@ -2215,7 +2215,7 @@ def lr_scale(cfg: Config, step: int, elapsed_ms: float) -> float:
         return 1.0
     by_steps = (cfg.iterations - step) / cfg.warmdown_iters
     by_time = math.inf
-    if cfg.max_wallclock_seconds > 0:
+    if cfg.max_wallclock_seconds > 0 and elapsed_ms > 0:  # no step time measured yet: nothing to convert
         step_ms = elapsed_ms / max(step, 1)
         by_time = (1000 * cfg.max_wallclock_seconds - elapsed_ms) / (cfg.warmdown_iters * step_ms)
     return min(max(min(by_steps, by_time), 0.0), 1.0)

@@ -34,6 +34,7 @@ def test_warmdown_and_qat_follow_iterations_when_they_end_training_before_the_ca
     warmdown and late QAT used to follow the cap's clock only, so neither happened."""
     cfg = tg.Config.from_env({"ITERATIONS": "100", "WARMDOWN_ITERS": "20", "MAX_WALLCLOCK_SECONDS": "600",
                               "QAT_START_FRAC": "0.9"})
+    assert tg.lr_scale(cfg, 0, 0.0) == 1.0  # the first step: no step time measured yet
     assert tg.lr_scale(cfg, 50, 50.0) == 1.0
     assert tg.lr_scale(cfg, 90, 90.0) == pytest.approx(0.5)
     assert tg.lr_scale(cfg, 100, 100.0) == 0.0
