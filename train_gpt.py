@@ -391,11 +391,8 @@ RECORD_NAMES = {
     "WARMDOWN": "the warmdown length in steps is WARMDOWN_ITERS",
     "FORCE_STOP_STEP": "use ITERATIONS (the maximum number of steps)",
     # QAT and averaging
-    "LATE_QAT": "set QAT_MODE=late (LATE_QAT=1) or QAT_MODE=off (0)",
-    "QAT_THRESHOLD": "late QAT there starts when the LR scale falls below it; here it starts at a fraction of training "
-                     "progress, QAT_START_FRAC (scale s with warmdown W of T steps: about 1 - s*W/T)",
-    "LATE_QAT_THRESHOLD": "late QAT there starts when the LR scale falls below it; here it starts at a fraction of training "
-                          "progress, QAT_START_FRAC (scale s with warmdown W of T steps: about 1 - s*W/T)",
+    "LATE_QAT": "set QAT_MODE=late (LATE_QAT=1; the trigger is LATE_QAT_THRESHOLD or QAT_START_FRAC) or QAT_MODE=off (0)",
+    "QAT_THRESHOLD": "=LATE_QAT_THRESHOLD",
     "QAT_ENABLED": "QAT from the first step is QAT_MODE=always (late QAT: QAT_MODE=late)",
     "QAT_INT6": "QAT simulates the export bits of each role: set QUANT_BITS_ATTN=6 QUANT_BITS_MLP=6",
     "LAWA_ENABLED": "not supported: weight averaging is EMA_ENABLED or SWA_ENABLED",

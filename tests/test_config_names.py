@@ -28,13 +28,13 @@ def test_names_far_from_ours_are_not_our_business(tg, name):
 
 
 @pytest.mark.parametrize("name, explains", [
-    ("QAT_THRESHOLD", "QAT_START_FRAC"), ("LATE_QAT", "QAT_MODE=late"), ("LATE_QAT_THRESHOLD", "QAT_START_FRAC"),
+    ("LATE_QAT", "QAT_MODE=late"),
     ("WEIGHT_DECAY", "ADAM_WD"), ("USE_SMEARGATE", "SMEAR_GATE=blend"), ("TTT_EPOCHS", "not supported"),
     ("QAT_ENABLED", "QAT_MODE=always"), ("MATRIX_BITS", "QUANT_BITS_ATTN"), ("BIGRAM_HASH_BUCKETS", "BIGRAM_VOCAB_SIZE"),
 ])
 def test_record_names_are_explained(tg, name, explains):
     """These change the score in the records they come from; they were ignored (LATE_QAT,
-    WEIGHT_DECAY, USE_SMEARGATE) or refused without a hint (QAT_THRESHOLD, TTT_EPOCHS)."""
+    WEIGHT_DECAY, USE_SMEARGATE) or refused without a hint (TTT_EPOCHS)."""
     with pytest.raises(tg.ConfigError) as e:
         tg.Config.from_env({name: "1"})
     assert len(e.value.problems) == 1 and e.value.problems[0].startswith(f"{name} (a name from published records)")
@@ -43,8 +43,9 @@ def test_record_names_are_explained(tg, name, explains):
 
 def test_same_meaning_record_names_are_read_as_ours(tg):
     notes = []
-    cfg = tg.Config.from_env({"MUON_WEIGHT_DECAY": "0.02", "GRAD_CLIP": "0.5", "BIGRAM_HASH_DIM": "64"}, notes)
-    assert (cfg.muon_wd, cfg.grad_clip_norm, cfg.bigram_dim) == (0.02, 0.5, 64)
+    cfg = tg.Config.from_env({"MUON_WEIGHT_DECAY": "0.02", "GRAD_CLIP": "0.5", "BIGRAM_HASH_DIM": "64",
+                              "QAT_THRESHOLD": "0.1"}, notes)
+    assert (cfg.muon_wd, cfg.grad_clip_norm, cfg.bigram_dim, cfg.late_qat_threshold) == (0.02, 0.5, 64, 0.1)
     assert "GRAD_CLIP=0.5 read as GRAD_CLIP_NORM (published records' name)" in notes
     with pytest.raises(tg.ConfigError, match="MUON_WEIGHT_DECAY=0.02 and MUON_WD=0.03 are both set"):
         tg.Config.from_env({"MUON_WEIGHT_DECAY": "0.02", "MUON_WD": "0.03"})
@@ -71,13 +72,13 @@ def test_a_record_name_that_becomes_a_field_is_read_as_that_field(tg):
 
 
 def test_every_problem_is_reported_at_once(tg):
-    env = {"ITERATION": "5", "NUM_LAYERS": "ten", "EMA_DECAY": "2", "QAT_THRESHOLD": "0.1", "NUM_KV_HEADS": "3",
+    env = {"ITERATION": "5", "NUM_LAYERS": "ten", "EMA_DECAY": "2", "TTT_EPOCHS": "3", "NUM_KV_HEADS": "3",
            "RUN_ID": "../x"}
     with pytest.raises(tg.ConfigError) as e:
         tg.Config.from_env(env)
     text = str(e.value)
     for part in ("ITERATION (did you mean ITERATIONS", "NUM_LAYERS='ten': expected int", "EMA_DECAY=2.0: must be < 1.0",
-                 "QAT_THRESHOLD (a name from published records)", "NUM_HEADS=8 must be divisible by NUM_KV_HEADS=3",
+                 "TTT_EPOCHS (a name from published records)", "NUM_HEADS=8 must be divisible by NUM_KV_HEADS=3",
                  "RUN_ID='../x' must be a plain name"):
         assert part in text, part
     assert len(e.value.problems) == 6
