@@ -456,7 +456,7 @@ RECORD_NAMES = {
     "PHASED_TTT_NUM_PHASES": "not supported (phased global TTT)",
     "PHASED_TTT_PREFIX_DOCS": "not supported (phased global TTT)",
     "GLOBAL_TTT_LR": "not supported (phased global TTT)",
-    "TTT_EVAL_ONLY": "not supported: every run trains, then scores its artifact",
+    "TTT_EVAL_ONLY": "score an existing artifact with EVAL_ONLY=<path> (TTT_ENABLED=1 for TTT)",
     "PREQUANT_ONLY": "not supported: every run exports and scores its artifact",
     # data and run
     "DATA_DIR": "DATA_PATH is the directory holding the shards themselves",
