@@ -2854,6 +2854,14 @@ def dry_run(cfg: Config, world_size: int) -> int:
                 f"({'<' if top < cfg.vocab_size else '>='} VOCAB_SIZE={cfg.vocab_size})", None)
     check("val_shards", val_data)
 
+    def preflight():  # the run's own data preflight: every shard read, splits disjoint, the manifest
+        lines = []
+        preflight_data(cfg, Dist(0, 1, 0, torch.device("cpu")), lines.append,
+                       shard_files(cfg.data_path, cfg.train_glob, "train"), shard_files(cfg.data_path, cfg.val_glob, "val"),
+                       load_tokenizer(cfg), (cfg.train_batch_tokens // 8 + 1) * world_size)
+        return True, lines[-1].removeprefix("preflight: "), None
+    check("data_preflight", preflight)
+
     if cfg.dry_run_step_ms:
         step_ms, source = cfg.dry_run_step_ms, "DRY_RUN_STEP_MS"
     else:

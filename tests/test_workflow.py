@@ -135,11 +135,13 @@ def test_dry_run_says_which_limit_ends_training(tg, capsys):
     assert "ITERATIONS binds: training ends at step 5000 after about 500 s of the 600 s cap" in out
     _, out = dry(tg, capsys, {"MAX_WALLCLOCK_SECONDS": "600", "ITERATIONS": "9000"})
     assert "estimate: the 11-layer record's published 85.1 ms/step" in out
+    assert "check data_preflight: PASS train_shards:2 " in out and "train_val_overlap:none" in out
 
 
 def test_dry_run_fails_on_bad_data_and_keeps_checking(tg, capsys, tmp_path):
     rc, out = dry(tg, capsys, {"TOKENIZER_PATH": str(tmp_path / "missing.model"), "VAL_GLOB": "nothing_*.bin"})
-    assert rc == 1 and "dry_run_result: FAIL (2 failed)" in out
+    assert rc == 1 and "dry_run_result: FAIL (3 failed)" in out
+    assert "check data_preflight: FAIL" in out
     assert f"check tokenizer: FAIL TOKENIZER_PATH={tmp_path / 'missing.model'} does not exist" in out
     assert "check val_shards: FAIL no val shards match" in out and "check train_shards: PASS" in out
 
