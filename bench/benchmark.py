@@ -401,20 +401,25 @@ def host_environment(script: Path) -> dict:
 
 
 def trainer_variables(script: Path) -> tuple[set, tuple]:
-    """The variable names and owned prefixes train_gpt.py reads, from its source (no import)."""
+    """The variable names train_gpt.py reads or recognises (its Config fields and its table of
+    published records' names), and the first words of its field names (TRAIN_, MUON_, ...),
+    from its source (no import). A shell variable with one of those first words is likely a
+    typo of a knob, which the trainer refuses."""
     try:
         src = script.read_text(encoding="utf-8")
     except OSError:
         return set(), ()
     names = {m.upper() for m in re.findall(r"^\s+(\w+)\s*:\s*\w+\s*=\s*knob\(", src, re.M)}
-    fam = re.search(r"FAMILIES\s*=\s*\((.*?)\)", src, re.S)
-    prefixes = tuple(re.findall(r"\"([A-Z_]+)\"", fam.group(1))) if fam else ()
+    table = re.search(r"^RECORD_NAMES\s*=\s*\{(.*?)^\}", src, re.S | re.M)
+    if table:
+        names |= set(re.findall(r'^\s+"([A-Z][A-Z0-9_]*)"\s*:', table.group(1), re.M))
+    prefixes = tuple(sorted({n.split("_")[0] + "_" for n in names if "_" in n}))
     return names, prefixes
 
 
 def child_base_environ(script: Path) -> tuple[dict, list]:
-    """This process's environment minus anything the trainer would read (a stray NUM_LAYERS in
-    the shell must not change a benchmark) and minus launcher variables."""
+    """This process's environment minus anything the trainer would read or refuse (a stray
+    NUM_LAYERS in the shell must not change a benchmark) and minus launcher variables."""
     names, prefixes = trainer_variables(script)
     env, dropped = {}, []
     for k, v in os.environ.items():
