@@ -710,6 +710,9 @@ def test_logs_in_a_subfolder_are_found(capsys, tmp_path):
     code, out = run_cli(capsys, "leaderboard", "--root", tmp_path / "records")
     assert "no parsable log" not in out and "nothing parsable" not in out
     assert len(leaderboard_order(out)) == 1  # logs/ is part of the record, not a record of its own
+    (folder / "submission.json").unlink()  # without a json too: the folder is the record
+    code, out = run_cli(capsys, "leaderboard", "--root", tmp_path / "records")
+    assert leaderboard_order(out) == [folder.name]
 
 
 def test_leaderboard_flags_a_log_over_the_cap(capsys, tmp_path):

@@ -33,8 +33,9 @@ def record_folders(root: Path) -> list[Path]:
         if p.is_dir() and p not in with_json and not any(j in p.parents for j in with_json) \
                 and not any(o in p.parents for o in out):
             if any(c.suffix in LOG_SUFFIXES and c.name.lower() not in NON_LOG_NAMES for c in p.iterdir() if c.is_file()):
-                if find_logs(p):
-                    out.append(p)
+                folder = p.parent if p.name == "logs" else p  # a record that keeps its logs in logs/
+                if folder not in out and find_logs(folder):
+                    out.append(folder)
     return sorted(set(out))
 
 

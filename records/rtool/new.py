@@ -326,6 +326,7 @@ def cmd_new(args) -> int:
     for n in ["train_gpt.py", *([HUMAN_NAME] if readable is not None else []), *names, "submission.json",
               "README.md"] + (["requirements.txt"] if args.requirements else []):
         print(f"  {n}")
+    print("  curves.png" if plotted else "  (no curves.png: matplotlib is not installed)")
     if readable is not None:
         print(f"train_gpt.py is packed: {len(script):,} counted bytes for {len(readable.encode()):,} readable "
               f"({HUMAN_NAME})")
@@ -336,7 +337,6 @@ def cmd_new(args) -> int:
                      if readable is not None and r.code_bytes > len(script) else ""))
         if r.config.get("VAL_MAX_TOKENS") not in (None, "0"):
             print(f"WARNING {r.label}: VAL_MAX_TOKENS={r.config['VAL_MAX_TOKENS']}: a partial validation split")
-    print("  curves.png" if plotted else "  (no curves.png: matplotlib is not installed)")
     print(f"val_bpb mean {fmt_num(sub['val_bpb'])}  val_loss mean {fmt_num(sub['val_loss'])}  "
           f"bytes_total {fmt_bytes(sub['bytes_total'])}  seeds {', '.join(map(str, sub['seeds']))}")
     sig = significance_from_args(args, runs)

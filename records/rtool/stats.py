@@ -1,7 +1,6 @@
 """Statistics (Student t without scipy) and the significance test against the best record."""
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
