@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="records_tool.py", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  python records/records_tool.py new logs/a.txt logs/b.txt logs/c.txt --name NAME --author A \\\n"
-               "      --github-id ID --description Short_Name\n"
+               "      --github-id ID --description Short_Name --blurb \"One paragraph.\" [--pack]\n"
                "  python records/records_tool.py validate records/track_10min_16mb/2026-05-01_Short_Name --best-loss 1.9295\n"
                "  python records/records_tool.py diff records/track_10min_16mb/A records/track_10min_16mb/B\n"
                "  python records/records_tool.py leaderboard --track 10min_16mb\n"
