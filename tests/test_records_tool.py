@@ -283,6 +283,27 @@ def test_packed_script_runs_bit_for_bit_and_counts_itself(capsys, tmp_path, trai
     assert "PASS       counted code: seed 7 counts" in out
 
 
+def test_validate_rescore_replays_the_artifact(capsys, tmp_path, trainer_runs):
+    """--rescore runs the folder's script under EVAL_ONLY with the seed's logged config: the same
+    final_score_exact to the printed digits is a PASS, another one a FAIL."""
+    run_dir, _, logs = trainer_runs
+    [artifact] = [p for p in run_dir.glob("contract.*") if p.suffix not in (".txt", ".pt")]
+    folder = tmp_path / "rec" / "2026-05-01_Rescore"
+    code, out = run_cli(capsys, "new", run_dir / "contract.txt", "--script", ROOT / "train_gpt.py", "--name", "n",
+                        "--author", "a", "--github-id", "g", "--description", "Rescore", "--blurb", "b",
+                        "--allow-partial-val", "--out", folder)
+    assert code == 0, out
+    code, out = run_cli(capsys, "validate", folder, "--rescore", artifact)
+    [line] = [ln for ln in out.splitlines() if " rescore " in ln[:20]]
+    assert line.startswith("PASS       rescore seed 7:") and "(identical to the printed digits)" in line, out
+    log = folder / "train_seed7.log"
+    log.write_text(re.sub(r"(?m)^(final_score_exact .* val_bpb:\d\.\d{6})\d\d", r"\g<1>99", log.read_text()))
+    code, out = run_cli(capsys, "validate", folder, "--rescore", artifact)
+    assert code == 1 and "FAIL       rescore seed 7:" in out
+    code, out = run_cli(capsys, "validate", folder, "--rescore", tmp_path / "missing.ptz")
+    assert code == 1 and "FAIL       rescore: artifact" in out
+
+
 def test_new_pack_from_a_readable_run(capsys, tmp_path):
     folder = make_record(capsys, tmp_path, extra=("--pack",))
     src = (OURS / "tiny_train_gpt.py").read_text()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import sys
 
 from .common import TRACKS
 from .diff import cmd_diff
@@ -71,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-grace-steps", type=float, default=1.0,
                    help="training may exceed 600 s by this many average steps, because the wallclock cap is checked "
                         "at step boundaries (default 1; 0 = strict)")
+    g = p.add_argument_group("re-scoring (the trainer's EVAL_ONLY mode)")
+    g.add_argument("--rescore", metavar="ARTIFACT",
+                   help="score this artifact (logs/<RUN_ID>.<format> of a run) with the folder's train_gpt.py under "
+                        "EVAL_ONLY and the logged config of its seed, and compare with the score that log reports; "
+                        "DATA_PATH/TOKENIZER_PATH/TRAIN_GLOB/VAL_GLOB from the environment win over the logged ones")
+    g.add_argument("--rescore-seed", help="the seed whose log the artifact belongs to (default: the log whose RUN_ID "
+                                          "names the artifact file, or the only log)")
+    g.add_argument("--rescore-launcher", default=f"{sys.executable}",
+                   help="command that runs the script, e.g. 'torchrun --standalone --nproc_per_node=8' (default: "
+                        "this Python)")
     _add_best_args(p)
     p.set_defaults(func=cmd_validate)
 

@@ -10,6 +10,7 @@ from .logs import *
 from .new import check_same_config, summarize_runs
 from .scripts import *
 from .stats import *
+from .rescore import check_rescore
 
 def check_files(folder: Path, rec: Record, rep: Report) -> Path | None:
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}_.+", folder.name):
@@ -274,6 +275,8 @@ def cmd_validate(args) -> int:
         check_scripts(runs, script, rep)
         check_submission(folder, rec, rep)
         check_significance(args, runs, rep)
+        if args.rescore and script is not None:
+            check_rescore(folder, runs, Path(args.rescore), args.rescore_seed, args.rescore_launcher, rep)
     elif rec.sub_error:
         rep.add("FAIL", rec.sub_error)
     return rep.summary()
