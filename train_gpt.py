@@ -183,15 +183,31 @@ class Config:
     # --- evaluation ---
     eval_stride: int = knob(64, "sliding-window stride for the final score (0 = non-overlapping windows)", lo=0, group="eval")
     eval_seq_len: int = knob(0, "sliding-window length (0 = TRAIN_SEQ_LEN)", lo=0, group="eval")
-    eval_batch_seqs: int = knob(32, "windows per forward batch (per rank) in sliding and TTT eval", lo=1, group="eval")
+    eval_batch_seqs: int = knob(32, "windows per forward batch (per rank) in the sliding eval", lo=1, group="eval")
     eval_budget_seconds: float = knob(600.0, "the eval-time budget that projected and measured eval times are checked against", lo=0.0, group="eval")
-    ttt_enabled: bool = knob(False, "score-first test-time training with per-document LoRA adapters", group="eval")
-    ttt_lora_rank: int = knob(8, "LoRA rank of the TTT adapters", lo=1, group="eval")
-    ttt_lora_lr: float = knob(0.01, "Adam LR of the TTT adapters", lo=0.0, group="eval")
-    ttt_targets: str = knob("q,v,head", "comma list of adapted weights: q, k, v, o, up, down, head", group="eval")
-    ttt_chunk_size: int = knob(256, "tokens scored per TTT chunk (an update follows each chunk but a document's last)", lo=1, group="eval")
-    ttt_eval_seq_len: int = knob(1024, "context window (in-document) of TTT scoring", lo=2, group="eval")
-    ttt_steps: int = knob(1, "adapter updates per scored chunk", lo=1, group="eval")
+    ttt_enabled: bool = knob(False, "score-first test-time training (per-document LoRA, optional global phases) as the final score", group="eval")
+    ttt_lora_rank: int = knob(80, "LoRA rank of the per-document TTT adapters", lo=1, group="eval")
+    ttt_lora_lr: float = knob(1e-4, "AdamW LR of the TTT adapters", lo=0.0, group="eval")
+    ttt_targets: str = knob("q,k,v,o,up,down,head", "comma list of adapted weights: q, k, v, o, up, down, head", group="eval")
+    ttt_chunk_size: int = knob(48, "tokens scored per TTT chunk (an update follows each chunk but a document's last)", lo=1, group="eval")
+    ttt_eval_seq_len: int = knob(2048, "context window (in-document) of TTT scoring", lo=2, group="eval")
+    ttt_grad_steps: int = knob(1, "adapter updates per scored chunk", lo=1, group="eval")
+    # --- per-document TTT (the 1.0611 record's names and settings) ---
+    ttt_batch_size: int = knob(64, "documents adapted at once (one adapter each; rows padded to this fixed size)", lo=1, group="eval")
+    ttt_lora_alpha: float = knob(144.0, "adapter output scaled by TTT_LORA_ALPHA/TTT_LORA_RANK (0 = unscaled B*A)", lo=0.0, group="eval")
+    ttt_warm_start_a: bool = knob(True, "a new batch re-zeroes only B: each adapter slot keeps its learned A (within a phase)", group="eval")
+    ttt_beta1: float = knob(0.0, "AdamW beta1 of the TTT adapters", lo=0.0, hi=1.0, group="eval")
+    ttt_beta2: float = knob(0.99, "AdamW beta2 of the TTT adapters", lo=0.0, hi=1.0, group="eval")
+    ttt_weight_decay: float = knob(0.5, "AdamW decoupled weight decay of the TTT adapters", lo=0.0, group="eval")
+    ttt_with_sliding: bool = knob(False, "with TTT_ENABLED=1 also run the sliding-window eval (a diagnostic whose time counts against the budget)", group="eval")
+    # --- phased TTT: global SGD on the base weights over already-scored documents ---
+    phased_ttt_num_phases: int = knob(3, "global-SGD phases over the first PHASED_TTT_PREFIX_DOCS documents (0 = per-document LoRA only)", lo=0, group="eval")
+    phased_ttt_prefix_docs: int = knob(2500, "documents (in stream order) whose scores come before the last phase", lo=1, group="eval")
+    global_ttt_lr: float = knob(1e-3, "SGD LR of a global phase (cosine to 0 over its chunks)", lo=0.0, group="eval")
+    global_ttt_momentum: float = knob(0.9, "SGD momentum of a global phase (restarts every phase)", lo=0.0, hi=1.0, group="eval")
+    global_ttt_chunk_tokens: int = knob(32768, "tokens per global-SGD step, summed over ranks", lo=1, group="eval")
+    global_ttt_epochs: int = knob(1, "passes of a global phase over its documents", lo=1, group="eval")
+    global_ttt_grad_clip: float = knob(1.0, "grad-norm clip of a global step (0 = off)", lo=0.0, group="eval")
     # --- speed path ---
     compile: str = knob("auto", "torch.compile the model: auto (CUDA only), 1, 0", choices=("auto", "0", "1"), group="speed")
     autocast: str = knob("bf16", "precision of forward passes on CPU and CUDA: bf16 autocast (fp32 master weights and optimizer state), or off (fp32 throughout)", choices=("bf16", "off"), group="speed")
@@ -435,27 +451,24 @@ RECORD_NAMES = {
     "VAL_BATCH_TOKENS": "=VAL_BATCH_SIZE",
     "EVAL_BATCH_SIZE": "windows per forward batch and rank is EVAL_BATCH_SEQS",
     "SW_EVAL_BATCH": "windows per forward batch and rank is EVAL_BATCH_SEQS",
-    "TTT_EPOCHS": "not supported: TTT here is score-first per-document LoRA (TTT_ENABLED) with TTT_STEPS updates per chunk, "
-                  "not epochs of full-model SGD",
-    "TTT_LR": "the LoRA adapters' Adam LR is TTT_LORA_LR (the records' TTT_LR is a full-model SGD LR)",
-    "TTT_MOMENTUM": "not supported: the TTT adapters use Adam",
-    "TTT_FREEZE_BLOCKS": "not supported: TTT adapts LoRA on the weights in TTT_TARGETS, nothing else moves",
-    "TTT_CHUNK_TOKENS": "TTT_CHUNK_SIZE is tokens per scored chunk of one document (the records' chunks span documents)",
-    "TTT_BATCH_SEQS": "not supported: TTT runs per document",
-    "TTT_GRAD_CLIP": "not supported",
-    "TTT_GRAD_STEPS": "=TTT_STEPS",
-    "TTT_OPTIMIZER": "not supported: the TTT adapters use Adam",
-    "TTT_WEIGHT_DECAY": "not supported",
-    "TTT_BETA1": "not supported",
-    "TTT_BETA2": "not supported",
-    "TTT_LORA_ALPHA": "not supported: adapter outputs are not rescaled (alpha = rank)",
+    "TTT_EPOCHS": "not supported: TTT here is score-first per-document LoRA (TTT_ENABLED) with TTT_GRAD_STEPS updates per "
+                  "chunk; full-model SGD runs only in the global phases (PHASED_TTT_NUM_PHASES, GLOBAL_TTT_EPOCHS)",
+    "TTT_LR": "the LoRA adapters' AdamW LR is TTT_LORA_LR; the global phases' SGD LR is GLOBAL_TTT_LR",
+    "TTT_MOMENTUM": "the TTT adapters use AdamW (TTT_BETA1, TTT_BETA2); the global phases' momentum is GLOBAL_TTT_MOMENTUM",
+    "TTT_FREEZE_BLOCKS": "not supported: TTT adapts LoRA on the weights in TTT_TARGETS; global phases train all weights",
+    "TTT_CHUNK_TOKENS": "TTT_CHUNK_SIZE is tokens per scored chunk of one document; a global phase's step is GLOBAL_TTT_CHUNK_TOKENS",
+    "TTT_BATCH_SEQS": "documents adapted at once: TTT_BATCH_SIZE",
+    "TTT_GRAD_CLIP": "the global phases' clip is GLOBAL_TTT_GRAD_CLIP (the adapters are not clipped)",
+    "TTT_STEPS": "=TTT_GRAD_STEPS",
+    "TTT_OPTIMIZER": "not supported: the TTT adapters use AdamW",
     "TTT_K_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,k,v,head)",
     "TTT_O_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,v,o,head)",
     "TTT_MLP_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,v,up,down,head)",
-    "PHASED_TTT_ENABLED": "not supported (phased global TTT)",
-    "PHASED_TTT_NUM_PHASES": "not supported (phased global TTT)",
-    "PHASED_TTT_PREFIX_DOCS": "not supported (phased global TTT)",
-    "GLOBAL_TTT_LR": "not supported (phased global TTT)",
+    "PHASED_TTT_ENABLED": "phases run when PHASED_TTT_NUM_PHASES > 0 (with TTT_ENABLED=1)",
+    "GLOBAL_TTT_BATCH_SEQS": "a global step holds GLOBAL_TTT_CHUNK_TOKENS / TRAIN_SEQ_LEN rows, split across ranks",
+    "GLOBAL_TTT_WARMUP_CHUNKS": "not supported: a global phase's LR is a cosine from GLOBAL_TTT_LR without warmup",
+    "GLOBAL_TTT_WARMUP_START_LR": "not supported: a global phase's LR is a cosine from GLOBAL_TTT_LR without warmup",
+    "GLOBAL_TTT_RESPECT_DOC_BOUNDARIES": "not supported: a global phase trains on TRAIN_SEQ_LEN rows of the scored prefix",
     "TTT_EVAL_ONLY": "score an existing artifact with EVAL_ONLY=<path> (TTT_ENABLED=1 for TTT)",
     "PREQUANT_ONLY": "not supported: every run exports and scores its artifact",
     # data and run
@@ -2050,7 +2063,7 @@ def evaluate_sliding(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Co
 
 
 @torch.inference_mode()
-def prewarm_eval(model: nn.Module, cfg: Config, ctx: Dist, n_val: int) -> float:
+def prewarm_eval(model: nn.Module, cfg: Config, ctx: Dist, n_val: int, sliding: bool = True) -> float:
     """Build the compiled eval graphs (the exact shapes and modes evaluate and evaluate_sliding
     use) on dummy tokens before the training timer starts, so neither training-time
     validation nor the final scoring pays for compilation. Reads no validation data.
@@ -2058,7 +2071,7 @@ def prewarm_eval(model: nn.Module, cfg: Config, ctx: Dist, n_val: int) -> float:
     t0 = time.perf_counter()
     dummy = torch.zeros(n_val, dtype=torch.int64, device=ctx.device)
     shapes = [(eval_batch_rows(cfg, ctx, n_val), cfg.train_seq_len, 0)]
-    if cfg.eval_stride:
+    if cfg.eval_stride and sliding:
         windows = sliding_windows(n_val - 1, cfg.window_len, cfg.eval_stride)
         rows, length = sliding_batch_rows(cfg, ctx, len(windows)), windows[0][1]
         shapes += [(rows, length, sliding_score_from(f, length, cfg.eval_stride)) for f in (0, length)]
@@ -2113,71 +2126,282 @@ def make_lora(model: GPT, cfg: Config, n: int, device: torch.device) -> dict[str
                 torch.zeros(n, o, r, device=device, requires_grad=True)) for k, (i, o) in shapes.items()}
 
 
-def evaluate_ttt(model: GPT, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx: Dist, log,
-                 keep_per_token: bool = False) -> EvalResult:
-    """Legal score-first TTT: each document is scored chunk by chunk (TTT_CHUNK_SIZE
-    predictions, in-document context of up to TTT_EVAL_SEQ_LEN tokens); every chunk's scores are
-    added to the totals BEFORE the adapters take a step on that chunk, so a token is always
-    predicted by a state built only from tokens before it. Adapters (and their Adam state) are
-    per document and fresh for each batch of documents; the last chunk of a document is never
-    trained on. Documents are sorted by length and dealt round-robin to ranks."""
+def scaled_lora(lora: dict, cfg: Config) -> dict:
+    """What the model sees: (A, B * alpha/rank), i.e. the adapter output scaled by alpha/rank
+    while A and B stay the trained (and decayed) tensors."""
+    scale = cfg.ttt_lora_alpha / cfg.ttt_lora_rank if cfg.ttt_lora_alpha else 1.0
+    return {k: (A, B * scale) for k, (A, B) in lora.items()}
+
+
+def ttt_window_lengths(cfg: Config) -> list[int]:
+    """Window lengths of the TTT forward: TTT_CHUNK_SIZE doubled up to TTT_EVAL_SEQ_LEN. Each
+    chunk's batch is padded on the right to the smallest length that holds its longest window,
+    so a handful of compiled graphs, all built before the timer, serve the whole eval."""
+    out, length = [], cfg.ttt_chunk_size
+    while length < cfg.ttt_eval_seq_len:
+        out.append(length)
+        length *= 2
+    return out + [cfg.ttt_eval_seq_len]
+
+
+def ttt_phase_bounds(n_docs: int, cfg: Config) -> list[int]:
+    """Document counts (stream order) after which a global phase runs: PREFIX*(p+1)/PHASES,
+    capped below the number of documents (a phase after the last one would help nobody)."""
+    p = cfg.phased_ttt_num_phases
+    return sorted({b for b in (cfg.phased_ttt_prefix_docs * (i + 1) // p for i in range(p)) if 0 < b < n_docs})
+
+
+def ttt_plan(spans: list[tuple[int, int]], cfg: Config, ctx: Dist) -> tuple[list[list], list[int]]:
+    """The documents cut at the phase bounds into segments, in stream order, so a phase trains
+    only on documents that every rank has finished scoring. Inside a segment the documents are
+    sorted longest first and cut into batches of TTT_BATCH_SIZE (similar lengths pad little),
+    dealt round-robin to ranks. Every rank gets the same number of slots per segment (None =
+    idle), so the ranks reach each decision point and each phase together. Returns this rank's
+    batches per segment and each phase's end (its documents' predictions are [0, end))."""
+    bounds = ttt_phase_bounds(len(spans), cfg)
+    cuts, segments = [0] + bounds + [len(spans)], []
+    for lo, hi in zip(cuts, cuts[1:]):
+        docs = sorted(spans[lo:hi], key=lambda s: s[0] - s[1])  # stable: equal lengths stay in stream order
+        batches = [docs[i:i + cfg.ttt_batch_size] for i in range(0, len(docs), cfg.ttt_batch_size)]
+        slots = math.ceil(len(batches) / ctx.world_size) * ctx.world_size
+        segments.append([batches[i] if i < len(batches) else None for i in range(ctx.rank, slots, ctx.world_size)])
+    return segments, [spans[b - 1][1] for b in bounds]
+
+
+def ttt_chunk_plan(docs: list[tuple[int, int]], cfg: Config, adapt: bool) -> list[tuple[list, list, list, int]]:
+    """Per chunk of a batch (host-side ints only, no device sync): for every row the window
+    start w0, the first scored prediction a and the end z (all relative to the document start;
+    a == z: nothing left), and the padded window length. Adapting, a chunk scores
+    TTT_CHUNK_SIZE predictions with up to TTT_EVAL_SEQ_LEN tokens of in-document context;
+    without adaptation it scores whole TTT_EVAL_SEQ_LEN windows."""
+    chunk = cfg.ttt_chunk_size if adapt else cfg.ttt_eval_seq_len
+    lens = [e - s for s, e in docs] + [0] * (cfg.ttt_batch_size - len(docs))
+    lengths, plan = ttt_window_lengths(cfg), []
+    for c in range(max(math.ceil(n / chunk) for n in lens)):
+        a = [min(c * chunk, n) for n in lens]
+        z = [min((c + 1) * chunk, n) for n in lens]
+        w0 = [max(0, zz - cfg.ttt_eval_seq_len) for zz in z]
+        need = max(zz - ww for zz, ww in zip(z, w0))
+        plan.append((w0, a, z, next(L for L in lengths if L >= need)))
+    return plan
+
+
+def ttt_batch_work(docs: list[tuple[int, int]] | None, cfg: Config, adapt: bool) -> int:
+    """Row-tokens the batch's forwards process: the unit of the time projection."""
+    return 0 if docs is None else cfg.ttt_batch_size * sum(L for *_, L in ttt_chunk_plan(docs, cfg, adapt))
+
+
+def ttt_score_batch(model: nn.Module, tokens: Tensor, lut: ByteLUT, cfg: Config, ctx: Dist, docs: list[tuple[int, int]],
+                    lora: dict, sums: Tensor, per_token: Tensor | None, trace: list | None, adapt: bool) -> None:
+    """Score one batch of documents chunk by chunk. Each chunk's scores are added to the sums
+    BEFORE the adapters step on it, from the same forward; a document's last chunk is scored
+    and never trained on. Rows are padded to TTT_BATCH_SIZE (empty rows score nothing)."""
+    dev, n_rows = ctx.device, cfg.ttt_batch_size
+    starts = [s for s, _ in docs] + [0] * (n_rows - len(docs))
+    lens = [e - s for s, e in docs] + [0] * (n_rows - len(docs))
+    params = [t for pair in lora.values() for t in pair]
+    opt = torch.optim.AdamW(params, lr=cfg.ttt_lora_lr, betas=(cfg.ttt_beta1, cfg.ttt_beta2), eps=1e-10,
+                            weight_decay=cfg.ttt_weight_decay) if adapt else None
+    pos = torch.arange(cfg.ttt_eval_seq_len, device=dev)
+    for w0, a, z, L in ttt_chunk_plan(docs, cfg, adapt):
+        train = [adapt and zz < n for zz, n in zip(z, lens)]  # more of the document follows this chunk
+        live = [zz > aa for aa, zz in zip(a, z)]
+        first = torch.tensor([aa - ww for aa, ww in zip(a, w0)], device=dev)
+        last = torch.tensor([zz - ww if ok else 0 for ww, zz, ok in zip(w0, z, live)], device=dev)
+        j = pos[:L]
+        valid = j[None, :] < last[:, None]
+        scored = valid & (j[None, :] >= first[:, None])
+        idx = (torch.tensor([s + ww for s, ww in zip(starts, w0)], device=dev)[:, None] + j[None, :]).clamp_max(len(tokens) - 2)
+        x, y = torch.where(valid, tokens[idx], 0), torch.where(valid, tokens[idx + 1], 0)
+        for step in range(cfg.ttt_grad_steps if any(train) else 1):
+            with autocast(cfg, ctx):
+                nll = token_nll(model, x, y, scaled_lora(lora, cfg))
+            if step == 0:  # score first: these numbers are final before any update sees this chunk
+                with torch.no_grad():
+                    sums += torch.stack([(nll.double() * scored).sum(), scored.sum().double(),
+                                         (lut.count(x, y) * scored).sum().double()])
+                    if per_token is not None:
+                        for r in range(len(docs)):
+                            per_token[starts[r] + a[r]:starts[r] + z[r]] = nll[r, a[r] - w0[r]:z[r] - w0[r]].double().cpu()
+                if trace is not None:
+                    trace.extend(("score", starts[r] + a[r], starts[r] + z[r]) for r in range(len(docs)) if live[r])
+            if not any(train):
+                break
+            # Sum of per-document mean losses: each document's adapter sees only its own gradient.
+            per_doc = (nll * scored).sum(1) / scored.sum(1).clamp_min(1)
+            opt.zero_grad(set_to_none=True)
+            (per_doc * torch.tensor(train, device=dev)).sum().backward()
+            opt.step()
+            if trace is not None:  # the predictions the loss read: the window, every one already scored
+                trace.extend(("train", starts[r] + w0[r], starts[r] + z[r]) for r in range(len(docs)) if train[r])
+
+
+def global_ttt_rows(cfg: Config, ctx: Dist) -> int:
+    """Sequences (TRAIN_SEQ_LEN) per rank in one global-SGD step; fixed, so one graph serves."""
+    return math.ceil(max(1, cfg.global_ttt_chunk_tokens // cfg.train_seq_len) / ctx.world_size)
+
+
+def global_ttt_phase(model: nn.Module, tokens: Tensor, cfg: Config, ctx: Dist, end: int, trace: list | None) -> int:
+    """One global phase: plain SGD (momentum restarted) on all base weights over predictions
+    [0, end), the prefix of documents every rank has scored, cut into TRAIN_SEQ_LEN rows and
+    GLOBAL_TTT_CHUNK_TOKENS steps shared across ranks (gradients summed, normalized by the
+    global token count, clipped). LR: cosine from GLOBAL_TTT_LR to 0 over the steps; the
+    last, at LR 0, is skipped. Returns the row-tokens this rank processed."""
+    seq, rows = cfg.train_seq_len, global_ttt_rows(cfg, ctx)
+    chunk_seqs = max(1, cfg.global_ttt_chunk_tokens // seq)
+    n_seq = math.ceil(end / seq)
+    n_chunks = math.ceil(n_seq / chunk_seqs)
+    steps = n_chunks * cfg.global_ttt_epochs
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(params, lr=cfg.global_ttt_lr, momentum=cfg.global_ttt_momentum)
+    j = torch.arange(seq, device=ctx.device)
+    work = 0
+    for step in range(steps):
+        lr = cfg.global_ttt_lr * (0.5 * (1 + math.cos(math.pi * step / (steps - 1))) if steps > 1 else 1.0)
+        if lr <= 0:
+            continue
+        c = step % n_chunks
+        lim = min((c + 1) * chunk_seqs, n_seq)  # this chunk's sequences are [c*chunk_seqs, lim)
+        seq_ids = torch.arange(c * chunk_seqs + ctx.rank * rows, c * chunk_seqs + (ctx.rank + 1) * rows, device=ctx.device)
+        idx = seq_ids[:, None] * seq + j[None, :]
+        valid = (idx < end) & (seq_ids[:, None] < lim)
+        idx = idx.clamp_max(end - 1)
+        x, y = torch.where(valid, tokens[idx], 0), torch.where(valid, tokens[idx + 1], 0)
+        count = min(lim * seq, end) - c * chunk_seqs * seq  # real predictions in the chunk, all ranks
+        with autocast(cfg, ctx):
+            loss = (token_nll(model, x, y) * valid).sum() / count
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = all_reduce_(torch.cat([g.reshape(-1) for g in grads]), ctx)  # one collective per step
+        torch._foreach_copy_(grads, [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)])
+        for p, g in zip(params, grads):
+            p.grad = g
+        if cfg.global_ttt_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.global_ttt_grad_clip)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        work += rows * seq
+        if trace is not None:
+            trace.append(("train", 0, end))
+    for p in params:
+        p.requires_grad_(False)
+        p.grad = None
+    return work
+
+
+def prewarm_ttt(model: nn.Module, cfg: Config, ctx: Dist) -> float:
+    """Build the compiled TTT graphs before the eval timer on random tokens (no validation token
+    is read): forward and backward with adapters at every window length, and the global-SGD
+    step's forward and backward. No optimizer steps: the weights are untouched. Returns ms."""
     t0 = time.perf_counter()
-    tokens = val_tokens.to(ctx.device, dtype=torch.int64)
-    spans = sorted(document_spans(val_tokens, model.bos_id), key=lambda s: s[0] - s[1])
-    mine = spans[ctx.rank::ctx.world_size]
-    sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
-    per_token = torch.full((len(val_tokens) - 1,), float("nan"), dtype=torch.float64) if keep_per_token else None
-    chunk, ctx_len = cfg.ttt_chunk_size, cfg.ttt_eval_seq_len
+    g = torch.Generator().manual_seed(0)
     was_training = model.training
     model.eval()
-    for p in model.parameters():  # only the adapters learn
+    params = list(model.parameters())
+    for p in params:
         p.requires_grad_(False)
-    n_batches, next_report = math.ceil(len(mine) / cfg.eval_batch_seqs), 0.1
-    for bi, b in enumerate(range(0, len(mine), cfg.eval_batch_seqs)):
-        docs = mine[b:b + cfg.eval_batch_seqs]
-        lora = make_lora(model, cfg, len(docs), ctx.device)
-        opt = torch.optim.Adam([t for pair in lora.values() for t in pair], lr=cfg.ttt_lora_lr, betas=(0.9, 0.95), eps=1e-10)
-        n_chunks = [math.ceil((e - s) / chunk) for s, e in docs]
-        for c in range(max(n_chunks)):
-            active = [j for j in range(len(docs)) if n_chunks[j] > c]
-            # Window of doc j for chunk c: predictions [a, z) scored, inputs [w0, z) with w0 >= doc start.
-            rows = []
-            for j in active:
-                s, e = docs[j]
-                a, z = s + c * chunk, min(s + (c + 1) * chunk, e)
-                rows.append((j, max(s, z - ctx_len), a, z))
-            L = max(z - w0 for _, w0, _, z in rows)
-            x = torch.zeros(len(rows), L, dtype=torch.int64, device=ctx.device)
-            y = torch.zeros_like(x)
-            scored = torch.zeros(len(rows), L, dtype=torch.bool, device=ctx.device)
-            for r, (j, w0, a, z) in enumerate(rows):
-                x[r, :z - w0], y[r, :z - w0] = tokens[w0:z], tokens[w0 + 1:z + 1]
-                scored[r, a - w0:z - w0] = True
-            idx = torch.tensor(active, device=ctx.device)
-            train_rows = torch.tensor([n_chunks[j] > c + 1 for j in active], device=ctx.device)
-            for step in range(cfg.ttt_steps):
-                sub = {k: (A[idx], B[idx]) for k, (A, B) in lora.items()}
-                with autocast(cfg, ctx):
-                    nll = token_nll(model, x, y, sub)
-                if step == 0:  # score first: these numbers are final before any update sees this chunk
+    lora = make_lora(model, cfg, cfg.ttt_batch_size, ctx.device)
+    for L in ttt_window_lengths(cfg):
+        x = torch.randint(0, cfg.vocab_size, (cfg.ttt_batch_size, L), generator=g).to(ctx.device)
+        with autocast(cfg, ctx):
+            nll = token_nll(model, x, x, scaled_lora(lora, cfg))
+        nll.sum().backward()
+    if cfg.phased_ttt_num_phases:
+        for p in params:
+            p.requires_grad_(True)
+        x = torch.randint(0, cfg.vocab_size, (global_ttt_rows(cfg, ctx), cfg.train_seq_len), generator=g).to(ctx.device)
+        with autocast(cfg, ctx):
+            token_nll(model, x, x).sum().backward()
+    for p in params:
+        p.requires_grad_(True)
+        p.grad = None
+    model.train(was_training)
+    sync(ctx)
+    return 1000 * (time.perf_counter() - t0)
+
+
+def evaluate_ttt(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx: Dist, log,
+                 keep_per_token: bool = False, t_start: float | None = None, trace: list | None = None) -> EvalResult:
+    """Legal score-first phased TTT (the 1.0611 record's evaluation):
+    - per-document LoRA: documents in batches of TTT_BATCH_SIZE, each scored chunk by chunk
+      (ttt_score_batch), its adapter stepping on each chunk after it is scored. Adapters and
+      optimizer state restart per batch (with TTT_WARM_START_A only B restarts, A carries over
+      within a segment: it has only ever trained on scored tokens);
+    - phases: after the first PHASED_TTT_PREFIX_DOCS*(p+1)/PHASES documents (stream order) are
+      scored on every rank, global SGD updates the base weights on exactly those documents
+      (global_ttt_phase); the later documents are scored by the updated model;
+    - time: after every batch the remaining time is projected from the measured rate; if the
+      eval (measured from t_start, the artifact read) would pass EVAL_BUDGET_SECONDS, the last
+      phases are dropped, then, if that is not enough, the rest is scored without adaptation.
+    `trace` (tests) receives ("score", lo, hi) and ("train", lo, hi) prediction ranges in order."""
+    t0 = time.perf_counter()
+    t_start = t0 if t_start is None else t_start
+    tokens = val_tokens.to(ctx.device, dtype=torch.int64)
+    segments, phase_ends = ttt_plan(document_spans(val_tokens, model.bos_id), cfg, ctx)
+    sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
+    per_token = torch.full((len(val_tokens) - 1,), float("nan"), dtype=torch.float64) if keep_per_token else None
+    was_training = model.training
+    model.eval()
+    for p in model.parameters():  # only the adapters learn (and the base weights in a phase)
+        p.requires_grad_(False)
+    work = [[ttt_batch_work(d, cfg, True) for d in seg] for seg in segments]
+    left = sum(map(sum, work))
+    phase_work = [math.ceil(e / cfg.train_seq_len / max(1, cfg.global_ttt_chunk_tokens // cfg.train_seq_len))
+                  * global_ttt_rows(cfg, ctx) * cfg.train_seq_len * cfg.global_ttt_epochs for e in phase_ends]
+    phase_on = [True] * len(phase_ends)
+    adapt, done_work, busy_s, sgd_s, sgd_work, phases_run = True, 0, 0.0, 0.0, 0, 0
+    n_slots, slot, next_report, lora = sum(map(len, segments)), 0, 0.1, None
+    for si, batches in enumerate(segments):
+        for bi, docs in enumerate(batches):
+            tb = time.perf_counter()
+            if docs is not None:
+                if lora is None or not cfg.ttt_warm_start_a:
+                    lora = make_lora(model, cfg, cfg.ttt_batch_size, ctx.device)
+                else:
                     with torch.no_grad():
-                        sums += torch.stack([nll.double()[scored].sum(), scored.sum().double(),
-                                             lut.count(x, y)[scored].sum().double()])
-                        if per_token is not None:
-                            for r, (j, w0, a, z) in enumerate(rows):
-                                per_token[a:z] = nll[r, a - w0:z - w0].double().cpu()
-                if not train_rows.any():
-                    break
-                # Sum of per-document mean losses: each document's adapter sees only its own gradient.
-                per_doc = (nll * scored).sum(1) / scored.sum(1).clamp_min(1)
-                opt.zero_grad(set_to_none=True)
-                (per_doc * train_rows).sum().backward()
-                opt.step()
-        if ctx.is_main and n_batches > 1 and (bi + 1) / n_batches >= next_report:
-            elapsed = time.perf_counter() - t0
-            log(f"ttt_progress batches:{bi + 1}/{n_batches} elapsed:{elapsed:.1f}s "
-                f"projected_total:{elapsed * n_batches / (bi + 1):.1f}s budget:{cfg.eval_budget_seconds:.0f}s")
-            next_report += 0.1
+                        for _, B in lora.values():
+                            B.zero_()
+                ttt_score_batch(model, tokens, lut, cfg, ctx, docs, lora, sums, per_token, trace, adapt)
+                sync(ctx)
+            busy_s += time.perf_counter() - tb
+            done_work, left, slot = done_work + work[si][bi], left - work[si][bi], slot + 1
+            proj = None
+            if adapt:  # every rank decides at every slot (host_max is a collective), idle ones too
+                rate = busy_s / done_work if done_work else 0.0  # seconds per row-token, adapting
+                rate_sgd = sgd_s / sgd_work if sgd_work else rate
+                rest = [w * rate_sgd for w, on in zip(phase_work[si:], phase_on[si:]) if on]
+                proj = host_max(time.perf_counter() - t_start + left * rate + sum(rest), ctx)
+                while proj > cfg.eval_budget_seconds and any(phase_on[si:]):
+                    p = max(i for i, on in enumerate(phase_on) if on)
+                    phase_on[p] = False
+                    proj = host_max(time.perf_counter() - t_start + left * rate
+                                    + sum(w * rate_sgd for w, on in zip(phase_work[si:], phase_on[si:]) if on), ctx)
+                    log(f"ttt_budget: dropping global phase {p + 1}: projected eval {proj:.1f}s without it "
+                        f"(budget {cfg.eval_budget_seconds:.0f}s)")
+                if proj > cfg.eval_budget_seconds:
+                    adapt = False
+                    log(f"ttt_budget: projected eval {proj:.1f}s > budget {cfg.eval_budget_seconds:.0f}s: "
+                        f"scoring the remaining documents without adaptation")
+            if ctx.is_main and n_slots > 1 and slot / n_slots >= next_report:
+                log(f"ttt_progress batches:{slot}/{n_slots} elapsed:{time.perf_counter() - t0:.1f}s "
+                    f"eval_clock:{time.perf_counter() - t_start:.1f}s projected_total:"
+                    f"{'-' if proj is None else f'{proj:.1f}s'} budget:{cfg.eval_budget_seconds:.0f}s")
+                next_report += 0.1
+        if si < len(phase_ends) and phase_on[si] and adapt:
+            tp = time.perf_counter()
+            sgd_work += global_ttt_phase(model, tokens, cfg, ctx, phase_ends[si], trace)
+            sync(ctx)
+            sgd_s += time.perf_counter() - tp
+            phases_run += 1
+            lora = None  # new base weights: fresh adapters
+            log(f"ttt_phase:{si + 1}/{len(phase_ends)} prefix_predictions:{phase_ends[si]} "
+                f"time:{time.perf_counter() - tp:.1f}s eval_clock:{time.perf_counter() - t_start:.1f}s")
+    log(f"ttt_summary phases_run:{phases_run}/{len(phase_ends)} adapted_to_the_end:{int(adapt)} "
+        f"global_sgd_time:{sgd_s:.1f}s ttt_time:{time.perf_counter() - t0:.1f}s")
     for p in model.parameters():
         p.requires_grad_(True)
     model.train(was_training)
@@ -2616,39 +2840,55 @@ def save_state(model: nn.Module, path: Path, log: Logger, what: str, note: str =
     log(f"{what}:{path} bytes:{path.stat().st_size}{note}")
 
 
+def runs_sliding(cfg: Config) -> bool:
+    """The sliding eval runs when it is the final score, or next to TTT when asked for: with TTT
+    as the final metric it would only spend the eval budget on a number nobody reports."""
+    return bool(cfg.eval_stride) and (not cfg.ttt_enabled or cfg.ttt_with_sliding)
+
+
 def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_tokens: Tensor, lut: ByteLUT,
-                   label: str, pre: EvalResult | None, log: Logger) -> tuple[str, EvalResult]:
-    """Every metric of the reloaded artifact; returns the name and result of the final score.
-    `pre` (the weights before export) gives the quantization gap; EVAL_ONLY has none."""
-    model = load_artifact(art_path, cfg, ctx, bos_id)
+                   label: str, pre: EvalResult | None, log: Logger) -> tuple[str, EvalResult, float]:
+    """Every metric of the reloaded artifact; returns the final score's name and result and the
+    eval time in ms. `pre` (the weights before export) gives the quantization gap; EVAL_ONLY has
+    none. The eval clock covers reading the artifact and every evaluation; the model is built
+    and its eval graphs compiled on dummy/random tokens before it (weights are loaded into the
+    same tensors afterwards, so the graphs stay valid)."""
+    model = build_model(cfg, ctx, bos_id)
     compiled = compile_model(model, cfg, ctx)
+    if use_compile(cfg, ctx):
+        ms = prewarm_eval(compiled, cfg, ctx, len(val_tokens), sliding=runs_sliding(cfg))
+        if cfg.ttt_enabled:
+            ms += prewarm_ttt(compiled, cfg, ctx)
+        log(f"final_eval_prewarm_time:{ms:.0f}ms (graphs compiled on dummy and random tokens before the eval clock)")
+    t0 = time.perf_counter()
+    state = decode_artifact(art_path.read_bytes(), str(art_path))
+    model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()}, strict=True)
     rt = evaluate(compiled, val_tokens, lut, cfg, ctx)
     name, final = f"final_{label}_roundtrip", rt
     log_eval(log, name, rt)
     if pre is not None:
         log(f"final_quant_gap_exact val_loss:{rt.loss - pre.loss:.8f} val_bpb:{rt.bpb - pre.bpb:.8f}")
-    if cfg.eval_stride:
+    if runs_sliding(cfg):
         final = evaluate_sliding(compiled, val_tokens, lut, cfg, ctx, cfg.eval_stride)
         name = f"final_{label}_sliding_window"
         log_eval(log, name, final, f" stride:{cfg.eval_stride} seq_len:{cfg.window_len}")
     if cfg.ttt_enabled:
-        final = evaluate_ttt(model, val_tokens, lut, cfg, ctx, log)
+        final = evaluate_ttt(compiled, val_tokens, lut, cfg, ctx, log, t_start=t0)
         name = f"final_{label}_ttt_lora"
-        log_eval(log, name, final, f" rank:{cfg.ttt_lora_rank} chunk:{cfg.ttt_chunk_size}")
-    return name, final
+        log_eval(log, name, final, f" rank:{cfg.ttt_lora_rank} chunk:{cfg.ttt_chunk_size} "
+                                   f"phases:{cfg.phased_ttt_num_phases}")
+    return name, final, 1000 * (time.perf_counter() - t0)
 
 
 def score_and_report(art_path: Path, label: str, cfg: Config, ctx: Dist, bos_id: int, val_tokens: Tensor,
                      lut: ByteLUT, pre: EvalResult | None, log: Logger, stats: dict) -> None:
     """Sizes, every score of the artifact on disk, the times, the final score, then the cap
     check (after the score: an oversized run still gets its numbers)."""
-    t0 = time.perf_counter()
     code_bytes = len(Path(__file__).read_bytes())  # the file that ran: for a packed script, the wrapper
     model_bytes = art_path.stat().st_size
     for line in size_lines(label, code_bytes, model_bytes):
         log(line)
-    metric, final = score_artifact(art_path, cfg, ctx, bos_id, val_tokens, lut, label, pre, log)
-    eval_ms = 1000 * (time.perf_counter() - t0)
+    metric, final, eval_ms = score_artifact(art_path, cfg, ctx, bos_id, val_tokens, lut, label, pre, log)
     if eval_ms > 1000 * cfg.eval_budget_seconds:
         log(f"WARNING: eval took {eval_ms / 1000:.1f}s, over the EVAL_BUDGET_SECONDS={cfg.eval_budget_seconds:.0f}s budget")
     log(f"train_time_total_ms:{stats['train_ms']:.0f} eval_time_total_ms:{eval_ms:.0f} steps:{stats['steps']}")

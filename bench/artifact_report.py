@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -43,8 +44,10 @@ def config_from_log(log_path: Path) -> dict[str, str]:
 
 
 def parse_overrides(spec: str) -> tuple[str, dict[str, str]]:
+    """NAME:K=V,K=V; a comma starts a new pair only before `UPPER_NAME=`, so values may hold
+    commas (TTT_TARGETS=q,v,head)."""
     name, _, rest = spec.partition(":")
-    overrides = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
+    overrides = dict(kv.split("=", 1) for kv in re.split(r",(?=[A-Z][A-Z0-9_]*=)", rest) if kv)
     return name, overrides
 
 

@@ -40,6 +40,8 @@ def test_env_values_are_typed(tg):
     ({"VAL_MAX_TOKENS": "10"}, r"VAL_MAX_TOKENS=10 must exceed TRAIN_SEQ_LEN"),
     ({"MUON_MOMENTUN": "0.9"}, r"unknown environment variable MUON_MOMENTUN \(did you mean MUON_MOMENTUM\?\)"),
     ({"QAT_ENABLE": "1"}, r"unknown environment variable QAT_ENABLE"),
+    ({"GLOBAL_TTT_LRR": "1"}, r"unknown environment variable GLOBAL_TTT_LRR \(did you mean GLOBAL_TTT_LR\?\)"),
+    ({"PHASED_TTT_NUM_PHASE": "2"}, r"unknown environment variable PHASED_TTT_NUM_PHASE \(did you mean PHASED_TTT_NUM_PHASES"),
     ({"SMEAR_GATE": "on"}, r"SMEAR_GATE='on': must be one of off, blend, additive"),
     ({"MLP_ACT": "gelu"}, r"MLP_ACT='gelu': must be one of relu2, leaky_relu2"),
     ({"QUANT_BITS_MLP": "3"}, r"QUANT_BITS_MLP=3: must be one of 4, 5, 6, 7, 8, 16"),
@@ -52,7 +54,7 @@ def test_env_values_are_typed(tg):
     ({"QUANT_BITS_HEAD": "6"}, r"QUANT_BITS_HEAD applies only with TIE_EMBEDDINGS=0"),
     ({"EVAL_STRIDE": "4096"}, r"EVAL_STRIDE=4096 exceeds the window length 2048"),
     ({"TTT_TARGETS": "q,w"}, r"TTT_TARGETS='q,w': unknown target 'w'"),
-    ({"TTT_CHUNK_SIZE": "2048"}, r"TTT_CHUNK_SIZE=2048 exceeds TTT_EVAL_SEQ_LEN=1024"),
+    ({"TTT_CHUNK_SIZE": "4096"}, r"TTT_CHUNK_SIZE=4096 exceeds TTT_EVAL_SEQ_LEN=2048"),
     ({"PRUNE_FRAC": "0.9"}, r"PRUNE_FRAC=0.9: must be <= 0.5"),
 ])
 def test_invalid_values_name_the_variable(tg, env, pattern):

@@ -7,12 +7,17 @@ import pytest
 from conftest import REPO, TINY_ENV, metric, run_script
 
 LABEL = "int5-int6-int8_zstd22"  # the default export: int5 blocks, int6 bigram, int8 embedding
+# Phased TTT sized for the sample (2 documents in the first 16,384 tokens): one global phase
+# after the first document; the sliding eval is kept as a diagnostic next to it.
+TTT_RUN = {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "32", "TTT_BATCH_SIZE": "2",
+           "TTT_LORA_RANK": "8", "TTT_WITH_SLIDING": "1", "PHASED_TTT_NUM_PHASES": "1", "PHASED_TTT_PREFIX_DOCS": "1",
+           "GLOBAL_TTT_CHUNK_TOKENS": "2048"}
 
 
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("single")
-    proc = run_script(tmp, {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "32"})
+    proc = run_script(tmp, TTT_RUN)
     return tmp, proc, (tmp / "run.txt").read_text()
 
 
@@ -24,7 +29,7 @@ def test_run_trains_exports_reloads_and_scores(single_run):
                 "warmup_steps:2", "step:12/12 val_loss:", "qat_start step:6", "raw_model:", "averaged_weights: ema",
                 "final_live_prequant_exact", "final_prequant_exact", "budget role:mlp", "export_packing", "artifact:",
                 f"final_{LABEL}_roundtrip_exact", "final_quant_gap_exact", f"final_{LABEL}_sliding_window_exact val_loss:",
-                f"final_{LABEL}_ttt_lora_exact", "train_time_total_ms:", f"final_score_exact metric:final_{LABEL}_ttt_lora"):
+                f"final_{LABEL}_ttt_lora_exact", "ttt_phase:1/1", "train_time_total_ms:", f"final_score_exact metric:final_{LABEL}_ttt_lora"):
         assert key in log, key
     assert "WARNING: VAL_MAX_TOKENS=16384" in log  # the cap is loud
     first_loss = metric(log, "step:1/12", "train_loss")
@@ -43,12 +48,12 @@ def test_sliding_and_ttt_score_every_prediction(single_run):
     _, _, log = single_run
     n = 16384 - 1
     assert re.search(rf"^final_{LABEL}_sliding_window val_loss:.* stride:64 .* tokens:{n} ", log, re.M)
-    assert re.search(rf"^final_{LABEL}_ttt_lora val_loss:.* rank:8 .* tokens:{n} ", log, re.M)
+    assert re.search(rf"^final_{LABEL}_ttt_lora val_loss:.* rank:8 chunk:32 phases:1 .* tokens:{n} ", log, re.M)
 
 
 def test_seed_makes_runs_reproducible(single_run, tmp_path):
     _, _, log = single_run
-    run_script(tmp_path, {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "32"})
+    run_script(tmp_path, TTT_RUN)
     again = (tmp_path / "run.txt").read_text()
     assert metric(again, "final_score_exact") == metric(log, "final_score_exact")
 
@@ -57,7 +62,7 @@ def test_torchrun_two_ranks_match_single_process(single_run, tmp_path):
     """Same seed and global batch on 2 ranks: training (DDP + split Muon), late QAT trigger,
     EMA, export, sliding-window and TTT eval all agree with the single-process run."""
     _, _, log = single_run
-    run_script(tmp_path, {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "32"}, nproc=2)
+    run_script(tmp_path, TTT_RUN, nproc=2)
     dist_log = (tmp_path / "run.txt").read_text()
     assert "world_size:2 grad_accum_steps:4" in dist_log and "qat_start step:6" in dist_log
     for name in ("final_prequant_exact", f"final_{LABEL}_sliding_window_exact", "final_score_exact"):
@@ -111,16 +116,15 @@ torch.compile = functools.partial(torch.compile, backend="eager")  # dynamo's gu
 sys.path.insert(0, {repo!r})
 import train_gpt as tg
 
-plain_prewarm = tg.prewarm_eval
+def counted(prewarm):
+    def prewarm_and_count(*args, **kwargs):
+        ms = prewarm(*args, **kwargs)
+        print(f"graphs_after_prewarm:{{counters['stats']['unique_graphs']}}")
+        return ms
+    return prewarm_and_count
 
 
-def prewarm_and_count(*args, **kwargs):
-    ms = plain_prewarm(*args, **kwargs)
-    print(f"graphs_after_prewarm:{{counters['stats']['unique_graphs']}}")
-    return ms
-
-
-tg.prewarm_eval = prewarm_and_count
+tg.prewarm_eval, tg.prewarm_ttt = counted(tg.prewarm_eval), counted(tg.prewarm_ttt)
 rc = tg.main([])
 print(f"graphs_at_end:{{counters['stats']['unique_graphs']}}")
 sys.exit(rc)
@@ -128,19 +132,22 @@ sys.exit(rc)
 
 
 def test_compiled_run_builds_no_graph_after_the_prewarm(tmp_path):
-    """With COMPILE=1 every graph (train step, Newton-Schulz shapes, both eval shapes) is built
-    before the timer: neither the training-time validation, nor the QAT switch, nor the
-    reloaded artifact's scoring (non-overlapping and sliding) compiles anything new. Dynamo
-    runs for real (its guards decide recompiles); only inductor is swapped for eager."""
+    """With COMPILE=1 every graph (train step, Newton-Schulz shapes, both eval shapes, the TTT
+    adapter and global-step graphs) is built before its timer: neither the training-time
+    validation, nor the QAT switch, nor the reloaded artifact's scoring (non-overlapping,
+    sliding and phased TTT) compiles anything new. Dynamo runs for real (its guards decide
+    recompiles); only inductor is swapped for eager."""
     driver = tmp_path / "graph_count_driver.py"
     driver.write_text(GRAPH_COUNT_DRIVER.format(repo=str(REPO)))
-    proc = run_script(tmp_path, {"COMPILE": "1", "VAL_LOSS_EVERY": "5", "EVAL_BATCH_SEQS": "16"}, script=driver)
+    proc = run_script(tmp_path, {"COMPILE": "1", "VAL_LOSS_EVERY": "5", "EVAL_BATCH_SEQS": "16"} | TTT_RUN
+                      | {"TTT_CHUNK_SIZE": "128"}, script=driver)
     log = (tmp_path / "run.txt").read_text()
     assert "compile:1" in log and "eval_prewarm_time:" in log and "qat_start step:6" in log
-    assert f"final_{LABEL}_sliding_window_exact" in log
-    before = int(re.search(r"graphs_after_prewarm:(\d+)", proc.stdout).group(1))
+    assert f"final_{LABEL}_sliding_window_exact" in log and "ttt_phase:1/1" in log
+    assert f"final_score_exact metric:final_{LABEL}_ttt_lora" in log
+    counts = [int(n) for n in re.findall(r"graphs_after_prewarm:(\d+)", proc.stdout)]
     after = int(re.search(r"graphs_at_end:(\d+)", proc.stdout).group(1))
-    assert before >= 3 and after == before
+    assert len(counts) == 3 and counts[0] >= 3 and after == counts[-1]
 
 
 CONTROL_GROUP_DRIVER = """

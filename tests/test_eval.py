@@ -21,10 +21,20 @@ def test_every_prediction_scored_exactly_once(tg, n_pred, win, stride):
     assert (counts == 1).all()
 
 
+# Small TTT settings: 3 documents per batch, 16-token chunks, 32-token context, rank-4 adapters
+# on every target, 2 global phases over the first 4 of the 7 documents (bounds after docs 2, 4).
+TTT_ENV = dict(TTT_BATCH_SIZE=3, TTT_EVAL_SEQ_LEN=32, TTT_CHUNK_SIZE=16, TTT_LORA_LR=0.05, TTT_LORA_RANK=4,
+               TTT_LORA_ALPHA=8, TTT_TARGETS="q,k,v,o,up,down,head", TTT_WARM_START_A=0, TTT_BETA1=0.9,
+               PHASED_TTT_NUM_PHASES=2, PHASED_TTT_PREFIX_DOCS=4, GLOBAL_TTT_LR=0.05, GLOBAL_TTT_CHUNK_TOKENS=64)
+
+
+def with_(tg, cfg, **kw):
+    return tg.Config(**{**cfg.__dict__, **kw})
+
+
 @pytest.fixture(scope="module")
 def setup(tg):
-    cfg = tiny_cfg(tg, EVAL_BATCH_SEQS=3, TTT_EVAL_SEQ_LEN=32, TTT_CHUNK_SIZE=8, TTT_LORA_LR=0.05,
-                   TTT_TARGETS="q,v,o,up,down,head")
+    cfg = tiny_cfg(tg, **TTT_ENV)
     torch.manual_seed(0)
     model = randomize(tg.build_model(cfg, cpu(tg))).eval()
     g = torch.Generator().manual_seed(5)
@@ -74,38 +84,136 @@ def test_document_spans_tile_the_predictions(tg, setup):
     assert tg.document_spans(no_bos_start, BOS)[0][0] == 0
 
 
-def test_ttt_scores_every_prediction_once_and_adapts(tg, setup):
+def ttt(tg, model, tokens, lut, cfg, trace=None, log=print, **kw):
+    """Per-token TTT scores; the model's weights are restored afterwards (phases change them)."""
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        return tg.evaluate_ttt(model, tokens, lut, with_(tg, cfg, **kw), cpu(tg), log, keep_per_token=True, trace=trace)
+    finally:
+        model.load_state_dict(saved)
+
+
+def test_phase_bounds_follow_the_record(tg):
+    cfg = tiny_cfg(tg, PHASED_TTT_NUM_PHASES=3, PHASED_TTT_PREFIX_DOCS=2500)
+    assert tg.ttt_phase_bounds(50_000, cfg) == [833, 1666, 2500]
+    assert tg.ttt_phase_bounds(2000, cfg) == [833, 1666]  # no phase after the last document
+    assert tg.ttt_phase_bounds(50_000, with_(tg, cfg, phased_ttt_num_phases=0)) == []
+
+
+@pytest.mark.parametrize("kw", [{}, dict(ttt_warm_start_a=True, ttt_batch_size=1)])
+def test_ttt_scores_every_prediction_once_and_adapts(tg, setup, kw):
     cfg, model, tokens, lut = setup
-    r = tg.evaluate_ttt(model, tokens, lut, cfg, cpu(tg), print, keep_per_token=True)
+    trace = []
+    r = ttt(tg, model, tokens, lut, cfg, trace, **kw)
     assert r.tokens == len(tokens) - 1 and not r.per_token.isnan().any()
     assert r.loss == pytest.approx(r.per_token.mean().item(), rel=1e-9)
+    assert r.bytes == int(lut.count(tokens[:-1].long(), tokens[1:].long()).sum())
+    counts = torch.zeros(len(tokens) - 1, dtype=torch.int64)
+    for kind, lo, hi in trace:
+        if kind == "score":
+            counts[lo:hi] += 1
+    assert (counts == 1).all()  # every prediction scored exactly once
     assert all(p.requires_grad for p in model.parameters())  # the model is handed back trainable
-    # Without updates (lr 0) TTT is plain in-document scoring; with updates it differs.
-    frozen = tg.evaluate_ttt(model, tokens, lut, tg.Config(**{**cfg.__dict__, "ttt_lora_lr": 0.0}), cpu(tg), print,
-                             keep_per_token=True)
-    assert not torch.equal(frozen.per_token, r.per_token)
+    frozen = ttt(tg, model, tokens, lut, cfg, ttt_lora_lr=0.0, global_ttt_lr=0.0, **kw)
+    assert not torch.allclose(frozen.per_token, r.per_token)  # the updates change the scores
 
 
-def test_ttt_is_score_first(tg, setup):
-    """Legality: perturbing the tokens after position t leaves every score up to t unchanged,
-    with TTT on: no update ever sees a token before it has been scored."""
+@pytest.mark.parametrize("kw", [dict(ttt_warm_start_a=True), {}])
+def test_no_update_reads_an_unscored_prediction(tg, setup, kw):
+    """Every adapter step and every global step trains only on predictions already scored; the
+    phases run (twice, on the first 2 and 4 documents) and later scores come after them."""
     cfg, model, tokens, lut = setup
-    base = tg.evaluate_ttt(model, tokens, lut, cfg, cpu(tg), print, keep_per_token=True).per_token
+    trace = []
+    ttt(tg, model, tokens, lut, cfg, trace, **kw)
+    scored = torch.zeros(len(tokens) - 1, dtype=torch.bool)
+    phases = []
+    for kind, lo, hi in trace:
+        if kind == "score":
+            assert not scored[lo:hi].any()
+            scored[lo:hi] = True
+        else:
+            assert scored[lo:hi].all(), (kind, lo, hi)
+            if lo == 0 and hi in (41, 151):
+                phases.append(hi)
+    assert sorted(set(phases)) == [41, 151]
+    last_phase = max(i for i, ev in enumerate(trace) if ev[1:] == (0, 151))
+    assert all(ev[1] >= 151 for ev in trace[last_phase + 1:])  # after the last phase only later documents
+
+
+@pytest.mark.parametrize("kw", [{}, dict(phased_ttt_num_phases=0, ttt_batch_size=1, ttt_grad_steps=2)])
+def test_ttt_is_score_first(tg, setup, kw):
+    """Legality: perturbing the tokens after position t leaves every score up to t unchanged,
+    across document batches and phase boundaries (docs 2 and 4 end at 41 and 151): no update,
+    per-document or global, ever sees a token before it has been scored."""
+    cfg, model, tokens, lut = setup
+    base = ttt(tg, model, tokens, lut, cfg, **kw).per_token
     g = torch.Generator().manual_seed(9)
-    for t in (20, 45, 160, 300, 500):
+    for t in (20, 45, 160, 500):
         changed = tokens.clone()
         changed[t + 1:] = torch.randint(2, 128, (len(tokens) - t - 1,), generator=g)
         changed[(changed == BOS) & (torch.arange(len(tokens)) > t)] = 5
-        out = tg.evaluate_ttt(model, changed, lut, cfg, cpu(tg), print, keep_per_token=True).per_token
+        out = ttt(tg, model, changed, lut, cfg, **kw).per_token
         # prediction p scores token p+1: predictions 0..t-1 only involve tokens 0..t
         assert torch.allclose(out[:t], base[:t], atol=1e-5, rtol=0), t
         assert not torch.allclose(out[t:], base[t:])
 
 
+def test_adapters_restart_per_document(tg, setup):
+    """Without warm start a document's scores do not depend on the documents batched with it;
+    with warm start only B restarts, so the first batch is unchanged and later ones differ."""
+    cfg, model, tokens, lut = setup
+    one = ttt(tg, model, tokens, lut, cfg, ttt_batch_size=1, phased_ttt_num_phases=0).per_token
+    three = ttt(tg, model, tokens, lut, cfg, ttt_batch_size=3, phased_ttt_num_phases=0).per_token
+    assert torch.allclose(one, three, atol=1e-5, rtol=0)
+    warm = ttt(tg, model, tokens, lut, cfg, ttt_batch_size=3, phased_ttt_num_phases=0, ttt_warm_start_a=True).per_token
+    first_batch = [s for s in sorted(tg.document_spans(tokens, BOS), key=lambda s: s[0] - s[1])[:3]]
+    in_first = torch.zeros(len(tokens) - 1, dtype=torch.bool)
+    for s, e in first_batch:
+        in_first[s:e] = True
+    assert torch.allclose(warm[in_first], three[in_first], atol=1e-6, rtol=0)
+    assert not torch.allclose(warm[~in_first], three[~in_first], atol=1e-4, rtol=0)
+
+
+def test_lr0_is_plain_in_document_scoring(tg, setup):
+    """With both learning rates 0 (phases and weight decay still run) each prediction gets
+    the plain score of its chunk's window: in-document context of up to TTT_EVAL_SEQ_LEN."""
+    cfg, model, tokens, lut = setup
+    r = ttt(tg, model, tokens, lut, cfg, ttt_lora_lr=0.0, global_ttt_lr=0.0, ttt_warm_start_a=True)
+    ref = torch.full((len(tokens) - 1,), float("nan"), dtype=torch.float64)
+    with torch.no_grad():
+        for s, e in tg.document_spans(tokens, BOS):
+            for a in range(s, e, cfg.ttt_chunk_size):
+                z = min(a + cfg.ttt_chunk_size, e)
+                w0 = max(s, z - cfg.ttt_eval_seq_len)
+                x, y = tokens[None, w0:z].long(), tokens[None, w0 + 1:z + 1].long()
+                ref[a:z] = tg.token_nll(model, x, y)[0, a - w0:].double()
+    assert torch.allclose(r.per_token, ref, atol=1e-5, rtol=0)
+
+
+def test_budget_projection_drops_phases_then_adaptation(tg, setup):
+    """A projected eval over EVAL_BUDGET_SECONDS first drops the global phases (last first),
+    then scores the rest without adaptation; every prediction is still scored once and the
+    decisions are logged."""
+    cfg, model, tokens, lut = setup
+    lines, trace = [], []
+    r = ttt(tg, model, tokens, lut, cfg, trace, log=lines.append, eval_budget_seconds=0.0)
+    assert r.tokens == len(tokens) - 1 and not r.per_token.isnan().any()
+    drops = [line for line in lines if "dropping global phase" in line]
+    assert [d.split("phase ")[1].split(":")[0] for d in drops] == ["2", "1"]
+    assert any("without adaptation" in line for line in lines)
+    trains = [ev for ev in trace if ev[0] == "train"]
+    assert trains and all(hi <= 41 for _, _, hi in trains)  # only the first batch (docs 0 and 1) adapted
+    lines.clear()
+    ttt(tg, model, tokens, lut, cfg, log=lines.append, eval_budget_seconds=1e6)
+    assert not any("ttt_budget" in line for line in lines) and sum("ttt_phase:" in line for line in lines) == 2
+
+
 def test_ttt_gains_on_the_sample(tg):
     """On real text, adapting to each document's scored prefix helps an undertrained model."""
     import sentencepiece as spm
-    cfg = tiny_cfg(tg, VOCAB_SIZE=1024, TTT_EVAL_SEQ_LEN=64, TTT_CHUNK_SIZE=32, TTT_LORA_LR=0.03, EVAL_BATCH_SEQS=8)
+    cfg = tiny_cfg(tg, VOCAB_SIZE=1024, TTT_EVAL_SEQ_LEN=64, TTT_CHUNK_SIZE=32, TTT_LORA_LR=0.03, TTT_BATCH_SIZE=1,
+                   TTT_LORA_RANK=8, TTT_LORA_ALPHA=0, TTT_TARGETS="q,v,head", TTT_BETA1=0.9, TTT_BETA2=0.95,
+                   TTT_WEIGHT_DECAY=0, TTT_WARM_START_A=0, PHASED_TTT_NUM_PHASES=0)
     sp = spm.SentencePieceProcessor(model_file=str(SAMPLE / "sotu_1024_bpe.model"))
     lut = tg.build_byte_lut(sp, 1024)
     tokens = tg.load_shard(SAMPLE / "sotu_val_000000.bin")[:4097]
@@ -113,6 +221,29 @@ def test_ttt_gains_on_the_sample(tg):
     on = tg.evaluate_ttt(model, tokens, lut, cfg, cpu(tg), print)
     off = tg.evaluate_ttt(model, tokens, lut, tg.Config(**{**cfg.__dict__, "ttt_lora_lr": 0.0}), cpu(tg), print)
     assert on.bpb < off.bpb - 0.05
+
+
+def test_compiled_ttt_never_recompiles_after_prewarm(tg, setup):
+    """prewarm_ttt builds every TTT graph (each window length with adapters, forward and
+    backward, and the global-SGD step) on random tokens; the phased TTT eval then compiles
+    nothing, and its scores equal the eager ones."""
+    cfg, model, tokens, lut = setup
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=counting_backend, dynamic=False, fullgraph=True)
+    tg.prewarm_ttt(compiled, cfg, cpu(tg))
+    built = len(graphs)
+    assert built == len(tg.ttt_window_lengths(cfg)) + 1 == 3  # windows 16 and 32, and the global step
+    a = ttt(tg, compiled, tokens, lut, cfg, ttt_warm_start_a=True)
+    assert len(graphs) == built
+    b = ttt(tg, model, tokens, lut, cfg, ttt_warm_start_a=True)
+    assert torch.allclose(a.per_token, b.per_token, atol=1e-4, rtol=0)
+    torch._dynamo.reset()
 
 
 def test_compiled_eval_never_recompiles_after_prewarm(tg, setup):
