@@ -272,3 +272,26 @@ def test_compiled_eval_never_recompiles_after_prewarm(tg, setup):
     assert (a.tokens, a.bytes, b.tokens, b.bytes) == (ea.tokens, ea.bytes, eb.tokens, eb.bytes) == (640, a.bytes, 640, b.bytes)
     assert a.loss == pytest.approx(ea.loss, rel=1e-6) and b.loss == pytest.approx(eb.loss, rel=1e-6)
     torch._dynamo.reset()
+
+
+def test_ttt_scores_the_looped_model(tg, setup):
+    """With depth recurrence TTT goes through the model's own forward, so it scores (and
+    adapts) the looped network: with learning rates 0 it equals the looped plain score and
+    differs from the unlooped one; with updates it stays score-first."""
+    _, _, tokens, lut = setup
+    cfg = tiny_cfg(tg, **{**TTT_ENV, "NUM_LOOPS": 1, "LOOP_START": 1, "LOOP_END": 1, "PHASED_TTT_NUM_PHASES": 0})
+    torch.manual_seed(0)
+    model = randomize(tg.build_model(cfg, cpu(tg))).eval()
+    assert model.looping
+    frozen = ttt(tg, model, tokens, lut, cfg, ttt_lora_lr=0.0).per_token
+    doc = tokens[None, 152:185].long()  # one chunk-sized window of a long document, no earlier context
+    with torch.no_grad():
+        looped = tg.token_nll(model, doc[:, :16], doc[:, 1:17])[0].double()
+        tg.set_looping(model, False)
+        plain = tg.token_nll(model, doc[:, :16], doc[:, 1:17])[0].double()
+        tg.set_looping(model, True)
+    assert torch.allclose(frozen[152:168], looped, atol=1e-5, rtol=0) and not torch.allclose(looped, plain, atol=1e-3)
+    base = ttt(tg, model, tokens, lut, cfg).per_token
+    changed = tokens.clone()
+    changed[301:] = 7
+    assert torch.allclose(ttt(tg, model, changed, lut, cfg).per_token[:300], base[:300], atol=1e-5, rtol=0)
