@@ -177,9 +177,32 @@ class Config:
     quant_bits_bigram: int = knob(6, "bits of the BigramHash table (16 = fp16)", choices=BITS, group="quant")
     quant_bits_embed: int = knob(8, "bits of the token embedding (16 = fp16)", choices=BITS, group="quant")
     quant_bits_head: int = knob(8, "bits of the untied output head (16 = fp16)", choices=BITS, group="quant")
-    quant_clip: str = knob("search", "per-row clip: amax, or search (GPTQ-lite: best of a few clip ratios per row)", choices=("amax", "search"), group="quant")
+    quant_clip: str = knob("search", "per-row clip: amax, search (GPTQ-lite: best of a few clip ratios per row), or sdclip "
+                           "(k*std(row), k from the *_CLIP_SIGMAS knobs)", choices=("amax", "search", "sdclip"), group="quant")
     prune_frac: float = knob(0.0, "zero the smallest |w| fraction of every quantized matrix before export", lo=0.0, hi=0.5, group="quant")
     export_packing: str = knob("auto", "code storage: int8 containers, bitpack, or auto (the smaller after zstd)", choices=("auto", "int8", "bitpack"), group="quant")
+    # --- GPTQ, SDClip, LQER (the records' names and meanings) ---
+    quant_method: str = knob("rtn", "how codes are chosen: rtn (round each weight to the nearest level) or gptq (full-Hessian GPTQ on "
+                             "calibration activations; tensors that are only looked up, like the bigram table, stay rtn)", choices=("rtn", "gptq"), group="quant")
+    gptq_calibration_batches: int = knob(16, "training micro-batches per rank whose activations build the GPTQ Hessians", lo=1, group="quant")
+    gptq_reserve_seconds: float = knob(8.0, "with QUANT_METHOD=gptq and a wallclock cap, training stops this many seconds early so "
+                                       "calibration (which reads training data) ends inside the cap", lo=0.0, group="quant")
+    gptq_damp: float = knob(0.01, "GPTQ damping added to diag(H), as a fraction of its mean", lo=0.0, group="quant")
+    gptq_block_size: int = knob(128, "GPTQ column-block width (error propagation inside a block, one lazy update after it)", lo=1, group="quant")
+    gptq_act_order: bool = knob(True, "GPTQ quantizes columns in order of decreasing diag(H)", group="quant")
+    matrix_bits: int = knob(0, "bits of the attention and MLP matrices: overrides QUANT_BITS_ATTN and QUANT_BITS_MLP when non-zero", choices=(0,) + BITS, group="quant")
+    embed_bits: int = knob(0, "bits of the token embedding: overrides QUANT_BITS_EMBED when non-zero", choices=(0,) + BITS, group="quant")
+    matrix_clip_sigmas: float = knob(12.85, "SDClip k (clip = k*std(row)) of matrices without their own k (bigram projection and table), "
+                                     "and of attn/mlp when ATTN_/MLP_CLIP_SIGMAS is 0", lo=0.0, group="quant")
+    attn_clip_sigmas: float = knob(13.0, "SDClip k of attention matrices (0 = MATRIX_CLIP_SIGMAS)", lo=0.0, group="quant")
+    mlp_clip_sigmas: float = knob(12.0, "SDClip k of MLP matrices (0 = MATRIX_CLIP_SIGMAS)", lo=0.0, group="quant")
+    embed_clip_sigmas: float = knob(15.0, "SDClip k of the token embedding and the untied head", lo=0.0, group="quant")
+    hessian_clip_lambda: float = knob(0.0, "Hessian-aware SDClip (GPTQ only): row clip scaled by 1 + lambda*(row importance - 1), 0 = off", lo=0.0, group="quant")
+    lqer_enabled: bool = knob(False, "LQER: store a low-rank correction of W - W_quant for the LQER_TOP_K tensors with the largest error", group="quant")
+    lqer_rank: int = knob(4, "rank of the LQER correction", lo=1, group="quant")
+    lqer_top_k: int = knob(3, "number of tensors (largest ||W - W_quant||_F) that get a correction", lo=1, group="quant")
+    lqer_asym_group: int = knob(64, "group size of the LQER B factor's scales", lo=1, group="quant")
+    lqer_factor_bits: int = knob(4, "bits of the LQER B factor (the A factor is int2, one scale per tensor)", lo=2, hi=8, group="quant")
     # --- evaluation ---
     eval_stride: int = knob(64, "sliding-window stride for the final score (0 = non-overlapping windows)", lo=0, group="eval")
     eval_seq_len: int = knob(0, "sliding-window length (0 = TRAIN_SEQ_LEN)", lo=0, group="eval")
@@ -324,6 +347,12 @@ class Config:
              f"RUN_ID={self.run_id!r} must be a plain name (letters, digits and _ + @ -, not starting with -): "
              "it names the run's files inside OUT_DIR"),
             (self.out_dir.strip() != "", "OUT_DIR is empty: name the directory for the log and outputs (default logs)"),
+            (self.quant_method != "gptq" or not self.max_wallclock_seconds or self.gptq_reserve_seconds < self.max_wallclock_seconds,
+             f"GPTQ_RESERVE_SECONDS={self.gptq_reserve_seconds} leaves no training time under MAX_WALLCLOCK_SECONDS={self.max_wallclock_seconds}"),
+            (self.quant_clip != "sdclip" or (self.matrix_clip_sigmas > 0 and self.embed_clip_sigmas > 0),
+             "QUANT_CLIP=sdclip needs MATRIX_CLIP_SIGMAS > 0 and EMBED_CLIP_SIGMAS > 0"),
+            (not self.hessian_clip_lambda or (self.quant_method == "gptq" and self.quant_clip == "sdclip"),
+             "HESSIAN_CLIP_LAMBDA needs QUANT_METHOD=gptq and QUANT_CLIP=sdclip (it reads diag(H))"),
         ]
         problems = [msg for ok, msg in rules if not ok]
         bad = [t for t in self.ttt_target_list if t not in self.TTT_TARGETS] or (not self.ttt_target_list and ["(empty)"])
@@ -353,10 +382,24 @@ class Config:
     def ttt_target_list(self) -> list[str]:
         return [t.strip() for t in self.ttt_targets.split(",") if t.strip()]
 
+    @property
+    def train_cap_seconds(self) -> float:
+        """Training-loop time limit: the cap, less the GPTQ calibration reserve (0 = no cap)."""
+        if not self.max_wallclock_seconds:
+            return 0.0
+        return self.max_wallclock_seconds - (self.gptq_reserve_seconds if self.quant_method == "gptq" else 0.0)
+
     def bits(self, role: str) -> int:
-        return {"attn": self.quant_bits_attn, "mlp": self.quant_bits_mlp, "proj": self.quant_bits_proj,
-                "bigram": self.quant_bits_bigram, "embed": self.quant_bits_embed, "head": self.quant_bits_head,
-                "scalar": 16, "gate": 8}[role]
+        """Bits per role. The records' MATRIX_BITS / EMBED_BITS, when set, win over the per-role
+        QUANT_BITS_ATTN/MLP and QUANT_BITS_EMBED (one meaning: the bits those tensors are stored at)."""
+        return {"attn": self.matrix_bits or self.quant_bits_attn, "mlp": self.matrix_bits or self.quant_bits_mlp,
+                "proj": self.quant_bits_proj, "bigram": self.quant_bits_bigram, "embed": self.embed_bits or self.quant_bits_embed,
+                "head": self.quant_bits_head, "scalar": 16, "gate": 8}[role]
+
+    def clip_sigmas(self, role: str) -> float:
+        """SDClip k per role, named as in the records (the untied head is a vocabulary table like the embedding)."""
+        return {"attn": self.attn_clip_sigmas or self.matrix_clip_sigmas, "mlp": self.mlp_clip_sigmas or self.matrix_clip_sigmas,
+                "embed": self.embed_clip_sigmas, "head": self.embed_clip_sigmas}.get(role, self.matrix_clip_sigmas)
 
     def items(self) -> list[tuple[str, object]]:
         return sorted((self.env_name(f), getattr(self, f.name)) for f in dataclasses.fields(self))
@@ -1034,34 +1077,59 @@ def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
-def quantize_rows(w: Tensor, bits: int, clip: str) -> tuple[Tensor, Tensor]:
-    """Symmetric per-row quantizer shared by QAT and export, so what QAT simulates is what
-    gets stored: codes q in [-Q, Q] (Q = 2^(bits-1) - 1), scale s = ratio*amax(row)/Q kept
-    in fp16 (the stored precision). clip='search' (GPTQ-lite) tries a few clip ratios and
-    keeps, per row, the one with the smallest reconstruction error."""
+def fp16_scale(s: Tensor) -> Tensor:
+    """A scale rounded to fp16 (the stored precision); an all-zero (or fp16-underflowing) row gets
+    scale 1 and codes 0, not 0/0."""
+    s = s.to(torch.float16).float()
+    return torch.where(s > 0, s, torch.ones_like(s))
+
+
+def row_scales(w: Tensor, bits: int, clip: str, sigmas: float = 0.0, importance: Tensor | None = None) -> Tensor:
+    """Per-row scale s [rows, 1] of the symmetric grid q*s, q in [-Q, Q] (Q = 2^(bits-1) - 1),
+    rounded to fp16 (the stored precision). The clip c = Q*s is
+      amax    the row's max |w|;
+      search  (GPTQ-lite) the ratio of amax, among a few, with the smallest round-to-nearest error;
+      sdclip  k*std(row), k = `sigmas` (records: the compressed size follows the code entropy,
+              which a std-relative clip controls directly); `importance` (Hessian-aware
+              variant) multiplies each row's clip by 1 + lambda*(importance - 1), precomputed."""
     Q = 2 ** (bits - 1) - 1
     w = w.float()
+    if clip == "sdclip":
+        if sigmas <= 0:
+            raise ValueError(f"QUANT_CLIP=sdclip needs a positive clip k, got {sigmas}")
+        c = sigmas * w.std(dim=1, keepdim=True)
+        if importance is not None:
+            c = c * importance.view(-1, 1)
+        return fp16_scale(c / Q)
     amax = w.abs().amax(dim=1, keepdim=True)
-    best_q = best_s = best_err = None
-    for ratio in (CLIP_RATIOS if clip == "search" else (1.0,)):
-        s = (amax * ratio / Q).to(torch.float16).float()
-        s = torch.where(s > 0, s, torch.ones_like(s))  # all-zero (or fp16-underflowing) row: codes 0, not 0/0
-        q = torch.clamp(torch.round(w / s), -Q, Q)
-        err = (q * s - w).square().sum(dim=1, keepdim=True)
-        if best_q is None:
-            best_q, best_s, best_err = q, s, err
+    if clip == "amax":
+        return fp16_scale(amax / Q)
+    best_s = best_err = None
+    for ratio in CLIP_RATIOS:
+        s = fp16_scale(amax * ratio / Q)
+        err = (torch.clamp(torch.round(w / s), -Q, Q) * s - w).square().sum(dim=1, keepdim=True)
+        if best_s is None:
+            best_s, best_err = s, err
         else:
-            better = err < best_err
-            best_q, best_s, best_err = torch.where(better, q, best_q), torch.where(better, s, best_s), torch.minimum(err, best_err)
-    return best_q.to(torch.int8), best_s.squeeze(1).to(torch.float16)
+            best_s, best_err = torch.where(err < best_err, s, best_s), torch.minimum(err, best_err)
+    return best_s
+
+
+def quantize_rows(w: Tensor, bits: int, clip: str, sigmas: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Round-to-nearest per-row quantizer shared by QAT and export, so what QAT simulates is
+    what gets stored: int8 codes [rows, cols] and fp16 scales [rows]."""
+    Q = 2 ** (bits - 1) - 1
+    s = row_scales(w, bits, clip, sigmas)
+    q = torch.clamp(torch.round(w.float() / s), -Q, Q)
+    return q.to(torch.int8), s.squeeze(1).to(torch.float16)
 
 
 CLIP_RATIOS = (1.0, 0.97, 0.93, 0.88, 0.82, 0.75)  # GPTQ-lite candidates: a row's outliers may cost more than clipping them
 
 
-def fake_quant(w: Tensor, bits: int, clip: str) -> Tensor:
+def fake_quant(w: Tensor, bits: int, clip: str, sigmas: float = 0.0) -> Tensor:
     with torch.no_grad():
-        q, s = quantize_rows(w.reshape(w.size(0), -1), bits, clip)
+        q, s = quantize_rows(w.reshape(w.size(0), -1), bits, clip, sigmas)
         return (q.float() * s.float()[:, None]).view_as(w).to(w.dtype)
 
 
@@ -1076,7 +1144,7 @@ class Linear(nn.Module):
     def __init__(self, d_in: int, d_out: int, role: str, cfg: Config, zero_init: bool = False, gain: float = 1.0):
         super().__init__()
         self.weight = with_role(nn.Parameter(torch.empty(d_out, d_in)), role)
-        self.bits, self.clip = cfg.bits(role), cfg.quant_clip
+        self.bits, self.clip, self.clip_sigmas = cfg.bits(role), cfg.quant_clip, cfg.clip_sigmas(role)
         self.qat = cfg.qat_mode != "off" and self.bits < 16
         self.register_buffer("qat_on", torch.zeros(()), persistent=False)
         self.register_buffer("w_q", torch.zeros(d_out, d_in) if self.qat else torch.zeros(0), persistent=False)
@@ -1354,6 +1422,7 @@ class GPT(nn.Module):
             self.parallel_post = with_role(nn.Parameter(torch.ones(cfg.num_layers, 2, 2)), "scalar")
             self.parallel_resid = with_role(nn.Parameter(torch.full((cfg.num_layers, 2), 1.1)), "scalar")
         self.backout = with_role(nn.Parameter(torch.tensor(cfg.backout_init)), "scalar") if cfg.backout else None
+        self.head_in = nn.Identity()  # no weights: marks the output head's input for the GPTQ Hessian hooks
         self.lm_head = None
         if not cfg.tie_embeddings:
             self.lm_head = with_role(nn.Parameter(torch.zeros(cfg.vocab_size, cfg.model_dim)), "head")
@@ -1384,7 +1453,7 @@ class GPT(nn.Module):
         x, h_mid = self.run_blocks(x, lora, mask)
         if self.backout is not None:
             x = x - self.backout.to(x.dtype) * h_mid
-        x = rms_norm(x[:, score_from:])
+        x = self.head_in(rms_norm(x[:, score_from:]))
         head = self.tok_emb if self.lm_head is None else self.lm_head
         logits = F.linear(x, head.to(x.dtype))
         if "head" in lora:
@@ -1505,10 +1574,10 @@ def refresh_qat(model: nn.Module, stack: bool | None = None) -> None:
     groups: dict[tuple, list[Linear]] = {}
     for m in model.modules():
         if isinstance(m, Linear) and m.qat:
-            groups.setdefault((m.bits, m.clip, m.weight.size(1)) if stack else (m,), []).append(m)
+            groups.setdefault((m.bits, m.clip, m.clip_sigmas, m.weight.size(1)) if stack else (m,), []).append(m)
     for mods in groups.values():
         w = mods[0].weight if len(mods) == 1 else torch.cat([m.weight for m in mods])
-        deq = fake_quant(w, mods[0].bits, mods[0].clip)
+        deq = fake_quant(w, mods[0].bits, mods[0].clip, mods[0].clip_sigmas)
         torch._foreach_copy_([m.w_q for m in mods], list(deq.split([m.weight.size(0) for m in mods])))
 
 
@@ -1678,6 +1747,15 @@ class Optimizers:
 # ("int8": zstd squeezes the unused high bits) or bit-packed ("bitpack": exactly `bits` per
 # code); each role's frame is compressed both ways and the smaller is kept (EXPORT_PACKING=auto).
 # Compressing per role also gives an exact per-role budget at no extra cost.
+#
+# Codes come from round-to-nearest (QUANT_METHOD=rtn) or from GPTQ (QUANT_METHOD=gptq): per
+# matrix W [rows, cols], H = sum X^T X over calibration activations X [tokens, cols] of W's
+# input (forward hooks on every Linear and on the head input), then columns are quantized one
+# at a time and each one's rounding error is pushed onto the columns not yet quantized, weighted
+# by the Cholesky factor of H^-1: the layer output XW, not W itself, is what stays close. The
+# grid (bits, per-row scales from the clip rule) is the same for both, so QAT's fake quant
+# simulates the grid GPTQ picks codes on. LQER then adds, to the LQER_TOP_K tensors with the
+# largest ||W - W_quant||_F, a rank-r correction A@B stored as int2 A and grouped low-bit B.
 
 ARTIFACT_MAGIC = b"PGA3"
 ZSTD_LEVEL = 22
@@ -1705,6 +1783,18 @@ def prune_(w: Tensor, frac: float) -> int:
 
 
 @dataclass
+class LowRank:
+    """LQER correction A@B of one tensor: A [rows, r] as int2 codes with one fp16 scale, B [r, cols]
+    as `bits` codes with one fp16 scale per `group` consecutive entries of B (row-major)."""
+    a: Tensor          # int8 codes in [-2, 1]
+    a_scale: Tensor    # fp16 [1]
+    b: Tensor          # int8 codes in [-2^(bits-1), 2^(bits-1) - 1]
+    b_scales: Tensor   # fp16 [ceil(r*cols / group)]
+    bits: int
+    group: int
+
+
+@dataclass
 class Quantized:
     role: str
     bits: int
@@ -1712,28 +1802,192 @@ class Quantized:
     codes: Tensor | None = None   # int8 [rows, cols] for bits < 16
     scales: Tensor | None = None  # fp16 [rows]
     data: Tensor | None = None    # fp16 values for bits == 16
+    lqer: LowRank | None = None
 
     @property
     def numel(self) -> int:
         return (self.codes if self.codes is not None else self.data).numel()
 
 
-def quantize_state(state: dict[str, Tensor], roles: dict[str, str], cfg: Config, log=None) -> dict[str, Quantized]:
-    out, pruned = {}, 0
+def hessian_targets(model: nn.Module) -> dict[str, nn.Module]:
+    """Each quantizable matrix -> the module whose input X multiplies it (X @ W^T): every Linear,
+    and the head input (the final norm's output) for the tied embedding or the untied head.
+    Tensors that are only looked up (bigram table, untied input embedding) have no such X."""
+    out = {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, Linear)}
+    out["tok_emb" if model.lm_head is None else "lm_head"] = model.head_in
+    return out
+
+
+@torch.no_grad()
+def collect_hessians(model: nn.Module, batches, ctx: Dist) -> tuple[dict[str, Tensor], int]:
+    """H = sum of X^T X (fp32, on the model's device) over the batches' forward passes, summed
+    over ranks and divided by the number of batches (GPTQ's damping is relative, so only H's
+    shape matters). Returns the Hessians and the batch count. The model runs in eval mode,
+    without QAT, under the training autocast."""
+    hs: dict[str, Tensor] = {}
+
+    def hook(name: str):
+        def accumulate(_module, args):
+            x = args[0].detach().reshape(-1, args[0].size(-1)).float()
+            if name in hs:
+                hs[name].addmm_(x.T, x)
+            else:
+                hs[name] = x.T @ x
+        return accumulate
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in hessian_targets(model).items()]
+    was_training, n = model.training, 0
+    model.eval()
+    try:
+        for x, y in batches:
+            with autocast(model.cfg, ctx):
+                model(x, y)
+            n += 1
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("GPTQ calibration got no batches")
+    for name in sorted(hs):  # same order on every rank
+        all_reduce_(hs[name], ctx).div_(n * ctx.world_size)
+    return hs, n
+
+
+def gptq_quantize(w: Tensor, H: Tensor, scales: Tensor, bits: int, damp: float, block: int, act_order: bool) -> Tensor:
+    """GPTQ codes of w [rows, cols] on the fixed grid q*scales ([rows, 1]), minimizing
+    ||X w^T - X (q*s)^T|| for X^T X = H. Column j is rounded, its error e_j / U_jj is
+    propagated to columns j+1.. of the block through row j of U (H^-1 = U^T U, U upper),
+    and each finished block updates the remaining columns at once. With H proportional to
+    the identity U is diagonal, nothing is propagated and the codes are round-to-nearest."""
+    Q = 2 ** (bits - 1) - 1
+    W, H = w.float().clone(), H.float().clone()
+    cols = W.size(1)
+    dead = torch.diagonal(H) == 0  # columns that never see input: any code is free; store 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H.diagonal().add_(damp * torch.diagonal(H).mean())
+    perm = torch.argsort(torch.diagonal(H), descending=True, stable=True) if act_order else torch.arange(cols, device=W.device)
+    W, H = W[:, perm], H[perm][:, perm]
+    try:
+        U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    except torch.linalg.LinAlgError as e:
+        raise ValueError(f"GPTQ: the damped Hessian is not positive definite ({e}); raise GPTQ_DAMP") from None
+    s = scales.float().to(W.device).view(-1, 1)
+    q = torch.zeros_like(W)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        Wb, Ub, Eb = W[:, i1:i2].clone(), U[i1:i2, i1:i2], torch.zeros(W.size(0), i2 - i1, device=W.device)
+        for j in range(i2 - i1):
+            qj = torch.clamp(torch.round(Wb[:, j:j + 1] / s), -Q, Q)
+            q[:, i1 + j:i1 + j + 1] = qj
+            err = (Wb[:, j:j + 1] - qj * s) / Ub[j, j]
+            Wb[:, j:] -= err * Ub[j:j + 1, j:]
+            Eb[:, j:j + 1] = err
+        W[:, i2:] -= Eb @ U[i1:i2, i2:]
+    out = torch.empty_like(q)
+    out[:, perm] = q
+    return out.to(torch.int8)
+
+
+def hessian_importance(w: Tensor, H: Tensor, damp: float, lam: float) -> Tensor:
+    """Hessian-aware SDClip factor per row: 1 + lam*(rho_i - 1), rho = mean_j |W_ij| h_j with
+    h the damped diag(H) over its mean, rho normalized to mean 1 (important rows clip wider)."""
+    h = torch.diagonal(H).float()
+    h = (h + damp * h.mean()).clamp_min(1e-8)
+    rho = (w.float().abs() * (h / h.mean())).mean(dim=1)
+    return 1 + lam * (rho / rho.mean().clamp_min(1e-12) - 1)
+
+
+def asym_codes(x: Tensor, bits: int, group: int) -> tuple[Tensor, Tensor]:
+    """Grouped asymmetric-range codes of x (flattened, groups of `group`): levels
+    [-2^(b-1), 2^(b-1) - 1], scale max|group| / (2^(b-1) - 0.5), so the largest magnitude
+    lands half a level inside the range on either side. Returns int8 codes (x's shape) and
+    fp16 scales."""
+    lo, hi = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+    flat = x.float().reshape(-1)
+    n_groups = -(-flat.numel() // group)
+    padded = F.pad(flat, (0, n_groups * group - flat.numel())).view(n_groups, group)
+    sc = (padded.abs().amax(dim=1) / (hi + 0.5)).clamp_min(1e-8).to(torch.float16)
+    q = torch.clamp(torch.round(padded / sc.float()[:, None]), lo, hi)
+    return q.reshape(-1)[:flat.numel()].view_as(x).to(torch.int8), sc
+
+
+def asym_values(q: Tensor, scales: Tensor, group: int) -> Tensor:
+    return (q.float().reshape(-1) * scales.float().repeat_interleave(group)[:q.numel()]).view(q.shape)
+
+
+def low_rank_correction(err: Tensor, rank: int, bits: int, group: int) -> LowRank:
+    """Rank-r SVD of the quantization error E = U S V^T: A = U_r S_r (int2, one scale), B = V_r^T."""
+    U, S, Vh = torch.linalg.svd(err.float().cpu(), full_matrices=False)
+    r = min(rank, S.numel())
+    a, a_scale = asym_codes(U[:, :r] * S[:r], 2, U.size(0) * r)
+    b, b_scales = asym_codes(Vh[:r], bits, group)
+    return LowRank(a, a_scale, b, b_scales, bits, group)
+
+
+def dequantize(qt: Quantized) -> Tensor:
+    """float32 weights of a stored tensor: codes*scales (+ A@B for an LQER tensor). The decoder
+    uses exactly this, so what the artifact loads is what this returns."""
+    if qt.bits == 16:
+        return qt.data.float().view(qt.shape)
+    w = qt.codes.float() * qt.scales.float()[:, None]
+    if qt.lqer is not None:
+        lr = qt.lqer
+        w = w + asym_values(lr.a, lr.a_scale, lr.a.numel()) @ asym_values(lr.b, lr.b_scales, lr.group)
+    return w.view(qt.shape)
+
+
+def quantize_state(state: dict[str, Tensor], roles: dict[str, str], cfg: Config, log=None,
+                   hessians: dict[str, Tensor] | None = None) -> dict[str, Quantized]:
+    """Every tensor by its role's bits and clip rule; with QUANT_METHOD=gptq, matrices that have
+    a Hessian get GPTQ codes (the rest round to nearest). Then LQER, if enabled."""
+    if cfg.quant_method == "gptq" and hessians is None:
+        raise ValueError("QUANT_METHOD=gptq needs calibration Hessians (collect_hessians); none were given")
+    out, pruned, by_gptq, t0 = {}, 0, [], time.perf_counter()
     for name in sorted(state):
-        t, role = state[name].detach().cpu().float(), roles[name]
+        t, role = state[name].detach().float(), roles[name]
         bits = cfg.bits(role)
         if bits == 16 or t.ndim < 2:
-            out[name] = Quantized(role, 16, tuple(t.shape), data=t.to(torch.float16))
+            out[name] = Quantized(role, 16, tuple(t.shape), data=t.cpu().to(torch.float16))
             continue
         t2 = t.reshape(t.size(0), -1).clone()
         if cfg.prune_frac and role != "gate":
             pruned += prune_(t2, cfg.prune_frac)
-        q, s = quantize_rows(t2, bits, "amax" if role == "gate" else cfg.quant_clip)
-        out[name] = Quantized(role, bits, tuple(t.shape), codes=q, scales=s)
+        H = hessians.get(name) if cfg.quant_method == "gptq" else None
+        if H is None:
+            q, s = quantize_rows(t2, bits, "amax" if role == "gate" else cfg.quant_clip, cfg.clip_sigmas(role))
+        else:
+            t2 = t2.to(H.device)
+            imp = hessian_importance(t2, H, cfg.gptq_damp, cfg.hessian_clip_lambda) if cfg.hessian_clip_lambda else None
+            s = row_scales(t2, bits, cfg.quant_clip, cfg.clip_sigmas(role), imp)
+            q = gptq_quantize(t2, H, s, bits, cfg.gptq_damp, cfg.gptq_block_size, cfg.gptq_act_order)
+            s = s.squeeze(1).to(torch.float16)
+            by_gptq.append(name)
+        out[name] = Quantized(role, bits, tuple(t.shape), codes=q.cpu(), scales=s.cpu())
     if log and cfg.prune_frac:
         log(f"prune_frac:{cfg.prune_frac} pruned_weights:{pruned}")
+    if log and cfg.quant_method == "gptq":
+        rtn = [n for n, q in out.items() if q.bits < 16 and n not in by_gptq]
+        log(f"gptq matrices:{len(by_gptq)} rtn_no_hessian:{','.join(rtn) or 'none'} "
+            f"quant_time:{1000 * (time.perf_counter() - t0):.0f}ms")
+    if cfg.lqer_enabled:
+        add_lqer(out, state, cfg, log)
     return out
+
+
+def add_lqer(qstate: dict[str, Quantized], state: dict[str, Tensor], cfg: Config, log=None) -> None:
+    """Attach an LQER correction to the LQER_TOP_K quantized tensors with the largest absolute
+    ||W - W_quant||_F (the absolute norm favours large tensors, as in the record)."""
+    weights = {n: state[n].detach().float().cpu().reshape(q.codes.shape) for n, q in qstate.items() if q.bits < 16}
+    errs = {n: weights[n] - dequantize(qstate[n]).reshape(weights[n].shape) for n in weights}
+    top = sorted(errs, key=lambda n: -float(errs[n].norm()))[:cfg.lqer_top_k]
+    for n in top:
+        qstate[n].lqer = low_rank_correction(errs[n], cfg.lqer_rank, cfg.lqer_factor_bits, cfg.lqer_asym_group)
+    if log:
+        after = {n: float((weights[n] - dequantize(qstate[n]).reshape(weights[n].shape)).norm()) for n in top}
+        log(f"lqer rank:{cfg.lqer_rank} factor_bits:2/{cfg.lqer_factor_bits} group:{cfg.lqer_asym_group} "
+            + " ".join(f"{n}:err_fro:{float(errs[n].norm()):.4f}->{after[n]:.4f}" for n in top))
 
 
 def pack_role(items: list[tuple[str, Quantized]], packing: str) -> tuple[bytes, list[dict]]:
@@ -1755,6 +2009,11 @@ def pack_role(items: list[tuple[str, Quantized]], packing: str) -> tuple[bytes, 
             # Offset to unsigned in int16: at 8 bits codes + 127 does not fit in int8.
             e["codes"] = put(codes.tobytes() if packing == "int8" else pack_bits((codes.astype(np.int16) + Q).astype(np.uint16), qt.bits))
             e["scales"] = put(qt.scales.numpy().tobytes())
+            if qt.lqer is not None:  # int8 containers: a few KB, zstd squeezes the unused bits
+                lr = qt.lqer
+                e["lqer"] = dict(rank=lr.a.size(1), bits=lr.bits, group=lr.group, a=put(lr.a.numpy().tobytes()),
+                                 a_scale=put(lr.a_scale.numpy().tobytes()), b=put(lr.b.numpy().tobytes()),
+                                 b_scales=put(lr.b_scales.numpy().tobytes()))
         entries.append(e)
     return b"".join(chunks), entries
 
@@ -1845,29 +2104,48 @@ def decode_artifact(blob: bytes, where: str = "artifact") -> dict[str, Tensor]:
         raise ValueError(f"{where}: {len(blob) - offset} unexpected bytes after the last frame")
     out = {}
     for e in tensors:
-        name, shape, bits = e["name"], tuple(e["shape"]), e["bits"]
-        payload, packing = payloads[e["frame"]], frames[e["frame"]]["packing"]
-
-        def get(key: str, nbytes: int) -> np.ndarray:
-            start, n = e[key]
-            if start < 0 or start + n > len(payload) or n != nbytes:
-                raise ValueError(f"{where}: tensor {name} {key} byte range {e[key]} is outside its frame or has the wrong size")
-            return payload[start:start + n]
-
-        numel = math.prod(shape)  # exact (np.prod would wrap around on a crafted shape)
-        if bits == 16:
-            out[name] = torch.from_numpy(get("data", 2 * numel).view(np.float16).astype(np.float32)).view(shape)
-            continue
-        if bits not in BITS or packing not in ("int8", "bitpack"):
-            raise ValueError(f"{where}: tensor {name} has unknown bits {bits} or packing {packing!r}")
-        rows, Q = shape[0], 2 ** (bits - 1) - 1
-        if packing == "int8":
-            codes = get("codes", numel).view(np.int8).astype(np.float32)
-        else:
-            codes = unpack_bits(get("codes", (numel * bits + 7) // 8), bits, numel).astype(np.float32) - Q
-        scales = get("scales", 2 * rows).view(np.float16).astype(np.float32)
-        out[name] = torch.from_numpy(codes.reshape(rows, -1) * scales[:, None]).view(shape)
+        try:
+            out[e["name"]] = dequantize(decode_tensor(e, payloads[e["frame"]], frames[e["frame"]]["packing"], where))
+        except (KeyError, TypeError, IndexError) as err:
+            raise ValueError(f"{where}: corrupt entry for tensor {e.get('name', '?') if isinstance(e, dict) else '?'} ({err!r})") from None
     return out
+
+
+def decode_tensor(e: dict, payload: np.ndarray, packing: str, where: str) -> Quantized:
+    """One header entry -> its Quantized tensor, every byte range and code range checked."""
+    name, shape, bits = e["name"], tuple(e["shape"]), e["bits"]
+
+    def get(spec: dict, key: str, nbytes: int, what: str = "") -> np.ndarray:
+        start, n = spec[key]
+        if start < 0 or start + n > len(payload) or n != nbytes:
+            raise ValueError(f"{where}: tensor {name} {what}{key} byte range {spec[key]} is outside its frame or has the wrong size")
+        return payload[start:start + n]
+
+    numel = math.prod(shape)  # exact (np.prod would wrap around on a crafted shape)
+    if bits == 16:
+        return Quantized(e["role"], 16, shape, data=torch.from_numpy(get(e, "data", 2 * numel).view(np.float16).copy()))
+    if bits not in BITS or packing not in ("int8", "bitpack"):
+        raise ValueError(f"{where}: tensor {name} has unknown bits {bits} or packing {packing!r}")
+    rows, Q = shape[0], 2 ** (bits - 1) - 1
+    if packing == "int8":
+        codes = get(e, "codes", numel).view(np.int8).astype(np.int8)
+    else:
+        codes = (unpack_bits(get(e, "codes", (numel * bits + 7) // 8), bits, numel) - Q).astype(np.int8)
+    qt = Quantized(e["role"], bits, shape, codes=torch.from_numpy(codes.reshape(rows, -1)),
+                   scales=torch.from_numpy(get(e, "scales", 2 * rows).view(np.float16).copy()))
+    if "lqer" in e:
+        lq, cols = e["lqer"], numel // rows
+        rank, fbits, group = lq["rank"], lq["bits"], lq["group"]
+        if not (isinstance(rank, int) and 1 <= rank <= min(rows, cols) and fbits in range(2, 9) and isinstance(group, int) and group >= 1):
+            raise ValueError(f"{where}: tensor {name} has an invalid LQER header (rank {rank}, bits {fbits}, group {group})")
+        a = get(lq, "a", rows * rank, "lqer ").view(np.int8).reshape(rows, rank)
+        b = get(lq, "b", rank * cols, "lqer ").view(np.int8).reshape(rank, cols)
+        if a.min() < -2 or a.max() > 1 or b.min() < -2 ** (fbits - 1) or b.max() > 2 ** (fbits - 1) - 1:
+            raise ValueError(f"{where}: tensor {name} has LQER codes outside their {fbits}-bit / 2-bit range")
+        qt.lqer = LowRank(torch.from_numpy(a.copy()), torch.from_numpy(get(lq, "a_scale", 2, "lqer ").view(np.float16).copy()),
+                          torch.from_numpy(b.copy()), torch.from_numpy(get(lq, "b_scales", 2 * -(-rank * cols // group), "lqer ").view(np.float16).copy()),
+                          fbits, group)
+    return qt
 
 
 def compress(raw: bytes) -> bytes:
@@ -1903,10 +2181,12 @@ def artifact_file_label(blob: bytes, where: str = "artifact") -> str:
         raise ValueError(f"{where}: corrupt header ({e})") from None
 
 
-def export_artifact(state: dict[str, Tensor], roles: dict[str, str], cfg: Config, path: Path, log) -> bytes:
-    """Quantize, encode, write the file and log the per-role budget."""
+def export_artifact(state: dict[str, Tensor], roles: dict[str, str], cfg: Config, path: Path, log,
+                    hessians: dict[str, Tensor] | None = None) -> bytes:
+    """Quantize, encode, write the file and log the per-role budget. `hessians` (from
+    collect_hessians) are needed with QUANT_METHOD=gptq."""
     t0 = time.perf_counter()
-    blob, report = encode_artifact(quantize_state(state, roles, cfg, log), cfg.export_packing)
+    blob, report = encode_artifact(quantize_state(state, roles, cfg, log, hessians), cfg.export_packing)
     atomic_write(path, blob)
     for r in report:
         sizes = " ".join(f"{o}_raw_bytes:{raw} {o}_zstd_bytes:{z}" for o, (raw, z) in r["sizes"].items())
@@ -2436,9 +2716,9 @@ def lr_scale(cfg: Config, step: int, elapsed_ms: float) -> float:
         return 1.0
     by_steps = (cfg.iterations - step) / cfg.warmdown_iters
     by_time = math.inf
-    if cfg.max_wallclock_seconds > 0 and elapsed_ms > 0:  # no step time measured yet: nothing to convert
+    if cfg.train_cap_seconds > 0 and elapsed_ms > 0:  # no step time measured yet: nothing to convert
         step_ms = elapsed_ms / max(step, 1)
-        by_time = (1000 * cfg.max_wallclock_seconds - elapsed_ms) / (cfg.warmdown_iters * step_ms)
+        by_time = (1000 * cfg.train_cap_seconds - elapsed_ms) / (cfg.warmdown_iters * step_ms)
     return min(max(min(by_steps, by_time), 0.0), 1.0)
 
 
@@ -2458,8 +2738,8 @@ def progress(cfg: Config, step: int, elapsed_ms: float) -> float:
     """Fraction of training done: the larger of time (under a wallclock cap) and steps, so
     a run that reaches ITERATIONS before the cap still passes every progress threshold."""
     frac = step / max(cfg.iterations, 1)
-    if cfg.max_wallclock_seconds > 0:
-        frac = max(frac, elapsed_ms / (1000 * cfg.max_wallclock_seconds))
+    if cfg.train_cap_seconds > 0:
+        frac = max(frac, elapsed_ms / (1000 * cfg.train_cap_seconds))
     return min(frac, 1.0)
 
 
@@ -2709,7 +2989,7 @@ class Trainer:
             # Within two steps of the cap it syncs fully, so the stop sees real GPU progress.
             prev_done = self.mark_step_done(prev_done)
             elapsed = train_ms + 1000 * (time.perf_counter() - t0)
-            if cfg.max_wallclock_seconds > 0 and elapsed * (1 + 2 / step) >= 1000 * cfg.max_wallclock_seconds:
+            if cfg.train_cap_seconds > 0 and elapsed * (1 + 2 / step) >= 1000 * cfg.train_cap_seconds:
                 sync(ctx)
                 elapsed = train_ms + 1000 * (time.perf_counter() - t0)
             # The same collective carries the stop conditions, so all ranks stop after the same
@@ -2718,9 +2998,9 @@ class Trainer:
             bad_step, bad_loss = self.first_nonfinite()
             pending = float(self.signals.signum) if self.signals is not None else 0.0
             agreed_elapsed, signum, bad_step = host_max_all([elapsed, pending, bad_step], ctx)
-            if cfg.max_wallclock_seconds > 0:  # without a cap every decision is by step count
+            if cfg.train_cap_seconds > 0:  # without a cap every decision is by step count
                 elapsed = agreed_elapsed
-            stop = cfg.max_wallclock_seconds > 0 and elapsed >= 1000 * cfg.max_wallclock_seconds
+            stop = cfg.train_cap_seconds > 0 and elapsed >= 1000 * cfg.train_cap_seconds
             if cfg.num_loops and not self.model.looping and progress(cfg, step, elapsed) >= cfg.enable_looping_at:
                 set_looping(self.model, True)
                 log(f"looping_start step:{step} progress:{progress(cfg, step, elapsed):.4f} train_time:{elapsed:.0f}ms "
@@ -2735,8 +3015,8 @@ class Trainer:
             if cfg.train_log_every and (step % cfg.train_log_every == 0 or step == 1 or stop):
                 avg = elapsed / step
                 stop_step = cfg.iterations
-                if cfg.max_wallclock_seconds > 0:
-                    stop_step = min(stop_step, int(1000 * cfg.max_wallclock_seconds / avg))
+                if cfg.train_cap_seconds > 0:
+                    stop_step = min(stop_step, int(1000 * cfg.train_cap_seconds / avg))
                 # The official baseline's fields first, in its order (community scripts match
                 # `step:N/T train_loss:X train_time:Tms step_avg:Yms`), then ours.
                 log(f"step:{step}/{cfg.iterations} train_loss:{loss.item():.4f} train_time:{elapsed:.0f}ms "
@@ -2757,6 +3037,26 @@ class Trainer:
         elif stop:
             log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{cfg.iterations}")
         return dict(steps=step, train_ms=train_ms, stopped=stopped)
+
+
+def calibrate_gptq(model: GPT, loader: DistributedTokenLoader, cfg: Config, ctx: Dist, log, train_ms: float) -> dict[str, Tensor]:
+    """GPTQ Hessians of the weights about to be exported, from the next GPTQ_CALIBRATION_BATCHES
+    micro-batches of the training stream (never validation data). Reading training data counts
+    as training time: the loop stopped GPTQ_RESERVE_SECONDS early, and training time plus this
+    calibration must end inside MAX_WALLCLOCK_SECONDS (evaluation pauses the clock, as in the loop)."""
+    sync(ctx)
+    t0 = time.perf_counter()
+    hessians, n = collect_hessians(model, (loader.next_batch() for _ in range(cfg.gptq_calibration_batches)), ctx)
+    sync(ctx)
+    calib_ms = host_max(1000 * (time.perf_counter() - t0), ctx)
+    total, cap = train_ms + calib_ms, 1000 * cfg.max_wallclock_seconds
+    log(f"gptq_calibration batches:{n} tokens_per_rank:{n * loader.micro_tokens} hessians:{len(hessians)} "
+        f"calibration_time:{calib_ms:.0f}ms train_time:{train_ms:.0f}ms train_plus_calibration:{total:.0f}ms "
+        + (f"cap:{cap:.0f}ms inside_cap:{int(total <= cap)}" if cap else "cap:none"))
+    if cap and total > cap:
+        log(f"WARNING: GPTQ calibration ended {total - cap:.0f}ms after the training-time cap; raise GPTQ_RESERVE_SECONDS "
+            f"(now {cfg.gptq_reserve_seconds}) or lower GPTQ_CALIBRATION_BATCHES")
+    return hessians
 
 
 # ===== 10. MAIN =====
@@ -2970,6 +3270,7 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
     if averager.kind:
         log_eval(log, "final_live_prequant", evaluate(eval_model, val_tokens, lut, cfg, ctx))
     log(f"averaged_weights: {averager.swap_in()}")
+    hessians = calibrate_gptq(model, loader, cfg, ctx, log, stats["train_ms"]) if cfg.quant_method == "gptq" else None
     if averager.kind and ctx.is_main:
         save_state(model, Path(f"{out}.avg.pt"), log, "averaged_model")
     pre = evaluate(eval_model, val_tokens, lut, cfg, ctx)
@@ -2978,7 +3279,8 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
     label = artifact_label(cfg, set(roles.values()))
     art_path = Path(f"{out}.{label}")
     if ctx.is_main:
-        export_artifact(model.state_dict(), roles, cfg, art_path, log)
+        export_artifact(model.state_dict(), roles, cfg, art_path, log, hessians)
+    del hessians
     barrier(ctx)  # the artifact is on disk before any rank reads it
     score_and_report(art_path, label, cfg, ctx, bos_id, val_tokens, lut, pre, log, stats)
     return 0

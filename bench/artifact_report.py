@@ -51,6 +51,32 @@ def parse_overrides(spec: str) -> tuple[str, dict[str, str]]:
     return name, overrides
 
 
+def calibration_hessians(model: torch.nn.Module, cfg, ctx, log_path: Path | None = None) -> dict[str, torch.Tensor]:
+    """GPTQ Hessians as a run collects them: GPTQ_CALIBRATION_BATCHES training micro-batches that
+    follow the run's training batches in the stream (the step count comes from its log), or, without
+    a log or training shards, random tokens (synthetic weights: only the Hessian's shape matters)."""
+    micro = cfg.train_batch_tokens // 8
+    try:
+        files = tg.shard_files(cfg.data_path, cfg.train_glob, "train")
+    except FileNotFoundError:
+        files = None
+    if files is None:
+        g = torch.Generator().manual_seed(0)
+        batches = [(torch.randint(0, cfg.vocab_size, (micro // cfg.train_seq_len, cfg.train_seq_len), generator=g),) * 2
+                   for _ in range(cfg.gptq_calibration_batches)]
+        return tg.collect_hessians(model, batches, ctx)[0]
+    loader = tg.DistributedTokenLoader(files, ctx, micro, cfg.train_seq_len)
+    steps = 0
+    if log_path is not None:
+        import re
+        m = re.search(r"^train_time_total_ms:\S+ eval_time_total_ms:\S+ steps:(\d+)", log_path.read_text(encoding="utf-8"), re.M)
+        steps = int(m.group(1)) if m else 0
+    for _ in range(8 * steps):  # skip what training read
+        loader.stream.take(micro + 1)
+    tg.set_qat(model, False)
+    return tg.collect_hessians(model, (loader.next_batch() for _ in range(cfg.gptq_calibration_batches)), ctx)[0]
+
+
 def synthetic_weights(model: torch.nn.Module, seed: int = 0) -> None:
     """Trained-like weights: Gaussian rows with per-row scales in [0.02, 0.05]. Their per-row
     int5/int6 codes cost what the records report for trained tensors after zstd."""
@@ -75,8 +101,9 @@ def cmd_budget(args) -> int:
     roles = {n: p.role for n, p in model.named_parameters()}
     print(f"config: {' '.join(f'{k}={v}' for k, v in env.items()) or 'script defaults'}; weights: {source}")
     print(f"model_params:{tg.count_params(model)}")
+    hessians = calibration_hessians(model, cfg, ctx) if cfg.quant_method == "gptq" else None
     with tempfile.TemporaryDirectory() as tmp:
-        blob = tg.export_artifact(model.state_dict(), roles, cfg, Path(tmp) / "model.art", print)
+        blob = tg.export_artifact(model.state_dict(), roles, cfg, Path(tmp) / "model.art", print, hessians)
     code = len((REPO / "train_gpt.py").read_bytes())
     total = code + len(blob)
     print(f"code_bytes:{code} model_bytes:{len(blob)} total_bytes:{total} cap:{tg.ARTIFACT_CAP_BYTES} "
@@ -105,22 +132,28 @@ def cmd_sweep(args) -> int:
     state = torch.load(args.weights, map_location="cpu", weights_only=True)
     variants = [parse_overrides(v) for v in args.variant] or [("as_trained", {})]
     evals = [e for e in args.eval.split(",") if e]
-    rows = []
+    rows, hessians, prequant = [], None, None
     for name, overrides in variants:
         cfg = tg.Config.from_env({**base_env, **overrides})
         model = tg.build_model(cfg, ctx, sp.bos_id())
         model.load_state_dict(state, strict=True)
         roles = {n: p.role for n, p in model.named_parameters()}
         row = dict(variant=name, overrides=overrides, params=tg.count_params(model))
+        if cfg.quant_method == "gptq" and hessians is None:  # the weights and data are the same for every variant
+            t0 = time.perf_counter()
+            hessians = calibration_hessians(model, cfg, ctx, args.log)
+            print(f"gptq hessians:{len(hessians)} batches:{cfg.gptq_calibration_batches} time:{time.perf_counter() - t0:.1f}s", flush=True)
         if args.prequant:
-            r = tg.evaluate(model, val, lut, cfg, ctx)
-            row["prequant_nonoverlap_bpb"] = r.bpb
+            if prequant is None:  # the same weights for every variant: score them once
+                prequant = tg.evaluate(model, val, lut, cfg, ctx).bpb
+            row["prequant_nonoverlap_bpb"] = prequant
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.art"
             budget = []
-            blob = tg.export_artifact(model.state_dict(), roles, cfg, path, budget.append)
+            blob = tg.export_artifact(model.state_dict(), roles, cfg, path, budget.append,
+                                      hessians if cfg.quant_method == "gptq" else None)
             row.update(model_bytes=len(blob), bytes_per_param=len(blob) / row["params"],
-                       budget=[b for b in budget if b.startswith("budget")])
+                       budget=[b for b in budget if b.startswith(("budget", "gptq", "lqer"))])
             reloaded = tg.load_artifact(path, cfg, ctx, sp.bos_id())
         for kind in evals:
             t0 = time.perf_counter()
@@ -131,10 +164,13 @@ def cmd_sweep(args) -> int:
         rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(log=str(args.log), weights=str(args.weights), base_env=base_env, rows=rows), indent=1))
-    md = ["| variant | bytes/param | model bytes | " + " | ".join(f"{e} bpb (s)" for e in evals) + " |",
-          "|---|---|---|" + "---|" * len(evals)]
+    gap = args.prequant and "nonoverlap" in evals
+    md = ["| variant | bytes/param | model bytes | " + " | ".join(f"{e} bpb (s)" for e in evals) + (" | quant gap |" if gap else " |"),
+          "|---|---|---|" + "---|" * (len(evals) + gap)]
     for r in rows:
         cells = [f"{r[e]['val_bpb']:.5f} ({r[e]['eval_s']:.0f})" for e in evals]
+        if gap:
+            cells.append(f"{r['nonoverlap']['val_bpb'] - r['prequant_nonoverlap_bpb']:+.5f}")
         md.append(f"| {r['variant']} | {r['bytes_per_param']:.4f} | {r['model_bytes']:,} | " + " | ".join(cells) + " |")
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
