@@ -43,7 +43,9 @@ import sentencepiece as spm
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import zstandard  # required: the artifact is zstd-22; there is deliberately no zlib fallback
+import lzma
+import zlib  # crc32 of every artifact frame
+import zstandard  # required: the artifact header is zstd-22; there is deliberately no zlib fallback
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -177,14 +179,15 @@ class Config:
     quant_bits_bigram: int = knob(6, "bits of the BigramHash table (16 = fp16)", choices=BITS, group="quant")
     quant_bits_embed: int = knob(8, "bits of the token embedding (16 = fp16)", choices=BITS, group="quant")
     quant_bits_head: int = knob(8, "bits of the untied output head (16 = fp16)", choices=BITS, group="quant")
-    quant_clip: str = knob("search", "per-row clip: amax, search (GPTQ-lite: best of a few clip ratios per row), or sdclip "
+    quant_clip: str = knob("amax", "per-row clip: amax, search (GPTQ-lite: best of a few clip ratios per row), or sdclip "
                            "(k*std(row), k from the *_CLIP_SIGMAS knobs)", choices=("amax", "search", "sdclip"), group="quant")
     prune_frac: float = knob(0.0, "zero the smallest |w| fraction of every quantized matrix before export", lo=0.0, hi=0.5, group="quant")
     export_packing: str = knob("auto", "code storage: int8 containers, bitpack, or auto (the smaller after zstd)", choices=("auto", "int8", "bitpack"), group="quant")
     # --- GPTQ, SDClip, LQER (the records' names and meanings) ---
-    quant_method: str = knob("rtn", "how codes are chosen: rtn (round each weight to the nearest level) or gptq (full-Hessian GPTQ on "
+    quant_method: str = knob("gptq", "how codes are chosen: rtn (round each weight to the nearest level) or gptq (full-Hessian GPTQ on "
                              "calibration activations; tensors that are only looked up, like the bigram table, stay rtn)", choices=("rtn", "gptq"), group="quant")
-    gptq_calibration_batches: int = knob(16, "training micro-batches per rank whose activations build the GPTQ Hessians", lo=1, group="quant")
+    gptq_calibration_batches: int = knob(16, "training micro-batches (TRAIN_BATCH_TOKENS/8 tokens each, split over the ranks like a "
+                                         "step's) whose activations build the GPTQ Hessians; a multiple of the world size", lo=1, group="quant")
     gptq_reserve_seconds: float = knob(8.0, "with QUANT_METHOD=gptq and a wallclock cap, training stops this many seconds early so "
                                        "calibration (which reads training data) ends inside the cap", lo=0.0, group="quant")
     gptq_damp: float = knob(0.01, "GPTQ damping added to diag(H), as a fraction of its mean", lo=0.0, group="quant")
@@ -203,6 +206,8 @@ class Config:
     lqer_top_k: int = knob(3, "number of tensors (largest ||W - W_quant||_F) that get a correction", lo=1, group="quant")
     lqer_asym_group: int = knob(64, "group size of the LQER B factor's scales", lo=1, group="quant")
     lqer_factor_bits: int = knob(4, "bits of the LQER B factor (the A factor is int2, one scale per tensor)", lo=2, hi=8, group="quant")
+    export_compressor: str = knob("brotli", "compressor of the artifact's frames: brotli (quality 11, needs the brotli package), zstd (level 22) "
+                                  "or lzma (preset 9); the header is always zstd", choices=("brotli", "zstd", "lzma"), group="quant")
     # --- evaluation ---
     eval_stride: int = knob(64, "sliding-window stride for the final score (0 = non-overlapping windows)", lo=0, group="eval")
     eval_seq_len: int = knob(0, "sliding-window length (0 = TRAIN_SEQ_LEN)", lo=0, group="eval")
@@ -1746,7 +1751,10 @@ class Optimizers:
 # (quantize_rows, the function QAT uses) and fp16 scales. Codes are kept one per int8 byte
 # ("int8": zstd squeezes the unused high bits) or bit-packed ("bitpack": exactly `bits` per
 # code); each role's frame is compressed both ways and the smaller is kept (EXPORT_PACKING=auto).
-# Compressing per role also gives an exact per-role budget at no extra cost.
+# Compressing per role also gives an exact per-role budget at no extra cost. The frames' compressor
+# is EXPORT_COMPRESSOR (brotli-11 by default: measured smaller than zstd-22 and lzma-9 on exported
+# frames, docs/quantization.md); the header names it and holds a CRC32 of every raw frame, since
+# brotli and lzma streams carry no checksum of their own.
 #
 # Codes come from round-to-nearest (QUANT_METHOD=rtn) or from GPTQ (QUANT_METHOD=gptq): per
 # matrix W [rows, cols], H = sum X^T X over calibration activations X [tokens, cols] of W's
@@ -1759,6 +1767,17 @@ class Optimizers:
 
 ARTIFACT_MAGIC = b"PGA3"
 ZSTD_LEVEL = 22
+COMPRESSOR_LEVELS = {"zstd": ZSTD_LEVEL, "brotli": 11, "lzma": 9}
+
+
+def brotli_module():
+    """The brotli package, or a clear error naming the setting that asked for it."""
+    try:
+        import brotli
+    except ImportError:
+        raise RuntimeError("EXPORT_COMPRESSOR=brotli needs the brotli package: pip install -r requirements.txt "
+                           "(or choose EXPORT_COMPRESSOR=zstd)") from None
+    return brotli
 
 
 def pack_bits(u: np.ndarray, bits: int) -> bytes:
@@ -2018,8 +2037,8 @@ def pack_role(items: list[tuple[str, Quantized]], packing: str) -> tuple[bytes, 
     return b"".join(chunks), entries
 
 
-def encode_artifact(qstate: dict[str, Quantized], packing: str) -> tuple[bytes, list[dict]]:
-    """The artifact bytes and a per-role report (params, bits, raw and zstd bytes per packing)."""
+def encode_artifact(qstate: dict[str, Quantized], packing: str, compressor: str = "zstd") -> tuple[bytes, list[dict]]:
+    """The artifact bytes and a per-role report (params, bits, raw and compressed bytes per packing)."""
     frames, tensors, blobs, report = [], [], [], []
     for role in ROLES:
         items = [(n, q) for n, q in qstate.items() if q.role == role]
@@ -2030,18 +2049,18 @@ def encode_artifact(qstate: dict[str, Quantized], packing: str) -> tuple[bytes, 
         tried = {}
         for opt in options:
             raw, entries = pack_role(items, opt)
-            tried[opt] = (compress(raw), raw, entries)
+            tried[opt] = (compress(raw, compressor), raw, entries)
         chosen = min(tried, key=lambda o: len(tried[o][0]))
         blob, raw, entries = tried[chosen]
         for e in entries:
             e["frame"] = len(frames)
-        frames.append(dict(role=role, packing=chosen, size=len(blob), raw_size=len(raw)))
+        frames.append(dict(role=role, packing=chosen, size=len(blob), raw_size=len(raw), crc32=zlib.crc32(raw)))
         tensors += entries
         blobs.append(blob)
         report.append(dict(role=role, params=sum(q.numel for _, q in items), chosen=chosen,
                            bits="/".join(map(str, sorted({q.bits for _, q in items}))),
                            sizes={o: (len(t[1]), len(t[0])) for o, t in tried.items()}))
-    header = compress(json.dumps(dict(version=3, frames=frames, tensors=tensors)).encode())
+    header = compress(json.dumps(dict(version=3, compressor=compressor, frames=frames, tensors=tensors)).encode())
     return ARTIFACT_MAGIC + struct.pack("<I", len(header)) + header + b"".join(blobs), report
 
 
@@ -2091,13 +2110,18 @@ def decode_artifact(blob: bytes, where: str = "artifact") -> dict[str, Tensor]:
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{where}: corrupt header ({e})") from None
     frames, tensors = check_header(header, where)
+    compressor = header.get("compressor", "zstd")  # headers written before the choice existed: zstd frames
+    if compressor not in COMPRESSOR_LEVELS:
+        raise ValueError(f"{where}: corrupt header (unknown compressor {compressor!r})")
     payloads, offset = [], 8 + hlen
     for f in frames:
         if offset + f["size"] > len(blob):
             raise ValueError(f"{where}: truncated: the {f['role']} frame ends at byte {offset + f['size']} of {len(blob)}")
-        raw = decompress(blob[offset:offset + f["size"]], where)
+        raw = decompress(blob[offset:offset + f["size"]], where, compressor)
         if len(raw) != f["raw_size"]:
             raise ValueError(f"{where}: the {f['role']} frame decompressed to {len(raw)} bytes, expected {f['raw_size']}")
+        if "crc32" in f and zlib.crc32(raw) != f["crc32"]:
+            raise ValueError(f"{where}: the {f['role']} frame fails its CRC32 check; the file is corrupt")
         payloads.append(np.frombuffer(raw, dtype=np.uint8))
         offset += f["size"]
     if offset != len(blob):
@@ -2148,24 +2172,39 @@ def decode_tensor(e: dict, payload: np.ndarray, packing: str, where: str) -> Qua
     return qt
 
 
-def compress(raw: bytes) -> bytes:
+def compress(raw: bytes, method: str = "zstd") -> bytes:
+    if method == "brotli":
+        return brotli_module().compress(raw, quality=11, lgwin=24)
+    if method == "lzma":
+        return lzma.compress(raw, preset=9)
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(raw)  # checksum: corruption cannot decode silently
 
 
-def decompress(blob: bytes, where: str = "artifact") -> bytes:
+def decompress(blob: bytes, where: str = "artifact", method: str = "zstd") -> bytes:
+    if method == "brotli":
+        brotli = brotli_module()
+        try:
+            return brotli.decompress(blob)
+        except brotli.error as e:
+            raise ValueError(f"{where}: brotli decompression failed ({e}); the file is truncated or corrupt") from None
+    if method == "lzma":
+        try:
+            return lzma.decompress(blob)
+        except lzma.LZMAError as e:
+            raise ValueError(f"{where}: lzma decompression failed ({e}); the file is truncated or corrupt") from None
     try:
         return zstandard.ZstdDecompressor().decompress(blob, max_output_size=1 << 32)
     except zstandard.ZstdError as e:
         raise ValueError(f"{where}: zstd decompression failed ({e}); the file is truncated or corrupt") from None
 
 
-def format_label(bits: set[int]) -> str:
-    return "-".join("fp16" if b == 16 else f"int{b}" for b in sorted(bits)) + f"_zstd{ZSTD_LEVEL}"
+def format_label(bits: set[int], compressor: str = "zstd") -> str:
+    return "-".join("fp16" if b == 16 else f"int{b}" for b in sorted(bits)) + f"_{compressor}{COMPRESSOR_LEVELS[compressor]}"
 
 
 def artifact_label(cfg: Config, roles: set[str]) -> str:
     """Name of the export format built from the bits actually used (labels must not lie)."""
-    return format_label({cfg.bits(r) for r in roles if r != "scalar"})
+    return format_label({cfg.bits(r) for r in roles if r != "scalar"}, cfg.export_compressor)
 
 
 def artifact_file_label(blob: bytes, where: str = "artifact") -> str:
@@ -2175,9 +2214,12 @@ def artifact_file_label(blob: bytes, where: str = "artifact") -> str:
         raise ValueError(f"{where}: not a train_gpt.py artifact (bad magic)")
     (hlen,) = struct.unpack("<I", blob[4:8])
     try:
-        tensors = json.loads(decompress(blob[8:8 + hlen], where))["tensors"]
-        return format_label({e["bits"] for e in tensors if e["role"] != "scalar"})
-    except (ValueError, KeyError, TypeError) as e:
+        header = json.loads(decompress(blob[8:8 + hlen], where))
+        compressor = header.get("compressor", "zstd")
+        if compressor not in COMPRESSOR_LEVELS:
+            raise ValueError(f"unknown compressor {compressor!r}")
+        return format_label({e["bits"] for e in header["tensors"] if e["role"] != "scalar"}, compressor)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{where}: corrupt header ({e})") from None
 
 
@@ -2186,12 +2228,12 @@ def export_artifact(state: dict[str, Tensor], roles: dict[str, str], cfg: Config
     """Quantize, encode, write the file and log the per-role budget. `hessians` (from
     collect_hessians) are needed with QUANT_METHOD=gptq."""
     t0 = time.perf_counter()
-    blob, report = encode_artifact(quantize_state(state, roles, cfg, log, hessians), cfg.export_packing)
+    blob, report = encode_artifact(quantize_state(state, roles, cfg, log, hessians), cfg.export_packing, cfg.export_compressor)
     atomic_write(path, blob)
     for r in report:
-        sizes = " ".join(f"{o}_raw_bytes:{raw} {o}_zstd_bytes:{z}" for o, (raw, z) in r["sizes"].items())
+        sizes = " ".join(f"{o}_raw_bytes:{raw} {o}_compressed_bytes:{z}" for o, (raw, z) in r["sizes"].items())
         z = r["sizes"][r["chosen"]][1]
-        log(f"budget role:{r['role']} params:{r['params']} bits:{r['bits']} {sizes} chosen:{r['chosen']} "
+        log(f"budget role:{r['role']} params:{r['params']} bits:{r['bits']} compressor:{cfg.export_compressor} {sizes} chosen:{r['chosen']} "
             f"bits_per_param:{8 * z / max(r['params'], 1):.3f}")
     log(f"artifact:{path} format:{artifact_label(cfg, set(roles.values()))} params:{sum(r['params'] for r in report)} "
         f"bytes:{len(blob)} export_time:{1000 * (time.perf_counter() - t0):.0f}ms")
@@ -3046,11 +3088,13 @@ def calibrate_gptq(model: GPT, loader: DistributedTokenLoader, cfg: Config, ctx:
     calibration must end inside MAX_WALLCLOCK_SECONDS (evaluation pauses the clock, as in the loop)."""
     sync(ctx)
     t0 = time.perf_counter()
-    hessians, n = collect_hessians(model, (loader.next_batch() for _ in range(cfg.gptq_calibration_batches)), ctx)
+    # Each call hands every rank its span of one global micro-batch, so the summed Hessians do not depend on the world size.
+    per_rank = cfg.gptq_calibration_batches // ctx.world_size
+    hessians, n = collect_hessians(model, (loader.next_batch() for _ in range(per_rank)), ctx)
     sync(ctx)
     calib_ms = host_max(1000 * (time.perf_counter() - t0), ctx)
     total, cap = train_ms + calib_ms, 1000 * cfg.max_wallclock_seconds
-    log(f"gptq_calibration batches:{n} tokens_per_rank:{n * loader.micro_tokens} hessians:{len(hessians)} "
+    log(f"gptq_calibration batches:{n * ctx.world_size} tokens:{n * ctx.world_size * loader.micro_tokens} hessians:{len(hessians)} "
         f"calibration_time:{calib_ms:.0f}ms train_time:{train_ms:.0f}ms train_plus_calibration:{total:.0f}ms "
         + (f"cap:{cap:.0f}ms inside_cap:{int(total <= cap)}" if cap else "cap:none"))
     if cap and total > cap:
@@ -3218,6 +3262,10 @@ def run_eval_only(cfg: Config, ctx: Dist, log: Logger, bos_id: int, val_tokens: 
 
 
 def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | None = None) -> int:
+    if cfg.export_compressor == "brotli":
+        brotli_module()  # a missing compressor fails now, not after training
+    if cfg.quant_method == "gptq" and cfg.gptq_calibration_batches % ctx.world_size:
+        raise ValueError(f"GPTQ_CALIBRATION_BATCHES={cfg.gptq_calibration_batches} must be a multiple of the world size {ctx.world_size}")
     sp = load_tokenizer(cfg)
     bos_id = sp.bos_id()
     lut = build_byte_lut(sp, cfg.vocab_size).to(ctx.device)
@@ -3323,7 +3371,10 @@ def project_artifact(model: nn.Module, cfg: Config, rows: int = 32, seed: int = 
         sample[name], roles[name] = t, p.role
         full[p.role] = full.get(p.role, 0) + p.numel()
         sampled[p.role] = sampled.get(p.role, 0) + t.numel()
-    blob, report = encode_artifact(quantize_state(sample, roles, cfg), cfg.export_packing)
+    # Synthetic weights have no activations: GPTQ is projected as round-to-nearest on its grid (what GPTQ
+    # does with H proportional to I); real GPTQ codes compress about the same (docs/quantization.md).
+    grid_cfg = dataclasses.replace(cfg, quant_method="rtn")
+    blob, report = encode_artifact(quantize_state(sample, roles, grid_cfg), cfg.export_packing, cfg.export_compressor)
     frames = sum(r["sizes"][r["chosen"]][1] for r in report)
     out, total = [], len(blob) - frames  # magic and header: they list every tensor, sampled or not
     for r in report:

@@ -53,17 +53,16 @@ def parse_overrides(spec: str) -> tuple[str, dict[str, str]]:
 
 def calibration_hessians(model: torch.nn.Module, cfg, ctx, log_path: Path | None = None) -> dict[str, torch.Tensor]:
     """GPTQ Hessians as a run collects them: GPTQ_CALIBRATION_BATCHES training micro-batches that
-    follow the run's training batches in the stream (the step count comes from its log), or, without
-    a log or training shards, random tokens (synthetic weights: only the Hessian's shape matters)."""
+    follow the run's training batches in the stream (the step count comes from its log, if given), or,
+    without training shards, random tokens (synthetic weights: only the Hessian's shape matters)."""
     micro = cfg.train_batch_tokens // 8
     try:
         files = tg.shard_files(cfg.data_path, cfg.train_glob, "train")
     except FileNotFoundError:
         files = None
-    if files is None:
+    if files is None:  # two short random batches: enough for a full-rank H of every layer, fast on a CPU
         g = torch.Generator().manual_seed(0)
-        batches = [(torch.randint(0, cfg.vocab_size, (micro // cfg.train_seq_len, cfg.train_seq_len), generator=g),) * 2
-                   for _ in range(cfg.gptq_calibration_batches)]
+        batches = [(torch.randint(0, cfg.vocab_size, (4, cfg.train_seq_len), generator=g),) * 2 for _ in range(2)]
         return tg.collect_hessians(model, batches, ctx)[0]
     loader = tg.DistributedTokenLoader(files, ctx, micro, cfg.train_seq_len)
     steps = 0

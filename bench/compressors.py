@@ -39,7 +39,7 @@ def compressor(name: str):
     if name == "zstd-22":
         return lambda b: tg.compress(b)
     if name == "lzma-9":
-        return lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME)
+        return lambda b: lzma.compress(b, preset=9)
     if name == "brotli-11":
         try:
             import brotli

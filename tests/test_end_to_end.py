@@ -6,7 +6,7 @@ import pytest
 
 from conftest import REPO, TINY_ENV, metric, run_script
 
-LABEL = "int5-int6-int8_zstd22"  # the default export: int5 blocks, int6 bigram, int8 embedding
+LABEL = "int5-int6-int8_brotli11"  # the default export: int5 blocks, int6 bigram, int8 embedding, brotli-11 frames
 # Phased TTT sized for the sample (2 documents in the first 16,384 tokens): one global phase
 # after the first document; the sliding eval is kept as a diagnostic next to it.
 TTT_RUN = {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "32", "TTT_BATCH_SIZE": "2",
@@ -101,7 +101,7 @@ def test_wallclock_decisions_keep_ranks_bit_identical(tmp_path):
     driver = tmp_path / "rank_sync_driver.py"
     driver.write_text(RANK_SYNC_DRIVER.format(repo=str(REPO)))
     proc = run_script(tmp_path, {"ITERATIONS": "100000", "MAX_WALLCLOCK_SECONDS": "4", "WARMDOWN_ITERS": "100000",
-                                 "EVAL_STRIDE": "0"}, nproc=2, script=driver)
+                                 "EVAL_STRIDE": "0", "QUANT_METHOD": "rtn"}, nproc=2, script=driver)  # rtn: no GPTQ reserve
     m = re.search(r"rank_weight_max_diff:(\S+) steps:(\d+)", proc.stdout)
     assert m and int(m.group(2)) >= 5, proc.stdout[-2000:]
     assert float(m.group(1)) == 0.0

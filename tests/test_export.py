@@ -10,7 +10,8 @@ from test_model_and_muon import cpu, randomize, tiny_cfg
 
 @pytest.fixture
 def setup(tg):
-    cfg = tiny_cfg(tg, TIE_EMBEDDINGS=0, QUANT_BITS_MLP=5, QUANT_BITS_HEAD=7, QUANT_BITS_BIGRAM=4)
+    # round to nearest: these tests are about storage (GPTQ's codes live on the same grid; tests/test_gptq.py)
+    cfg = tiny_cfg(tg, TIE_EMBEDDINGS=0, QUANT_BITS_MLP=5, QUANT_BITS_HEAD=7, QUANT_BITS_BIGRAM=4, QUANT_METHOD="rtn")
     model = randomize(tg.build_model(cfg, cpu(tg)))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     roles = {n: p.role for n, p in model.named_parameters()}
@@ -136,14 +137,36 @@ def test_export_keeps_the_smaller_packing_per_role_and_reports_budget(tg, setup,
         if b["role"] == "scalar":
             assert b["chosen"] == "none" and b["bits"] == "16"
         else:  # both packings were compressed, and the smaller one kept
-            assert int(b[f"{b['chosen']}_zstd_bytes"]) == min(int(b["int8_zstd_bytes"]), int(b["bitpack_zstd_bytes"]))
-        frames += int(b[f"{b['chosen']}_zstd_bytes"])
+            assert int(b[f"{b['chosen']}_compressed_bytes"]) == min(int(b["int8_compressed_bytes"]), int(b["bitpack_compressed_bytes"]))
+        frames += int(b[f"{b['chosen']}_compressed_bytes"])
     hlen = int.from_bytes(blob[4:8], "little")
     assert len(blob) == 8 + hlen + frames  # the per-role numbers add up to the file exactly
 
 
 def test_label_names_the_real_format(tg):
     cfg = tg.Config.from_env({})
-    assert tg.artifact_label(cfg, {"attn", "mlp", "embed", "bigram", "scalar"}) == "int5-int6-int8_zstd22"
-    cfg = tg.Config.from_env({"QUANT_BITS_ATTN": "6", "QUANT_BITS_EMBED": "16"})
+    assert tg.artifact_label(cfg, {"attn", "mlp", "embed", "bigram", "scalar"}) == "int5-int6-int8_brotli11"
+    cfg = tg.Config.from_env({"QUANT_BITS_ATTN": "6", "QUANT_BITS_EMBED": "16", "EXPORT_COMPRESSOR": "zstd"})
     assert tg.artifact_label(cfg, {"attn", "mlp", "embed", "scalar"}) == "int5-int6-fp16_zstd22"
+    cfg = tg.Config.from_env({"MATRIX_BITS": "6", "EMBED_BITS": "7", "EXPORT_COMPRESSOR": "lzma"})
+    assert tg.artifact_label(cfg, {"attn", "mlp", "embed", "bigram", "scalar"}) == "int6-int7_lzma9"
+
+
+@pytest.mark.parametrize("compressor", ["brotli", "zstd", "lzma"])
+def test_every_compressor_roundtrips_and_catches_corruption(tg, setup, compressor):
+    cfg, _, state, roles = setup
+    qstate = tg.quantize_state(state, roles, cfg)
+    blob, _ = tg.encode_artifact(qstate, "auto", compressor)
+    decoded = tg.decode_artifact(blob, "x.art")
+    assert all(torch.equal(decoded[n], tg.dequantize(q)) for n, q in qstate.items())
+    for pos in (len(blob) - 40, len(blob) - 400):  # inside the last frames: the codec or the CRC32 must notice
+        flipped = bytearray(blob)
+        flipped[pos] ^= 0x5A
+        with pytest.raises(ValueError, match=r"x.art: .*(decompression failed|decompressed to|CRC32)"):
+            tg.decode_artifact(bytes(flipped), "x.art")
+
+
+def test_missing_brotli_is_a_clear_error(tg, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "brotli", None)
+    with pytest.raises(RuntimeError, match="EXPORT_COMPRESSOR=brotli needs the brotli package"):
+        tg.compress(b"abc", "brotli")

@@ -170,7 +170,10 @@ def test_gate_roles_and_int8_export(tg):
     opt = tg.Optimizers(model, cfg, cpu(tg))
     group = next(g for g in opt.adam.param_groups if g["role"] == "gate")
     assert group["lr"] == cfg.scalar_lr and len(group["params"]) == 3
-    q = tg.quantize_state(model.state_dict(), roles, cfg)
+    ids = torch.randint(0, 128, (2, 32))
+    hessians = tg.collect_hessians(model, [(ids, ids)], cpu(tg))[0]  # the default exporter is GPTQ: gates still round to nearest
+    assert not set(gate_names) & set(hessians)
+    q = tg.quantize_state(model.state_dict(), roles, cfg, hessians=hessians)
     for n in gate_names:
         w = model.state_dict()[n]
         assert q[n].bits == 8 and q[n].codes.dtype == torch.int8 and q[n].codes.shape == (4, 12)

@@ -100,7 +100,7 @@ def test_record_bit_names_and_clip_knobs_map_onto_roles(tg):
         with pytest.raises(ValueError, match=msg):
             tg.Config.from_env(env)
     gptq = tg.Config.from_env({"QUANT_METHOD": "gptq", "GPTQ_RESERVE_SECONDS": "8"})
-    assert gptq.train_cap_seconds == 592.0 and tg.Config.from_env({"GPTQ_RESERVE_SECONDS": "8"}).train_cap_seconds == 600.0
+    assert gptq.train_cap_seconds == 592.0 and tg.Config.from_env({"QUANT_METHOD": "rtn", "GPTQ_RESERVE_SECONDS": "8"}).train_cap_seconds == 600.0
 
 
 def calibrated(tg, **kw):
@@ -136,7 +136,7 @@ def test_gptq_export_lowers_the_model_output_error(tg):
     state, roles = model.state_dict(), {n: p.role for n, p in model.named_parameters()}
     lines = []
     g = tg.quantize_state(state, roles, cfg, lines.append, hs)
-    r = tg.quantize_state(state, roles, tiny_cfg(tg, QUANT_BITS_ATTN=4, QUANT_BITS_MLP=4, QUANT_BITS_EMBED=5), None)
+    r = tg.quantize_state(state, roles, tiny_cfg(tg, QUANT_METHOD="rtn", QUANT_BITS_ATTN=4, QUANT_BITS_MLP=4, QUANT_BITS_EMBED=5))
     assert any(l.startswith("gptq matrices:") and "rtn_no_hessian:bigram.table" in l for l in lines)
     for name, H in hs.items():
         W = state[name].float()
@@ -149,7 +149,7 @@ def test_gptq_export_lowers_the_model_output_error(tg):
 # ---- LQER
 
 def lqer_setup(tg, tmp_path, **kw):
-    cfg = tiny_cfg(tg, LQER_ENABLED=1, QUANT_BITS_ATTN=4, QUANT_BITS_MLP=4, **kw)
+    cfg = tiny_cfg(tg, QUANT_METHOD="rtn", LQER_ENABLED=1, QUANT_BITS_ATTN=4, QUANT_BITS_MLP=4, **kw)
     model = randomize(tg.build_model(cfg, cpu(tg)))
     state, roles = model.state_dict(), {n: p.role for n, p in model.named_parameters()}
     return cfg, model, state, roles
@@ -159,7 +159,7 @@ def test_lqer_corrects_the_largest_errors_and_reloads_exactly(tg, tmp_path):
     cfg, model, state, roles = lqer_setup(tg, tmp_path, LQER_TOP_K=2, LQER_RANK=3, LQER_ASYM_GROUP=40)
     lines = []
     qs = tg.quantize_state(state, roles, cfg, lines.append)
-    plain = tg.quantize_state(state, roles, tiny_cfg(tg, QUANT_BITS_ATTN=4, QUANT_BITS_MLP=4))
+    plain = tg.quantize_state(state, roles, tiny_cfg(tg, QUANT_METHOD="rtn", QUANT_BITS_ATTN=4, QUANT_BITS_MLP=4))
     err = {n: (state[n].float() - tg.dequantize(q)).norm().item() for n, q in plain.items() if q.bits < 16}
     top = sorted(err, key=lambda n: -err[n])[:2]
     assert sorted(n for n, q in qs.items() if q.lqer is not None) == sorted(top)
@@ -197,9 +197,10 @@ def split_artifact(tg, blob):
 
 
 def join_artifact(tg, header, frames):
+    import zlib
     blobs = [tg.compress(bytes(f)) for f in frames]
-    for f, b in zip(header["frames"], blobs):
-        f["size"] = len(b)
+    for f, b, raw in zip(header["frames"], blobs, frames):
+        f["size"], f["crc32"] = len(b), zlib.crc32(bytes(raw))  # a consistent file whose content is wrong
     h = tg.compress(json.dumps(header).encode())
     return tg.ARTIFACT_MAGIC + struct.pack("<I", len(h)) + h + b"".join(blobs)
 

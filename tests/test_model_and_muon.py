@@ -124,7 +124,7 @@ def test_lr_schedule(tg):
     cfg = tg.Config.from_env({"ITERATIONS": "100", "WARMDOWN_ITERS": "20", "MAX_WALLCLOCK_SECONDS": "0"})
     assert tg.lr_scale(cfg, 0, 0) == 1.0 and tg.lr_scale(cfg, 80, 0) == 1.0
     assert tg.lr_scale(cfg, 90, 0) == pytest.approx(0.5) and tg.lr_scale(cfg, 100, 0) == 0.0
-    timed = tg.Config.from_env({"MAX_WALLCLOCK_SECONDS": "10", "WARMDOWN_ITERS": "20"})
+    timed = tg.Config.from_env({"MAX_WALLCLOCK_SECONDS": "10", "WARMDOWN_ITERS": "20", "QUANT_METHOD": "rtn"})  # no GPTQ reserve
     # 100 ms/step: the warmdown is the last 2 s of the 10 s budget.
     assert tg.lr_scale(timed, 50, 5000) == 1.0
     assert tg.lr_scale(timed, 90, 9000) == pytest.approx(0.5)
@@ -158,3 +158,13 @@ def test_muon_foreach_step_is_bitwise_the_per_parameter_loop(tg):
             w.mul_(1 - 0.05 * 0.1).add_(u, alpha=-0.05 * max(1.0, w.size(0) / w.size(1)) ** 0.5)
     for p, w in zip(params, ref):
         assert torch.equal(p.detach(), w)
+
+
+def test_gptq_reserve_shortens_the_schedule(tg):
+    """With QUANT_METHOD=gptq the warmdown (and every wallclock decision) ends GPTQ_RESERVE_SECONDS
+    before the cap, leaving the reserve for calibration."""
+    timed = tg.Config.from_env({"MAX_WALLCLOCK_SECONDS": "10", "WARMDOWN_ITERS": "20", "QUANT_METHOD": "gptq",
+                                "GPTQ_RESERVE_SECONDS": "2"})
+    assert timed.train_cap_seconds == 8.0
+    assert tg.lr_scale(timed, 70, 7000) == pytest.approx(0.5) and tg.lr_scale(timed, 81, 8100) == 0.0
+    assert tg.progress(timed, 40, 4000) == pytest.approx(0.5)

@@ -25,7 +25,7 @@ def test_sweep_scores_rtn_gptq_and_lqer_variants(tiny_run, tmp_path):
     from bench import artifact_report as ar
     out = tmp_path / "sweep.json"
     rc = ar.main(["sweep", str(tiny_run / "run.txt"), "--weights", str(tiny_run / "run.raw.pt"), "--prequant",
-                  "--variant", "rtn:QUANT_CLIP=amax", "--variant", "gptq:QUANT_METHOD=gptq,QUANT_CLIP=sdclip,GPTQ_CALIBRATION_BATCHES=2",
+                  "--variant", "rtn:QUANT_METHOD=rtn,QUANT_CLIP=amax", "--variant", "gptq:QUANT_METHOD=gptq,QUANT_CLIP=sdclip,GPTQ_CALIBRATION_BATCHES=2",
                   "--variant", "gptq_lqer:QUANT_METHOD=gptq,QUANT_CLIP=sdclip,GPTQ_CALIBRATION_BATCHES=2,LQER_ENABLED=1",
                   "--out", str(out)])
     rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
