@@ -3081,7 +3081,7 @@ class Trainer:
         return dict(steps=step, train_ms=train_ms, stopped=stopped)
 
 
-def calibrate_gptq(model: GPT, loader: DistributedTokenLoader, cfg: Config, ctx: Dist, log, train_ms: float) -> dict[str, Tensor]:
+def calibrate_gptq(model: GPT, loader, cfg: Config, ctx: Dist, log, train_ms: float) -> dict[str, Tensor]:
     """GPTQ Hessians of the weights about to be exported, from the next GPTQ_CALIBRATION_BATCHES
     micro-batches of the training stream (never validation data). Reading training data counts
     as training time: the loop stopped GPTQ_RESERVE_SECONDS early, and training time plus this
@@ -3089,12 +3089,20 @@ def calibrate_gptq(model: GPT, loader: DistributedTokenLoader, cfg: Config, ctx:
     sync(ctx)
     t0 = time.perf_counter()
     # Each call hands every rank its span of one global micro-batch, so the summed Hessians do not depend on the world size.
-    per_rank = cfg.gptq_calibration_batches // ctx.world_size
-    hessians, n = collect_hessians(model, (loader.next_batch() for _ in range(per_rank)), ctx)
+    per_rank, tokens = cfg.gptq_calibration_batches // ctx.world_size, 0
+
+    def batches():
+        nonlocal tokens
+        for _ in range(per_rank):
+            x, y = loader.next_batch()
+            tokens += x.numel()
+            yield x, y
+
+    hessians, n = collect_hessians(model, batches(), ctx)
     sync(ctx)
     calib_ms = host_max(1000 * (time.perf_counter() - t0), ctx)
     total, cap = train_ms + calib_ms, 1000 * cfg.max_wallclock_seconds
-    log(f"gptq_calibration batches:{n * ctx.world_size} tokens:{n * ctx.world_size * loader.micro_tokens} hessians:{len(hessians)} "
+    log(f"gptq_calibration batches:{n * ctx.world_size} tokens:{tokens * ctx.world_size} hessians:{len(hessians)} "
         f"calibration_time:{calib_ms:.0f}ms train_time:{train_ms:.0f}ms train_plus_calibration:{total:.0f}ms "
         + (f"cap:{cap:.0f}ms inside_cap:{int(total <= cap)}" if cap else "cap:none"))
     if cap and total > cap:
