@@ -40,6 +40,9 @@ def config_from_log(log_path: Path) -> dict[str, str]:
             env[key] = "1" if value == "True" else "0" if value == "False" else value
     if not env:
         raise SystemExit(f"{log_path}: no config: lines (not a train_gpt.py log?)")
+    # a log lists both warmdown knobs; the config accepts only the one in use
+    if "WARMDOWN_FRAC" in env and "WARMDOWN_ITERS" in env:
+        env.pop("WARMDOWN_FRAC" if float(env["WARMDOWN_FRAC"]) == 0 else "WARMDOWN_ITERS")
     return env
 
 
