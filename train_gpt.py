@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import gc
 import dataclasses
+import fnmatch
 import glob
 import hashlib
 import io
@@ -82,6 +83,9 @@ class Config:
                              "(seq-len windows at a random phase per shard, in a random order over all shards, from SEED)",
                              choices=("stream", "shuffled"), group="data")
     overwrite_run: bool = knob(False, "start even if RUN_ID's files exist in OUT_DIR, deleting them first (default: refuse)", group="data")
+    # --- BPB bytes: byte sidecar (CaseOps) ---
+    caseops_enabled: bool = knob(False, "val shards are CaseOps (lossless-caps) tokens: BPB bytes must come from the byte sidecar, which is then required", group="data")
+    val_bytes_glob: str = knob("", "glob (relative to DATA_PATH) of the val byte sidecar, one uint16 byte count per val token; used whenever it matches (default: VAL_GLOB with _val_ -> _val_bytes_)", group="data")
     # --- schedule ---
     iterations: int = knob(9000, "maximum number of training steps", lo=0, group="schedule")
     max_wallclock_seconds: float = knob(600.0, "training-time cap in seconds (0 = no cap, iteration-based warmdown)", lo=0.0, group="schedule")
@@ -998,8 +1002,27 @@ def manifest_problems(cfg: Config, sp: spm.SentencePieceProcessor) -> list[str]:
     return problems
 
 
+def sidecar_glob(cfg: Config) -> str:
+    """Glob of the val byte sidecar: VAL_BYTES_GLOB, else VAL_GLOB with _val_ -> _val_bytes_
+    (fineweb_val_*.bin -> fineweb_val_bytes_*.bin, the published CaseOps layout)."""
+    if cfg.val_bytes_glob:
+        return cfg.val_bytes_glob
+    return cfg.val_glob.replace("_val_", "_val_bytes_", 1) if "_val_" in cfg.val_glob else ""
+
+
+def val_token_files(cfg: Config) -> list[str]:
+    """The val token shards. fineweb_val_*.bin also matches the sidecar fineweb_val_bytes_*.bin,
+    whose byte counts must never be read as tokens, so names matching the sidecar glob are dropped."""
+    files = shard_files(cfg.data_path, cfg.val_glob, "val")
+    side = sidecar_glob(cfg)
+    tokens = [f for f in files if not (side and fnmatch.fnmatch(os.path.basename(f), side))]
+    if not tokens:
+        raise FileNotFoundError(f"VAL_GLOB={cfg.val_glob} matches only byte-sidecar files ({side}) in {cfg.data_path}")
+    return tokens
+
+
 def load_validation_tokens(cfg: Config, log: Logger) -> Tensor:
-    tokens = torch.cat([load_shard(f) for f in shard_files(cfg.data_path, cfg.val_glob, "val")])
+    tokens = torch.cat([load_shard(f) for f in val_token_files(cfg)])
     if cfg.val_max_tokens:
         log(f"WARNING: VAL_MAX_TOKENS={cfg.val_max_tokens}: scoring only the first {cfg.val_max_tokens} of "
             f"{len(tokens)} validation tokens; this val_bpb is NOT comparable to full-split scores")
@@ -1015,6 +1038,13 @@ def load_validation_tokens(cfg: Config, log: Logger) -> Tensor:
 # bytes: control/unknown/unused pieces count 0, byte-fallback pieces count exactly 1, other
 # pieces their UTF-8 length without the leading U+2581, whose space is one byte except right
 # after a boundary token (the document start, where SentencePiece adds no real space).
+#
+# Every eval path counts bytes the same way: from one per-position byte tensor over the whole
+# validation stream, built once at load (`load_val_bytes`). Entry i holds the bytes token i
+# adds when it is a scored target (entry 0 is never a target); an eval sums the entries at
+# the positions it scores. The entries come from the LUT rule above, or, for tokenizations
+# that transform the text (CaseOps), from the byte sidecar shipped with the val shards: the
+# original text's UTF-8 bytes per token, which no LUT over transformed pieces can give.
 
 @dataclass
 class ByteLUT:
@@ -1056,6 +1086,97 @@ def load_tokenizer(cfg: Config) -> spm.SentencePieceProcessor:
     if not Path(cfg.tokenizer_path).is_file():
         raise FileNotFoundError(f"TOKENIZER_PATH={cfg.tokenizer_path} does not exist")
     return spm.SentencePieceProcessor(model_file=cfg.tokenizer_path)
+
+
+def _manifest_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"data manifest {path} is not valid JSON ({e}); fix or remove it") from e
+
+
+def check_tokenizer(cfg: Config, sp: spm.SentencePieceProcessor, log: Logger) -> str:
+    """Log the tokenizer's sha256 and check it against every manifest that describes DATA_PATH:
+    a tokenizer other than the one the shards were made with would score a wrong val_bpb and
+    exit 0. Two manifests are understood:
+      - DATA_PATH/manifest.json (data/build_sp_dataset.py): the tokenizer's sha256 and piece count;
+      - a downloaded export's manifest (DATA_PATH/../../manifest.json, or one cached per repo
+        under DATA_PATH/../../manifests/*/): the tokenizer file its entry for this dataset names
+        (and its sha256, where the entry has one).
+    Returns the sha256."""
+    sha = hashlib.sha256(Path(cfg.tokenizer_path).read_bytes()).hexdigest()
+    log(f"tokenizer:{cfg.tokenizer_path} sha256:{sha} pieces:{sp.vocab_size()}")
+    data = Path(cfg.data_path)
+    checked = []
+    local = _manifest_json(data / "manifest.json")
+    if local is not None:
+        tok = local.get("tokenizer") if isinstance(local.get("tokenizer"), dict) else {}
+        want = tok.get("sha256") or local.get("files", {}).get(tok.get("model", ""), {}).get("sha256")
+        if want and want != sha:
+            raise ValueError(f"TOKENIZER_PATH={cfg.tokenizer_path} (sha256 {sha}) is not the tokenizer of "
+                             f"{data / 'manifest.json'}: it names {tok.get('model')} with sha256 {want}")
+        if "vocab_size" in local and int(local["vocab_size"]) != sp.vocab_size():
+            raise ValueError(f"{data / 'manifest.json'} says vocab_size {local['vocab_size']} but TOKENIZER_PATH="
+                             f"{cfg.tokenizer_path} has {sp.vocab_size()} pieces")
+        checked.append(str(data / "manifest.json"))
+    root = data.resolve().parent.parent
+    for path in [root / "manifest.json"] + sorted(root.glob("manifests/*/manifest.json")):
+        export = _manifest_json(path)
+        entry = next((d for d in (export or {}).get("datasets", []) if d.get("name") == data.resolve().name), None)
+        if entry is None:
+            continue
+        tok = next((t for t in export.get("tokenizers", []) if t.get("name") == entry.get("tokenizer_name")), {})
+        want_name = Path(tok.get("model_path") or tok.get("path") or "").name
+        if want_name and Path(cfg.tokenizer_path).name != want_name:
+            raise ValueError(f"TOKENIZER_PATH={cfg.tokenizer_path} does not match {path}: its dataset {entry['name']} "
+                             f"uses the tokenizer {want_name}")
+        if tok.get("sha256") and tok["sha256"] != sha:
+            raise ValueError(f"TOKENIZER_PATH={cfg.tokenizer_path} (sha256 {sha}) differs from the tokenizer "
+                             f"{want_name} of {path} (sha256 {tok['sha256']})")
+        checked.append(str(path))
+    log(f"tokenizer_manifest_check:{','.join(checked) if checked else 'none (no manifest describes DATA_PATH)'}")
+    return sha
+
+
+def lut_target_bytes(tokens: Tensor, lut: ByteLUT) -> Tensor:
+    """Per-position bytes of a token stream by the LUT rule (int32, on the tokens' device)."""
+    out = torch.zeros(len(tokens), dtype=torch.int32, device=tokens.device)
+    t = tokens.to(lut.base_bytes.device, torch.int64)
+    out[1:] = lut.count(t[:-1], t[1:]).to(out.device, torch.int32)
+    return out
+
+
+def load_val_bytes(cfg: Config, val_tokens: Tensor, lut: ByteLUT, bos_id: int, log: Logger) -> Tensor:
+    """The per-position byte tensor of the validation stream (see the section comment).
+
+    A sidecar that matches sidecar_glob(cfg) is used whenever present; CASEOPS_ENABLED=1
+    requires one. The sidecar must have exactly one entry per val token (all shards, before
+    any VAL_MAX_TOKENS cut) and 0 bytes at every BOS; anything else means it belongs to other
+    shards, and scoring with it would be silently wrong."""
+    side_glob = sidecar_glob(cfg)
+    files = sorted(glob.glob(os.path.join(cfg.data_path, side_glob))) if side_glob else []
+    if not files:
+        if cfg.caseops_enabled:
+            raise FileNotFoundError(
+                f"CASEOPS_ENABLED=1 but no byte sidecar matches {os.path.join(cfg.data_path, side_glob or '(none)')} "
+                "(set VAL_BYTES_GLOB): a LUT over CaseOps pieces would count the case operators as text bytes")
+        log("bpb_bytes:lut (tokenizer byte LUT; no byte sidecar found)")
+        return lut_target_bytes(val_tokens, lut)
+    sidecar = torch.cat([load_shard(f) for f in files])
+    n_tokens = sum(shard_length(f) for f in val_token_files(cfg))
+    if len(sidecar) != n_tokens:
+        raise ValueError(f"byte sidecar {os.path.join(cfg.data_path, side_glob)} has {len(sidecar)} entries but the val "
+                         f"shards hold {n_tokens} tokens: the sidecar does not belong to these shards")
+    sidecar = sidecar[:len(val_tokens)].to(val_tokens.device, torch.int32)
+    at_bos = sidecar[val_tokens == bos_id]
+    if at_bos.any():
+        raise ValueError(f"byte sidecar {os.path.join(cfg.data_path, side_glob)} gives {int((at_bos != 0).sum())} BOS "
+                         "positions a nonzero byte count: it is not aligned with the val tokens")
+    log(f"bpb_bytes:sidecar files:{len(files)} glob:{side_glob} bytes:{int(sidecar.sum())}"
+        + ("" if cfg.caseops_enabled else " (detected; CASEOPS_ENABLED=0)"))
+    return sidecar
 
 
 # ===== 5. MODEL =====
@@ -2295,7 +2416,7 @@ def gather_windows(tokens: Tensor, starts: Tensor, length: int) -> tuple[Tensor,
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx: Dist) -> EvalResult:
+def evaluate(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cfg: Config, ctx: Dist) -> EvalResult:
     """Non-overlapping eval (used during training and for the quantization gap): the split is
     cut into TRAIN_SEQ_LEN windows (a final partial window is dropped), divided contiguously
     across ranks; nat and byte sums are fp64 and all-reduced."""
@@ -2305,6 +2426,7 @@ def evaluate(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ct
     lo, hi = n_seqs * ctx.rank // ctx.world_size, n_seqs * (ctx.rank + 1) // ctx.world_size
     rows = eval_batch_rows(cfg, ctx, len(val_tokens))
     tokens = val_tokens.to(ctx.device, dtype=torch.int64)
+    nbytes = val_bytes.to(ctx.device)
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # nats, tokens, bytes
     was_training = model.training
     model.eval()
@@ -2315,7 +2437,7 @@ def evaluate(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ct
             x, y = gather_windows(tokens, seqs * seq, seq)
             sums[0] += (token_nll(model, x, y).double() * real).sum()
             sums[1] += real.sum() * seq
-            sums[2] += (lut.count(x, y) * real).sum()
+            sums[2] += (gather_windows(nbytes, seqs * seq, seq)[1] * real).sum()
     model.train(was_training)
     return finish_eval(sums, ctx, t0)
 
@@ -2350,7 +2472,7 @@ def sliding_batch_rows(cfg: Config, ctx: Dist, n_windows: int) -> int:
 
 
 @torch.inference_mode()
-def evaluate_sliding(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx: Dist,
+def evaluate_sliding(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cfg: Config, ctx: Dist,
                      stride: int, keep_per_token: bool = False) -> EvalResult:
     t0 = time.perf_counter()
     n_pred = len(val_tokens) - 1
@@ -2360,6 +2482,7 @@ def evaluate_sliding(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Co
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     per_token = torch.full((n_pred,), float("nan"), dtype=torch.float64) if keep_per_token else None
     tokens = val_tokens.to(ctx.device, dtype=torch.int64)
+    nbytes = val_bytes.to(ctx.device)
     was_training = model.training
     model.eval()
     starts = torch.tensor([s for s, _, _ in mine], device=ctx.device, dtype=torch.int64)
@@ -2376,7 +2499,7 @@ def evaluate_sliding(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Co
             mask = (torch.arange(sf, length, device=ctx.device)[None, :] >= firsts[sel, None]) & real[:, None]
             sums[0] += (nll.double() * mask).sum()  # multiply by the mask: boolean indexing would sync
             sums[1] += mask.sum()
-            sums[2] += (lut.count(x[:, sf:], y[:, sf:]) * mask).sum()
+            sums[2] += (gather_windows(nbytes, starts[sel], length)[1][:, sf:] * mask).sum()
             if per_token is not None:
                 for row, (s, _, f) in enumerate(batch):
                     per_token[s + f:s + length] = nll[row, f - sf:].double().cpu()
@@ -2513,7 +2636,7 @@ def ttt_batch_work(docs: list[tuple[int, int]] | None, cfg: Config, adapt: bool)
     return 0 if docs is None else cfg.ttt_batch_size * sum(L for *_, L in ttt_chunk_plan(docs, cfg, adapt))
 
 
-def ttt_score_batch(model: nn.Module, tokens: Tensor, lut: ByteLUT, cfg: Config, ctx: Dist, docs: list[tuple[int, int]],
+def ttt_score_batch(model: nn.Module, tokens: Tensor, nbytes: Tensor, cfg: Config, ctx: Dist, docs: list[tuple[int, int]],
                     lora: dict, sums: Tensor, per_token: Tensor | None, trace: list | None, adapt: bool) -> None:
     """Score one batch of documents chunk by chunk. Each chunk's scores are added to the sums
     BEFORE the adapters step on it, from the same forward; a document's last chunk is scored
@@ -2541,7 +2664,7 @@ def ttt_score_batch(model: nn.Module, tokens: Tensor, lut: ByteLUT, cfg: Config,
             if step == 0:  # score first: these numbers are final before any update sees this chunk
                 with torch.no_grad():
                     sums += torch.stack([(nll.double() * scored).sum(), scored.sum().double(),
-                                         (lut.count(x, y) * scored).sum().double()])
+                                         (nbytes[idx + 1] * scored).sum().double()])
                     if per_token is not None:
                         for r in range(len(docs)):
                             per_token[starts[r] + a[r]:starts[r] + z[r]] = nll[r, a[r] - w0[r]:z[r] - w0[r]].double().cpu()
@@ -2646,7 +2769,7 @@ def prewarm_ttt(model: nn.Module, cfg: Config, ctx: Dist) -> float:
     return 1000 * (time.perf_counter() - t0)
 
 
-def evaluate_ttt(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config, ctx: Dist, log,
+def evaluate_ttt(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cfg: Config, ctx: Dist, log,
                  keep_per_token: bool = False, t_start: float | None = None, trace: list | None = None) -> EvalResult:
     """Legal score-first phased TTT (the 1.0611 record's evaluation):
     - per-document LoRA: documents in batches of TTT_BATCH_SIZE, each scored chunk by chunk
@@ -2687,7 +2810,7 @@ def evaluate_ttt(model: nn.Module, val_tokens: Tensor, lut: ByteLUT, cfg: Config
                     with torch.no_grad():
                         for _, B in lora.values():
                             B.zero_()
-                ttt_score_batch(model, tokens, lut, cfg, ctx, docs, lora, sums, per_token, trace, adapt)
+                ttt_score_batch(model, tokens, val_bytes.to(ctx.device), cfg, ctx, docs, lora, sums, per_token, trace, adapt)
                 sync(ctx)
             busy_s += time.perf_counter() - tb
             done_work, left, slot = done_work + work[si][bi], left - work[si][bi], slot + 1
@@ -2991,12 +3114,12 @@ class Trainer:
         self.log(f"warmup_steps:{self.cfg.warmup_steps} warmup_graphs:{'plain+looped' if len(states) == 2 else 'one'} "
                  f"warmup_time:{1000 * (time.perf_counter() - t0):.0f}ms (weights, optimizer state and data position restored)")
 
-    def validate(self, step: int, train_ms: float, val_tokens: Tensor, lut: ByteLUT) -> None:
-        r = evaluate(self.eval_model, val_tokens, lut, self.cfg, self.ctx)
+    def validate(self, step: int, train_ms: float, val_tokens: Tensor, val_bytes: Tensor) -> None:
+        r = evaluate(self.eval_model, val_tokens, val_bytes, self.cfg, self.ctx)
         self.log(f"step:{step}/{self.cfg.iterations} val_loss:{r.loss:.4f} val_bpb:{r.bpb:.4f} "
                  f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms")
 
-    def run(self, val_tokens: Tensor, lut: ByteLUT, averager: WeightAverager) -> dict:
+    def run(self, val_tokens: Tensor, val_bytes: Tensor, averager: WeightAverager) -> dict:
         """Train until ITERATIONS, the wallclock cap, a non-finite loss or a stop signal. The
         final validation is not run here: the caller saves the raw weights first.
         Returns steps, train_ms and `stopped`: None, or why training was cut short."""
@@ -3015,7 +3138,7 @@ class Trainer:
             if cfg.val_loss_every and step % cfg.val_loss_every == 0:
                 sync(ctx)
                 train_ms += 1000 * (time.perf_counter() - t0)  # the timer pauses during validation
-                self.validate(step, train_ms, val_tokens, lut)
+                self.validate(step, train_ms, val_tokens, val_bytes)
                 sync(ctx)
                 t0 = time.perf_counter()
             scale = schedule_scale(cfg, step, elapsed)
@@ -3198,7 +3321,7 @@ def runs_sliding(cfg: Config) -> bool:
     return bool(cfg.eval_stride) and (not cfg.ttt_enabled or cfg.ttt_with_sliding)
 
 
-def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_tokens: Tensor, lut: ByteLUT,
+def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_tokens: Tensor, val_bytes: Tensor,
                    label: str, pre: EvalResult | None, log: Logger) -> tuple[str, EvalResult, float]:
     """Every metric of the reloaded artifact; returns the final score's name and result and the
     eval time in ms. `pre` (the weights before export) gives the quantization gap; EVAL_ONLY has
@@ -3215,17 +3338,17 @@ def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_toke
     t0 = time.perf_counter()
     state = decode_artifact(art_path.read_bytes(), str(art_path))
     model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()}, strict=True)
-    rt = evaluate(compiled, val_tokens, lut, cfg, ctx)
+    rt = evaluate(compiled, val_tokens, val_bytes, cfg, ctx)
     name, final = f"final_{label}_roundtrip", rt
     log_eval(log, name, rt)
     if pre is not None:
         log(f"final_quant_gap_exact val_loss:{rt.loss - pre.loss:.8f} val_bpb:{rt.bpb - pre.bpb:.8f}")
     if runs_sliding(cfg):
-        final = evaluate_sliding(compiled, val_tokens, lut, cfg, ctx, cfg.eval_stride)
+        final = evaluate_sliding(compiled, val_tokens, val_bytes, cfg, ctx, cfg.eval_stride)
         name = f"final_{label}_sliding_window"
         log_eval(log, name, final, f" stride:{cfg.eval_stride} seq_len:{cfg.window_len}")
     if cfg.ttt_enabled:
-        final = evaluate_ttt(compiled, val_tokens, lut, cfg, ctx, log, t_start=t0)
+        final = evaluate_ttt(compiled, val_tokens, val_bytes, cfg, ctx, log, t_start=t0)
         name = f"final_{label}_ttt_lora"
         log_eval(log, name, final, f" rank:{cfg.ttt_lora_rank} chunk:{cfg.ttt_chunk_size} "
                                    f"phases:{cfg.phased_ttt_num_phases}")
@@ -3233,14 +3356,14 @@ def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_toke
 
 
 def score_and_report(art_path: Path, label: str, cfg: Config, ctx: Dist, bos_id: int, val_tokens: Tensor,
-                     lut: ByteLUT, pre: EvalResult | None, log: Logger, stats: dict) -> None:
+                     val_bytes: Tensor, pre: EvalResult | None, log: Logger, stats: dict) -> None:
     """Sizes, every score of the artifact on disk, the times, the final score, then the cap
     check (after the score: an oversized run still gets its numbers)."""
     code_bytes = len(Path(__file__).read_bytes())  # the file that ran: for a packed script, the wrapper
     model_bytes = art_path.stat().st_size
     for line in size_lines(label, code_bytes, model_bytes):
         log(line)
-    metric, final, eval_ms = score_artifact(art_path, cfg, ctx, bos_id, val_tokens, lut, label, pre, log)
+    metric, final, eval_ms = score_artifact(art_path, cfg, ctx, bos_id, val_tokens, val_bytes, label, pre, log)
     if eval_ms > 1000 * cfg.eval_budget_seconds:
         log(f"WARNING: eval took {eval_ms / 1000:.1f}s, over the EVAL_BUDGET_SECONDS={cfg.eval_budget_seconds:.0f}s budget")
     log(f"train_time_total_ms:{stats['train_ms']:.0f} eval_time_total_ms:{eval_ms:.0f} steps:{stats['steps']}")
@@ -3253,7 +3376,7 @@ def score_and_report(art_path: Path, label: str, cfg: Config, ctx: Dist, bos_id:
                            f"exceeds the {ARTIFACT_CAP_BYTES}-byte cap; everything was saved under {art_path.parent}")
 
 
-def run_eval_only(cfg: Config, ctx: Dist, log: Logger, bos_id: int, val_tokens: Tensor, lut: ByteLUT) -> int:
+def run_eval_only(cfg: Config, ctx: Dist, log: Logger, bos_id: int, val_tokens: Tensor, val_bytes: Tensor) -> int:
     """EVAL_ONLY: score an existing artifact exactly as a training run scores its own (same
     functions, same log lines), under the current eval settings. Reviewers re-score records
     this way; competitors try other eval settings on a trained artifact."""
@@ -3265,7 +3388,7 @@ def run_eval_only(cfg: Config, ctx: Dist, log: Logger, bos_id: int, val_tokens: 
     if use_compile(cfg, ctx):  # as in a training run, eval graphs are built before the eval timer
         log(f"eval_prewarm_time:{prewarm_eval(compile_model(build_model(cfg, ctx, bos_id), cfg, ctx), cfg, ctx, len(val_tokens)):.0f}ms "
             "(eval graphs compiled on dummy tokens before the timer)")
-    score_and_report(art_path, label, cfg, ctx, bos_id, val_tokens, lut, None, log, dict(train_ms=0.0, steps=0))
+    score_and_report(art_path, label, cfg, ctx, bos_id, val_tokens, val_bytes, None, log, dict(train_ms=0.0, steps=0))
     return 0
 
 
@@ -3275,16 +3398,19 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
     if cfg.quant_method == "gptq" and cfg.gptq_calibration_batches % ctx.world_size:
         raise ValueError(f"GPTQ_CALIBRATION_BATCHES={cfg.gptq_calibration_batches} must be a multiple of the world size {ctx.world_size}")
     sp = load_tokenizer(cfg)
+    check_tokenizer(cfg, sp, log)
     bos_id = sp.bos_id()
     lut = build_byte_lut(sp, cfg.vocab_size).to(ctx.device)
     if cfg.eval_only:
-        return run_eval_only(cfg, ctx, log, bos_id, load_validation_tokens(cfg, log).to(ctx.device), lut)
+        val_tokens = load_validation_tokens(cfg, log).to(ctx.device)
+        return run_eval_only(cfg, ctx, log, bos_id, val_tokens, load_val_bytes(cfg, val_tokens, lut, bos_id, log))
     grad_accum = 8 // ctx.world_size
     micro_tokens = cfg.train_batch_tokens // (ctx.world_size * grad_accum)
     train_files = shard_files(cfg.data_path, cfg.train_glob, "train")
-    val_files = shard_files(cfg.data_path, cfg.val_glob, "val")
+    val_files = val_token_files(cfg)  # the byte sidecar, if any, is checked by load_val_bytes
     preflight_data(cfg, ctx, log, train_files, val_files, sp, (micro_tokens + 1) * ctx.world_size)
     val_tokens = load_validation_tokens(cfg, log).to(ctx.device)  # moved once, not per eval batch
+    val_bytes = load_val_bytes(cfg, val_tokens, lut, bos_id, log)  # every eval sums this at its targets
     log(f"train_shards:{len(train_files)} val_tokens:{len(val_tokens)} bos_id:{bos_id}")
 
     model = build_model(cfg, ctx, bos_id)
@@ -3307,7 +3433,7 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
         log(f"eval_prewarm_time:{prewarm_eval(eval_model, cfg, ctx, len(val_tokens)):.0f}ms "
             "(eval graphs compiled on dummy tokens before the timer)")
     averager = WeightAverager(model, cfg)
-    stats = trainer.run(val_tokens, lut, averager)
+    stats = trainer.run(val_tokens, val_bytes, averager)
     # The live weights go to disk before anything else runs (the final validation included):
     # whatever fails below, or whatever cut training short, the trained work is kept.
     if ctx.is_main:
@@ -3319,17 +3445,17 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
     if ctx.device.type == "cuda":
         for line in peak_memory_lines(torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()):
             log(line)
-    trainer.validate(stats["steps"], stats["train_ms"], val_tokens, lut)  # as trained (QAT still on if it was)
+    trainer.validate(stats["steps"], stats["train_ms"], val_tokens, val_bytes)  # as trained (QAT still on if it was)
     set_looping(model, True)  # the final evals, the export and the reloaded artifact all loop (a run may stop before the switch)
 
     set_qat(model, False)  # from here on every eval sees real (or really quantized) weights
     if averager.kind:
-        log_eval(log, "final_live_prequant", evaluate(eval_model, val_tokens, lut, cfg, ctx))
+        log_eval(log, "final_live_prequant", evaluate(eval_model, val_tokens, val_bytes, cfg, ctx))
     log(f"averaged_weights: {averager.swap_in()}")
     hessians = calibrate_gptq(model, loader, cfg, ctx, log, stats["train_ms"]) if cfg.quant_method == "gptq" else None
     if averager.kind and ctx.is_main:
         save_state(model, Path(f"{out}.avg.pt"), log, "averaged_model")
-    pre = evaluate(eval_model, val_tokens, lut, cfg, ctx)
+    pre = evaluate(eval_model, val_tokens, val_bytes, cfg, ctx)
     log_eval(log, "final_prequant", pre)
 
     label = artifact_label(cfg, set(roles.values()))
@@ -3338,7 +3464,7 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
         export_artifact(model.state_dict(), roles, cfg, art_path, log, hessians)
     del hessians
     barrier(ctx)  # the artifact is on disk before any rank reads it
-    score_and_report(art_path, label, cfg, ctx, bos_id, val_tokens, lut, pre, log, stats)
+    score_and_report(art_path, label, cfg, ctx, bos_id, val_tokens, val_bytes, pre, log, stats)
     return 0
 
 

@@ -113,13 +113,13 @@ def cmd_budget(args) -> int:
     return 0 if total <= tg.ARTIFACT_CAP_BYTES else 1
 
 
-def run_eval(kind: str, model, val, lut, cfg, ctx) -> tg.EvalResult:
+def run_eval(kind: str, model, val, val_bytes, cfg, ctx) -> tg.EvalResult:
     if kind == "nonoverlap":
-        return tg.evaluate(model, val, lut, cfg, ctx)
+        return tg.evaluate(model, val, val_bytes, cfg, ctx)
     if kind.startswith("sliding:"):
-        return tg.evaluate_sliding(model, val, lut, cfg, ctx, int(kind.split(":")[1]))
+        return tg.evaluate_sliding(model, val, val_bytes, cfg, ctx, int(kind.split(":")[1]))
     if kind == "ttt":
-        return tg.evaluate_ttt(model, val, lut, cfg, ctx, lambda m: print("  " + m, flush=True))
+        return tg.evaluate_ttt(model, val, val_bytes, cfg, ctx, lambda m: print("  " + m, flush=True))
     raise SystemExit(f"unknown eval {kind!r}: use nonoverlap, sliding:STRIDE or ttt")
 
 
@@ -131,6 +131,7 @@ def cmd_sweep(args) -> int:
     sp = tg.load_tokenizer(base_cfg)
     lut = tg.build_byte_lut(sp, base_cfg.vocab_size)
     val = tg.load_validation_tokens(base_cfg, print)
+    val_bytes = tg.load_val_bytes(base_cfg, val, lut, sp.bos_id(), print)
     state = torch.load(args.weights, map_location="cpu", weights_only=True)
     variants = [parse_overrides(v) for v in args.variant] or [("as_trained", {})]
     evals = [e for e in args.eval.split(",") if e]
@@ -147,7 +148,7 @@ def cmd_sweep(args) -> int:
             print(f"gptq hessians:{len(hessians)} batches:{cfg.gptq_calibration_batches} time:{time.perf_counter() - t0:.1f}s", flush=True)
         if args.prequant:
             if prequant is None:  # the same weights for every variant: score them once
-                prequant = tg.evaluate(model, val, lut, cfg, ctx).bpb
+                prequant = tg.evaluate(model, val, val_bytes, cfg, ctx).bpb
             row["prequant_nonoverlap_bpb"] = prequant
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.art"
@@ -159,7 +160,7 @@ def cmd_sweep(args) -> int:
             reloaded = tg.load_artifact(path, cfg, ctx, sp.bos_id())
         for kind in evals:
             t0 = time.perf_counter()
-            r = run_eval(kind, reloaded, val, lut, cfg, ctx)
+            r = run_eval(kind, reloaded, val, val_bytes, cfg, ctx)
             row[kind] = dict(val_loss=r.loss, val_bpb=r.bpb, tokens=r.tokens, eval_s=time.perf_counter() - t0)
             print(f"{name} {kind}: val_bpb {r.bpb:.5f} ({r.tokens} tokens, {row[kind]['eval_s']:.1f}s)", flush=True)
         print(f"{name}: model_bytes {len(blob)} ({row['bytes_per_param']:.4f} bytes/param)", flush=True)

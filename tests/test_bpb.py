@@ -63,7 +63,7 @@ def test_bpb_formula(tg, sp):
     cfg = tg.Config.from_env({"TRAIN_SEQ_LEN": "128", "VAL_BATCH_SIZE": "1024"})
     tokens = tg.load_shard(SAMPLE / "sotu_val_000000.bin")[:2049]
     lut = tg.build_byte_lut(sp, 1024)
-    r = tg.evaluate(Uniform(), tokens, lut, cfg, tg.Dist(0, 1, 0, torch.device("cpu")))
+    r = tg.evaluate(Uniform(), tokens, tg.lut_target_bytes(tokens, lut), cfg, tg.Dist(0, 1, 0, torch.device("cpu")))
     nbytes = int(lut.count(tokens[:2048].long(), tokens[1:2049].long()).sum())
     assert r.tokens == 2048 and r.bytes == nbytes
     assert r.loss == pytest.approx(np.log(1024))

@@ -43,36 +43,36 @@ def setup(tg):
         tokens[pos] = BOS
     lut = tg.ByteLUT(torch.randint(1, 4, (128,), generator=g).to(torch.int16), torch.rand(128, generator=g) < 0.3,
                      torch.arange(128) < 2)
-    return cfg, model, tokens, lut
+    return cfg, model, tokens, tg.lut_target_bytes(tokens, lut), lut
 
 
 def test_sliding_covers_the_tail_and_matches_per_token_sum(tg, setup):
-    cfg, model, tokens, lut = setup
-    r = tg.evaluate_sliding(model, tokens, lut, cfg, cpu(tg), stride=8, keep_per_token=True)
+    cfg, model, tokens, vb, lut = setup
+    r = tg.evaluate_sliding(model, tokens, vb, cfg, cpu(tg), stride=8, keep_per_token=True)
     assert r.tokens == len(tokens) - 1 and not r.per_token.isnan().any()
     assert r.loss == pytest.approx(r.per_token.mean().item(), rel=1e-9)
     assert r.bytes == int(lut.count(tokens[:-1].long(), tokens[1:].long()).sum())
 
 
 def test_stride_equal_to_window_is_the_non_overlapping_eval(tg, setup):
-    cfg, model, tokens, lut = setup
+    cfg, model, tokens, vb, lut = setup
     t = tokens[:32 * 20 + 1]  # a whole number of windows: the non-overlapping eval drops nothing
-    a = tg.evaluate(model, t, lut, cfg, cpu(tg))
-    b = tg.evaluate_sliding(model, t, lut, cfg, cpu(tg), stride=32)
+    a = tg.evaluate(model, t, vb, cfg, cpu(tg))
+    b = tg.evaluate_sliding(model, t, vb, cfg, cpu(tg), stride=32)
     assert a.tokens == b.tokens and a.bytes == b.bytes
     assert a.loss == pytest.approx(b.loss, rel=1e-6) and a.bpb == pytest.approx(b.bpb, rel=1e-6)
 
 
 def test_smaller_stride_gives_more_context(tg, setup):
-    cfg, model, tokens, lut = setup
-    r32 = tg.evaluate_sliding(model, tokens, lut, cfg, cpu(tg), stride=32, keep_per_token=True)
-    r4 = tg.evaluate_sliding(model, tokens, lut, cfg, cpu(tg), stride=4, keep_per_token=True)
+    cfg, model, tokens, vb, lut = setup
+    r32 = tg.evaluate_sliding(model, tokens, vb, cfg, cpu(tg), stride=32, keep_per_token=True)
+    r4 = tg.evaluate_sliding(model, tokens, vb, cfg, cpu(tg), stride=4, keep_per_token=True)
     assert torch.equal(r32.per_token[:32], r4.per_token[:32])  # the first window is shared
     assert not torch.equal(r32.per_token, r4.per_token)
 
 
 def test_document_spans_tile_the_predictions(tg, setup):
-    _, _, tokens, _ = setup
+    _, _, tokens, _, _ = setup
     spans = tg.document_spans(tokens, BOS)
     covered = torch.zeros(len(tokens) - 1, dtype=torch.int64)
     for s, e in spans:
@@ -88,7 +88,7 @@ def ttt(tg, model, tokens, lut, cfg, trace=None, log=print, **kw):
     """Per-token TTT scores; the model's weights are restored afterwards (phases change them)."""
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     try:
-        return tg.evaluate_ttt(model, tokens, lut, with_(tg, cfg, **kw), cpu(tg), log, keep_per_token=True, trace=trace)
+        return tg.evaluate_ttt(model, tokens, tg.lut_target_bytes(tokens, lut), with_(tg, cfg, **kw), cpu(tg), log, keep_per_token=True, trace=trace)
     finally:
         model.load_state_dict(saved)
 
@@ -102,7 +102,7 @@ def test_phase_bounds_follow_the_record(tg):
 
 @pytest.mark.parametrize("kw", [{}, dict(ttt_warm_start_a=True, ttt_batch_size=1)])
 def test_ttt_scores_every_prediction_once_and_adapts(tg, setup, kw):
-    cfg, model, tokens, lut = setup
+    cfg, model, tokens, vb, lut = setup
     trace = []
     r = ttt(tg, model, tokens, lut, cfg, trace, **kw)
     assert r.tokens == len(tokens) - 1 and not r.per_token.isnan().any()
@@ -122,7 +122,7 @@ def test_ttt_scores_every_prediction_once_and_adapts(tg, setup, kw):
 def test_no_update_reads_an_unscored_prediction(tg, setup, kw):
     """Every adapter step and every global step trains only on predictions already scored; the
     phases run (twice, on the first 2 and 4 documents) and later scores come after them."""
-    cfg, model, tokens, lut = setup
+    cfg, model, tokens, vb, lut = setup
     trace = []
     ttt(tg, model, tokens, lut, cfg, trace, **kw)
     scored = torch.zeros(len(tokens) - 1, dtype=torch.bool)
@@ -145,7 +145,7 @@ def test_ttt_is_score_first(tg, setup, kw):
     """Legality: perturbing the tokens after position t leaves every score up to t unchanged,
     across document batches and phase boundaries (docs 2 and 4 end at 41 and 151): no update,
     per-document or global, ever sees a token before it has been scored."""
-    cfg, model, tokens, lut = setup
+    cfg, model, tokens, vb, lut = setup
     base = ttt(tg, model, tokens, lut, cfg, **kw).per_token
     g = torch.Generator().manual_seed(9)
     for t in (20, 45, 160, 500):
@@ -161,7 +161,7 @@ def test_ttt_is_score_first(tg, setup, kw):
 def test_adapters_restart_per_document(tg, setup):
     """Without warm start a document's scores do not depend on the documents batched with it;
     with warm start only B restarts, so the first batch is unchanged and later ones differ."""
-    cfg, model, tokens, lut = setup
+    cfg, model, tokens, vb, lut = setup
     one = ttt(tg, model, tokens, lut, cfg, ttt_batch_size=1, phased_ttt_num_phases=0).per_token
     three = ttt(tg, model, tokens, lut, cfg, ttt_batch_size=3, phased_ttt_num_phases=0).per_token
     assert torch.allclose(one, three, atol=1e-5, rtol=0)
@@ -177,7 +177,7 @@ def test_adapters_restart_per_document(tg, setup):
 def test_lr0_is_plain_in_document_scoring(tg, setup):
     """With both learning rates 0 (phases and weight decay still run) each prediction gets
     the plain score of its chunk's window: in-document context of up to TTT_EVAL_SEQ_LEN."""
-    cfg, model, tokens, lut = setup
+    cfg, model, tokens, vb, lut = setup
     r = ttt(tg, model, tokens, lut, cfg, ttt_lora_lr=0.0, global_ttt_lr=0.0, ttt_warm_start_a=True)
     ref = torch.full((len(tokens) - 1,), float("nan"), dtype=torch.float64)
     with torch.no_grad():
@@ -194,7 +194,7 @@ def test_budget_projection_drops_phases_then_adaptation(tg, setup):
     """A projected eval over EVAL_BUDGET_SECONDS first drops the global phases (last first),
     then scores the rest without adaptation; every prediction is still scored once and the
     decisions are logged."""
-    cfg, model, tokens, lut = setup
+    cfg, model, tokens, vb, lut = setup
     lines, trace = [], []
     r = ttt(tg, model, tokens, lut, cfg, trace, log=lines.append, eval_budget_seconds=0.0)
     assert r.tokens == len(tokens) - 1 and not r.per_token.isnan().any()
@@ -215,11 +215,11 @@ def test_ttt_gains_on_the_sample(tg):
                    TTT_LORA_RANK=8, TTT_LORA_ALPHA=0, TTT_TARGETS="q,v,head", TTT_BETA1=0.9, TTT_BETA2=0.95,
                    TTT_WEIGHT_DECAY=0, TTT_WARM_START_A=0, PHASED_TTT_NUM_PHASES=0)
     sp = spm.SentencePieceProcessor(model_file=str(SAMPLE / "sotu_1024_bpe.model"))
-    lut = tg.build_byte_lut(sp, 1024)
     tokens = tg.load_shard(SAMPLE / "sotu_val_000000.bin")[:4097]
+    vb = tg.lut_target_bytes(tokens, tg.build_byte_lut(sp, 1024))
     model = tg.build_model(cfg, cpu(tg))
-    on = tg.evaluate_ttt(model, tokens, lut, cfg, cpu(tg), print)
-    off = tg.evaluate_ttt(model, tokens, lut, tg.Config(**{**cfg.__dict__, "ttt_lora_lr": 0.0}), cpu(tg), print)
+    on = tg.evaluate_ttt(model, tokens, vb, cfg, cpu(tg), print)
+    off = tg.evaluate_ttt(model, tokens, vb, tg.Config(**{**cfg.__dict__, "ttt_lora_lr": 0.0}), cpu(tg), print)
     assert on.bpb < off.bpb - 0.05
 
 
@@ -227,7 +227,7 @@ def test_compiled_ttt_never_recompiles_after_prewarm(tg, setup):
     """prewarm_ttt builds every TTT graph (each window length with adapters, forward and
     backward, and the global-SGD step) on random tokens; the phased TTT eval then compiles
     nothing, and its scores equal the eager ones."""
-    cfg, model, tokens, lut = setup
+    cfg, model, tokens, vb, lut = setup
     graphs = []
 
     def counting_backend(gm, example_inputs):
@@ -250,7 +250,7 @@ def test_compiled_eval_never_recompiles_after_prewarm(tg, setup):
     """Ragged last batches are padded, so each eval runs one graph; prewarm_eval builds exactly
     those graphs (shapes, strides, grad mode and train/eval mode), so the scored evals compile
     nothing inside the eval budget. The padded compiled evals equal the eager ones."""
-    cfg, model, tokens, lut = setup
+    cfg, model, tokens, vb, lut = setup
     cfg = cfg.__class__(**{**cfg.__dict__, "val_batch_size": 8 * 32 * 6, "eval_batch_seqs": 4})  # 6 rows per forward
     assert (len(tokens) - 1) // 32 % 6 and len(tg.sliding_windows(len(tokens) - 1, 32, 16)) % 4  # ragged last batches
     graphs = []
@@ -265,10 +265,10 @@ def test_compiled_eval_never_recompiles_after_prewarm(tg, setup):
     # non-overlapping batch shape; sliding batch with the first window (all logits) and the
     # later ones (logits of the last stride positions only)
     assert len(graphs) == 3
-    a = tg.evaluate(compiled, tokens, lut, cfg, cpu(tg))
-    b = tg.evaluate_sliding(compiled, tokens, lut, cfg, cpu(tg), stride=cfg.eval_stride)
+    a = tg.evaluate(compiled, tokens, vb, cfg, cpu(tg))
+    b = tg.evaluate_sliding(compiled, tokens, vb, cfg, cpu(tg), stride=cfg.eval_stride)
     assert len(graphs) == 3
-    ea, eb = tg.evaluate(model, tokens, lut, cfg, cpu(tg)), tg.evaluate_sliding(model, tokens, lut, cfg, cpu(tg), stride=16)
+    ea, eb = tg.evaluate(model, tokens, vb, cfg, cpu(tg)), tg.evaluate_sliding(model, tokens, vb, cfg, cpu(tg), stride=16)
     assert (a.tokens, a.bytes, b.tokens, b.bytes) == (ea.tokens, ea.bytes, eb.tokens, eb.bytes) == (640, a.bytes, 640, b.bytes)
     assert a.loss == pytest.approx(ea.loss, rel=1e-6) and b.loss == pytest.approx(eb.loss, rel=1e-6)
     torch._dynamo.reset()
@@ -278,7 +278,7 @@ def test_ttt_scores_the_looped_model(tg, setup):
     """With depth recurrence TTT goes through the model's own forward, so it scores (and
     adapts) the looped network: with learning rates 0 it equals the looped plain score and
     differs from the unlooped one; with updates it stays score-first."""
-    _, _, tokens, lut = setup
+    _, _, tokens, _, lut = setup
     cfg = tiny_cfg(tg, **{**TTT_ENV, "NUM_LOOPS": 1, "LOOP_START": 1, "LOOP_END": 1, "PHASED_TTT_NUM_PHASES": 0})
     torch.manual_seed(0)
     model = randomize(tg.build_model(cfg, cpu(tg))).eval()
