@@ -3,18 +3,26 @@
 Usage (from the repository root):
 
     python data/cached_challenge_fineweb.py --variant sp1024 --train-shards 80
+    python data/cached_challenge_fineweb.py --repo-id kevclark/parameter-golf --variant sp8192
+    python data/cached_challenge_fineweb.py --repo-id romeerp/parameter-golf-caseops-v1 \
+        --variant sp8192_lossless_caps_caseops_v1_reserved
 
-Files come from the challenge's Hugging Face dataset repo (`willdepueoai/parameter-golf`,
+Files come from a Hugging Face dataset repo (default: the challenge's `willdepueoai/parameter-golf`,
 everything under its `datasets/` folder) and land where the training script expects them:
 
-    data/manifest.json                                   the export's manifest
+    data/manifest.json                                   the default export's manifest
+    data/manifests/<owner>__<name>/manifest.json         the manifest of any other repo
     data/datasets/fineweb10B_sp1024/fineweb_val_000000.bin ...   the full validation split
+    data/datasets/fineweb10B_<variant>/fineweb_val_bytes_000000.bin ...  the val byte sidecar,
+                                                         for variants that have one (CaseOps)
     data/datasets/fineweb10B_sp1024/fineweb_train_000000.bin ... the first N train shards
     data/tokenizers/fineweb_1024_bpe.model / .vocab      the tokenizer
 
 The download is manifest-driven: the manifest lists, per dataset, how many train and val
-shards exist (`stats.files_train`, `stats.files_val`) and which tokenizer goes with it; its
-tokenizer entry names the tokenizer files. The train shards are a fixed shuffled order, so
+shards exist (`stats.files_train`, `stats.files_val`), whether val byte-sidecar shards exist
+(`val_bytes_glob`, or `stats.files_val_bytes`), and which tokenizer goes with it; its
+tokenizer entry names the tokenizer files. Every variant a repo's manifest lists can be
+fetched; each repo's manifest is cached separately. The train shards are a fixed shuffled order, so
 the first N shards are the same prefix every run and for every participant.
 
 A file that is already present and complete is not downloaded again. The manifest records
@@ -74,10 +82,31 @@ class FileRequest:
 
 
 def dataset_name_for_variant(variant: str) -> str:
-    """Map a variant name to its dataset folder: "sp1024" -> "fineweb10B_sp1024"."""
-    if variant != "byte260" and not re.fullmatch(r"sp[1-9][0-9]*", variant):
-        raise ValueError(f"unknown variant {variant!r}: expected sp<VOCAB_SIZE> (e.g. sp1024) or byte260")
+    """Map a variant name to its dataset folder: "sp1024" -> "fineweb10B_sp1024",
+    "sp8192_lossless_caps_caseops_v1_reserved" -> "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved".
+
+    Any name the manifest lists is accepted (plan_downloads checks); here only names that
+    could not be a dataset folder (empty, path separators, odd characters) are refused."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", variant):
+        raise ValueError(f"unknown variant {variant!r}: expected a name such as sp1024, sp8192, byte260 or "
+                         "sp8192_lossless_caps_caseops_v1_reserved (letters, digits, '.', '_', '-')")
     return f"fineweb10B_{variant}"
+
+
+def manifest_relative_path(repo_id: str, remote_root: str) -> str:
+    """Where a repo's manifest is cached, relative to the output root.
+
+    The default export keeps the official place, manifest.json. Every other repo (or root
+    folder) gets its own file, manifests/<owner>__<name>[__<root>]/manifest.json, so fetching
+    from a second repo never reuses the first one's manifest."""
+    if repo_id == DEFAULT_REPO_ID and remote_root == DEFAULT_REMOTE_ROOT:
+        return "manifest.json"
+    key = repo_id.replace("/", "__")
+    if remote_root != DEFAULT_REMOTE_ROOT:
+        key += "__" + (remote_root.strip("/").replace("/", "_") or "_")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", key):
+        raise ValueError(f"repo id {repo_id!r} / remote root {remote_root!r}: unexpected characters")
+    return f"manifests/{key}/manifest.json"
 
 
 def remote_path(remote_root: str, relative: str) -> str:
@@ -104,6 +133,16 @@ def available_variants(manifest: dict) -> list[str]:
     return sorted(name.removeprefix("fineweb10B_") for name in names if name.startswith("fineweb10B_"))
 
 
+def sidecar_shard_count(dataset: dict) -> int:
+    """How many val byte-sidecar shards (fineweb_val_bytes_NNNNNN.bin) a dataset has: the
+    CaseOps exports mark them with `val_bytes_glob` (one sidecar per val shard) or count them
+    in `stats.files_val_bytes`; other datasets have none."""
+    stats = dataset.get("stats") or {}
+    if stats.get("files_val_bytes") is not None:
+        return int(stats["files_val_bytes"])
+    return int(stats.get("files_val", 0)) if dataset.get("val_bytes_glob") else 0
+
+
 def plan_downloads(
     manifest: dict,
     variant: str,
@@ -112,13 +151,15 @@ def plan_downloads(
     output_root: Path,
     remote_root: str = DEFAULT_REMOTE_ROOT,
     with_docs: bool = False,
+    source: str = "the manifest",
 ) -> list[FileRequest]:
     """List the files to fetch for `variant`, in download order, from the manifest.
 
-    Order: the val shards, the first `train_shards` train shards, the tokenizer files, then
-    (with_docs) the raw documents. Raises ValueError for an unknown variant, a variant the
-    manifest does not list, a tokenizer missing from the manifest, or more train shards than
-    the export has.
+    Order: the val shards, the val byte sidecar (where the dataset has one), the first
+    `train_shards` train shards, the tokenizer files, then (with_docs) the raw documents.
+    Raises ValueError, naming `source` (the repo and its manifest), for a malformed variant
+    name, a variant the manifest does not list, a tokenizer missing from the manifest, or
+    more train shards than the export has.
     """
     dataset_name = dataset_name_for_variant(variant)
     if train_shards < 0:
@@ -126,27 +167,29 @@ def plan_downloads(
     dataset = next((d for d in manifest.get("datasets", []) if d.get("name") == dataset_name), None)
     if dataset is None:
         raise ValueError(
-            f"variant {variant!r} ({dataset_name}) is not in the manifest; "
+            f"variant {variant!r} ({dataset_name}) is not in {source}; "
             f"available: {', '.join(available_variants(manifest)) or 'none'}"
         )
     stats = dataset.get("stats") or {}
     try:
         max_train, n_val = int(stats["files_train"]), int(stats["files_val"])
+        n_sidecar = sidecar_shard_count(dataset)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"manifest entry for {dataset_name} lacks stats.files_train/files_val") from exc
+        raise ValueError(f"entry for {dataset_name} in {source} lacks stats.files_train/files_val") from exc
     if train_shards > max_train:
-        raise ValueError(f"{variant} has only {max_train} train shards, {train_shards} requested")
+        raise ValueError(f"{variant} has only {max_train} train shards in {source}, {train_shards} requested")
 
     tokenizer_name = dataset.get("tokenizer_name")
     tokenizer = next((t for t in manifest.get("tokenizers", []) if t.get("name") == tokenizer_name), None)
     if tokenizer is None:
-        raise ValueError(f"tokenizer {tokenizer_name!r} of {dataset_name} is not in the manifest")
+        raise ValueError(f"tokenizer {tokenizer_name!r} of {dataset_name} is not in {source}")
     # SentencePiece tokenizers list model_path and vocab_path; the byte tokenizer one path.
     tokenizer_files = [str(tokenizer[key]) for key in ("model_path", "vocab_path", "path") if tokenizer.get(key)]
     if not tokenizer_files:
-        raise ValueError(f"tokenizer {tokenizer_name!r} names no files in the manifest")
+        raise ValueError(f"tokenizer {tokenizer_name!r} names no files in {source}")
 
     relatives = [f"datasets/{dataset_name}/fineweb_val_{i:06d}.bin" for i in range(n_val)]
+    relatives += [f"datasets/{dataset_name}/fineweb_val_bytes_{i:06d}.bin" for i in range(n_sidecar)]
     relatives += [f"datasets/{dataset_name}/fineweb_train_{i:06d}.bin" for i in range(train_shards)]
     relatives += tokenizer_files
     if with_docs:
@@ -223,8 +266,10 @@ def load_manifest(
     download: DownloadFn = download_file,
     allow_download: bool = True,
 ) -> dict:
-    """Read the export's manifest.json, fetching it first if it is not present locally."""
-    request = FileRequest(remote_path(remote_root, "manifest.json"), local_path_for("manifest.json", output_root))
+    """Read the export's manifest.json, fetching it first if it is not present locally (in its
+    per-repo place, see manifest_relative_path)."""
+    local = local_path_for(manifest_relative_path(repo_id, remote_root), output_root)
+    request = FileRequest(remote_path(remote_root, "manifest.json"), local)
     if not is_complete(request.local_path):
         if not allow_download:
             raise FileNotFoundError(f"{request.local_path}: no local manifest, and --skip-manifest forbids fetching it")
@@ -246,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
         "into data/datasets/ and data/tokenizers/.",
     )
     parser.add_argument("--variant", default=DEFAULT_VARIANT,
-                        help="tokenizer family: sp<VOCAB_SIZE> (e.g. sp1024) or byte260 (default: %(default)s)")
+                        help="dataset variant, any the repo's manifest lists: sp1024, sp8192, byte260, "
+                        "sp8192_lossless_caps_caseops_v1_reserved, ... (default: %(default)s)")
     parser.add_argument("--train-shards", type=int, default=DEFAULT_TRAIN_SHARDS,
                         help="number of train shards to fetch, from the first one; 100M tokens each "
                         "(default: %(default)s). The whole val split is always fetched.")
@@ -277,8 +323,10 @@ def main(argv: Sequence[str] | None = None, *, download: DownloadFn = download_f
         dataset_name_for_variant(args.variant)  # reject a malformed variant before any network use
         manifest = load_manifest(args.repo_id, args.remote_root, args.output_root,
                                  download=download, allow_download=not args.skip_manifest)
+        source = (f"the manifest of {args.repo_id} ({remote_path(args.remote_root, 'manifest.json')}, cached as "
+                  f"{local_path_for(manifest_relative_path(args.repo_id, args.remote_root), args.output_root)})")
         requests = plan_downloads(manifest, args.variant, train_shards, output_root=args.output_root,
-                                  remote_root=args.remote_root, with_docs=args.with_docs)
+                                  remote_root=args.remote_root, with_docs=args.with_docs, source=source)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -291,7 +339,26 @@ def main(argv: Sequence[str] | None = None, *, download: DownloadFn = download_f
     fetched = fetch_files(requests, args.repo_id, download=download, progress=not args.no_progress)
     print(f"{args.variant}: {len(requests)} files in {args.output_root} "
           f"({len(fetched)} downloaded, {len(requests) - len(fetched)} already present)")
+    print("train_gpt.py variables for this data:")
+    print(" ".join(f"{k}={v}" for k, v in trainer_variables(requests).items()))
     return 0
+
+
+def trainer_variables(requests: Sequence[FileRequest]) -> dict[str, str]:
+    """The train_gpt.py environment variables that point it at the fetched files (the vocab
+    size is read from the tokenizer by the trainer's check; it is named here when the variant
+    spells it, sp<N>)."""
+    shard = next(r.local_path for r in requests if r.local_path.name.startswith("fineweb_val_"))
+    model = next((r.local_path for r in requests if r.local_path.suffix == ".model"), None)
+    env = {"DATA_PATH": str(shard.parent.resolve())}
+    if model is not None:
+        env["TOKENIZER_PATH"] = str(model.resolve())
+    vocab = re.match(r"fineweb10B_sp([0-9]+)", shard.parent.name)
+    if vocab:
+        env["VOCAB_SIZE"] = vocab.group(1)
+    if any(r.local_path.name.startswith("fineweb_val_bytes_") for r in requests):
+        env["CASEOPS_ENABLED"] = "1"
+    return env
 
 
 if __name__ == "__main__":

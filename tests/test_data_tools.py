@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sentencepiece as spm
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
@@ -68,18 +69,39 @@ FAKE_MANIFEST = {
 }
 
 
-class StubHub:
-    """Stands in for download_file: serves the fake manifest, valid tiny shards, and bytes."""
+CASEOPS_VARIANT = "sp8192_lossless_caps_caseops_v1_reserved"
+# Shaped like the published CaseOps export: the dataset marks its val byte sidecar.
+CASEOPS_MANIFEST = {
+    "datasets": [
+        {"name": f"fineweb10B_{CASEOPS_VARIANT}", "tokenizer_name": "caseops_8192",
+         "val_bytes_glob": "fineweb_val_bytes_*.bin", "stats": {"files_train": 80, "files_val": 1}},
+    ],
+    "tokenizers": [
+        {"name": "caseops_8192", "model_path": f"tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
+         "vocab_path": f"tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.vocab"},
+    ],
+}
+SP8192_MANIFEST = {
+    "datasets": [{"name": "fineweb10B_sp8192", "tokenizer_name": "sp_8192", "stats": {"files_train": 128, "files_val": 1}},
+                 {"name": "fineweb10B_sp4096", "tokenizer_name": "sp_4096", "stats": {"files_train": 100, "files_val": 1}}],
+    "tokenizers": [{"name": "sp_8192", "model_path": "tokenizers/fineweb_8192_bpe.model"},
+                   {"name": "sp_4096", "model_path": "tokenizers/fineweb_4096_bpe.model"}],
+}
 
-    def __init__(self, manifest=FAKE_MANIFEST):
-        self.manifest = manifest
+
+class StubHub:
+    """Stands in for download_file: serves each repo's fake manifest, valid tiny shards, and bytes."""
+
+    def __init__(self, manifest=FAKE_MANIFEST, others=None):
+        self.manifests = {dl.DEFAULT_REPO_ID: manifest, **(others or {})}
         self.calls: list[tuple[str, str, Path]] = []
 
     def __call__(self, repo_id: str, remote_path: str, local_path: Path) -> None:
         self.calls.append((repo_id, remote_path, local_path))
         local_path.parent.mkdir(parents=True, exist_ok=True)
         if remote_path.endswith("manifest.json"):
-            local_path.write_text(json.dumps(self.manifest))
+            manifest = self.manifests.get(repo_id, FAKE_MANIFEST)
+            local_path.write_text(json.dumps(manifest))
         elif remote_path.endswith(".bin"):
             bsd.write_shard(local_path, [1, 5, 6, 7])
         else:
@@ -122,7 +144,9 @@ def test_plan_follows_manifest_counts_and_options(tmp_path):
         ("sp1024", 4, "only 3 train shards"),
         ("sp1024", -1, "must be >= 0"),
         ("sp4096", 1, "not in the manifest; available: byte260, sp1024"),
-        ("gpt2", 1, "unknown variant"),
+        ("gpt2", 1, "'gpt2' \\(fineweb10B_gpt2\\) is not in the manifest"),
+        ("../sp1024", 1, "unknown variant"),
+        ("", 1, "unknown variant"),
     ],
 )
 def test_plan_rejects_bad_requests(tmp_path, variant, shards, message):
@@ -145,7 +169,7 @@ def test_main_downloads_manifest_then_files_and_skips_complete_ones(tmp_path, ca
     assert hub.remote_paths[0] == "datasets/manifest.json"
     assert len(hub.remote_paths) == 1 + 1 + 2 + 2  # manifest, val, 2 train, model + vocab
     assert {repo for repo, _, _ in hub.calls} == {"someone/golf"}
-    assert (tmp_path / "manifest.json").is_file()
+    assert (tmp_path / "manifests/someone__golf/manifest.json").is_file()  # cached per repo
     assert (tmp_path / "datasets/fineweb10B_sp1024/fineweb_train_000001.bin").is_file()
     assert (tmp_path / "tokenizers/fineweb_1024_bpe.model").is_file()
 
@@ -171,13 +195,83 @@ def test_main_refuses_bad_requests_before_downloading_shards(tmp_path, capsys):
     hub = StubHub()
     base = ["--output-root", str(tmp_path), "--no-progress"]
     assert dl.main(["--train-shards", "80"] + base, download=hub) == 2
-    assert "sp1024 has only 3 train shards, 80 requested" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "sp1024 has only 3 train shards in the manifest of willdepueoai/parameter-golf" in err and "80 requested" in err
     assert hub.remote_paths == ["datasets/manifest.json"]
     assert dl.main(["--variant", "sp8192"] + base, download=hub) == 2
     assert "available: byte260, sp1024" in capsys.readouterr().err
-    assert dl.main(["--variant", "bpe"] + base, download=hub) == 2
+    assert dl.main(["--variant", "sp/1024"] + base, download=hub) == 2
     assert "unknown variant" in capsys.readouterr().err
     assert len(hub.calls) == 1
+
+
+def test_caseops_variant_plans_its_byte_sidecar(tmp_path):
+    plan = dl.plan_downloads(CASEOPS_MANIFEST, CASEOPS_VARIANT, 1, output_root=tmp_path)
+    d = f"datasets/datasets/fineweb10B_{CASEOPS_VARIANT}"
+    assert [r.remote_path for r in plan] == [
+        f"{d}/fineweb_val_000000.bin",
+        f"{d}/fineweb_val_bytes_000000.bin",
+        f"{d}/fineweb_train_000000.bin",
+        "datasets/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
+        "datasets/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.vocab",
+    ]
+    counted = json.loads(json.dumps(CASEOPS_MANIFEST))
+    del counted["datasets"][0]["val_bytes_glob"]
+    counted["datasets"][0]["stats"]["files_val_bytes"] = 2
+    assert sum("_val_bytes_" in r.remote_path for r in dl.plan_downloads(counted, CASEOPS_VARIANT, 0,
+                                                                        output_root=tmp_path)) == 2
+    # A plain dataset has no sidecar.
+    assert not any("_bytes_" in r.remote_path for r in dl.plan_downloads(SP8192_MANIFEST, "sp8192", 3,
+                                                                         output_root=tmp_path))
+
+
+def test_each_repo_keeps_its_own_manifest(tmp_path, capsys):
+    """After sp1024 from the default repo, another repo's variants come from that repo's
+    manifest, not the first one (which is left where the official layout has it)."""
+    hub = StubHub(others={"kevclark/parameter-golf": SP8192_MANIFEST, "romeerp/parameter-golf-caseops-v1": CASEOPS_MANIFEST})
+    base = ["--output-root", str(tmp_path), "--no-progress", "--train-shards", "1"]
+    assert dl.main(base, download=hub) == 0
+    assert (tmp_path / "manifest.json").is_file()
+    hub.calls.clear()
+    assert dl.main(base + ["--repo-id", "kevclark/parameter-golf", "--variant", "sp8192"], download=hub) == 0
+    assert hub.calls[0][:2] == ("kevclark/parameter-golf", "datasets/manifest.json")
+    assert hub.calls[0][2] == tmp_path / "manifests/kevclark__parameter-golf/manifest.json"
+    assert json.loads((tmp_path / "manifest.json").read_text()) == FAKE_MANIFEST
+    out = capsys.readouterr().out
+    assert f"DATA_PATH={(tmp_path / 'datasets/fineweb10B_sp8192').resolve()}" in out and "VOCAB_SIZE=8192" in out
+    assert "CASEOPS_ENABLED" not in out
+
+    # One command fetches the CaseOps data with its sidecar.
+    hub.calls.clear()
+    assert dl.main(base + ["--repo-id", "romeerp/parameter-golf-caseops-v1", "--variant", CASEOPS_VARIANT],
+                   download=hub) == 0
+    folder = tmp_path / f"datasets/fineweb10B_{CASEOPS_VARIANT}"
+    assert sorted(p.name for p in folder.iterdir()) == ["fineweb_train_000000.bin", "fineweb_val_000000.bin",
+                                                         "fineweb_val_bytes_000000.bin"]
+    assert "CASEOPS_ENABLED=1" in capsys.readouterr().out
+    # A second run uses the cached manifests: nothing is fetched.
+    hub.calls.clear()
+    assert dl.main(base + ["--repo-id", "kevclark/parameter-golf", "--variant", "sp8192"], download=hub) == 0
+    assert hub.calls == []
+
+
+def test_errors_name_the_repo_the_variant_and_what_is_available(tmp_path, capsys):
+    hub = StubHub(others={"kevclark/parameter-golf": SP8192_MANIFEST})
+    argv = ["--output-root", str(tmp_path), "--no-progress", "--repo-id", "kevclark/parameter-golf",
+            "--variant", "sp1024"]
+    assert dl.main(argv, download=hub) == 2
+    err = capsys.readouterr().err
+    assert "variant 'sp1024' (fineweb10B_sp1024) is not in the manifest of kevclark/parameter-golf" in err
+    assert "available: sp4096, sp8192" in err
+    assert dl.main(argv[:-1] + ["sp4096", "--train-shards", "101"], download=hub) == 2
+    assert "sp4096 has only 100 train shards in the manifest of kevclark/parameter-golf" in capsys.readouterr().err
+
+
+def test_manifest_cache_paths():
+    assert dl.manifest_relative_path(dl.DEFAULT_REPO_ID, dl.DEFAULT_REMOTE_ROOT) == "manifest.json"
+    assert dl.manifest_relative_path("a/b", "datasets") == "manifests/a__b/manifest.json"
+    assert dl.manifest_relative_path(dl.DEFAULT_REPO_ID, "other/root") == \
+        "manifests/willdepueoai__parameter-golf__other_root/manifest.json"
 
 
 def test_skip_manifest_needs_a_local_copy(tmp_path, capsys):
@@ -508,3 +602,203 @@ def test_sample_readme_command_rebuilds_the_sample(sample_manifest, tmp_path):
                     + ["--no-progress"]) == 0
     for name in list(sample_manifest["files"]) + ["manifest.json"]:
         assert _sha256(tmp_path / name) == _sha256(SAMPLE_DIR / name), name
+
+
+# ========================================================================================
+# Reading errors, CaseOps, the byte sidecar, --tokenizer, caps, split option, variables
+# ========================================================================================
+
+
+def test_bad_utf8_and_bad_gzip_errors_name_the_file(tmp_path):
+    latin = tmp_path / "latin1.jsonl"
+    latin.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"latin1\.jsonl: not UTF-8 text"):
+        list(bsd.read_documents(latin))
+    fake = tmp_path / "fake.jsonl.gz"
+    fake.write_bytes(b'{"text": "not compressed"}\n')
+    with pytest.raises(ValueError, match=r"fake\.jsonl\.gz: not a valid gzip file"):
+        list(bsd.read_documents(fake))
+    cut = tmp_path / "cut.txt.gz"
+    whole = gzip.compress(" ".join(str(random.Random(0).random()) for _ in range(2000)).encode())
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"cut\.txt\.gz: not a valid gzip file, or truncated"):
+        list(bsd.read_documents(cut))
+    with pytest.raises(ValueError, match=r"latin1\.jsonl: not UTF-8"):  # through the CLI path too
+        bsd.main([str(latin), "--output-dir", str(tmp_path / "o"), "--val-docs", "1", "--no-progress"])
+
+
+OPS = bsd.CASEOPS_OPERATORS
+
+
+@pytest.mark.parametrize("text, encoded", [
+    ("The NASA Launch iPhone OpenAI café",
+     f"{OPS[0]}the {OPS[1]}nasa {OPS[0]}launch i{OPS[2]}phone {OPS[0]}open{OPS[2]}a{OPS[2]}i café"),
+    ("I", f"{OPS[0]}i"),
+    ("a", "a"),
+    ("ABc", f"{OPS[0]}a{OPS[2]}bc"),
+    ("x\ue001y\ue004", f"x{OPS[3]}\ue001y{OPS[3]}\ue004"),
+    ("Ünïcode ÉCOLE 42nd", f"Ünïcode É{OPS[1]}cole 42nd"),  # maximal runs of ASCII letters only
+    ("", ""),
+])
+def test_caseops_transform_examples(text, encoded):
+    assert bsd.caseops_encode(text) == encoded
+    assert bsd.caseops_decode(encoded) == text
+
+
+def test_caseops_round_trips_losslessly():
+    rng = random.Random(11)
+    alphabet = "aAbBzZ  \n\t.,'-0é東" + "".join(OPS)
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        encoded = bsd.caseops_encode(text)
+        assert bsd.caseops_decode(encoded) == text, repr(text)
+        assert not any(c.isascii() and c.isupper() for c in encoded)  # case lives in the operators only
+
+
+@pytest.mark.parametrize("bad", [OPS[0], f"a{OPS[0]}b", f"{OPS[1]}ab{OPS[2]}c", f"{OPS[2]}A", f"{OPS[3]}x",
+                                 f"{OPS[0]} x"])
+def test_caseops_decode_rejects_malformed_operators(bad):
+    with pytest.raises(bsd.CaseOpsError):
+        bsd.caseops_decode(bad)
+
+
+CLEAN_DOCS = [  # nmt_nfkc leaves these unchanged: no newlines, no repeated spaces, no foldable forms
+    "The NASA Launch of the iPhone by OpenAI was not a thing that happened in HISTORY.",
+    "McDonald and MacBook met O'Neil at the UN, said Dr. X; I agree.",
+]
+
+
+def _caseops_docs() -> list[str]:
+    docs = _synthetic_docs(seed=2)
+    extra = " The NASA Launch of iPhone by OpenAI: ÉCOLE MiXeD CamelCase ALLCAPS I a \ue002 x\ue004y."
+    docs = [d + extra if i % 3 == 0 else d for i, d in enumerate(docs)]
+    return docs[:2] + CLEAN_DOCS + docs[2:]
+
+
+@pytest.fixture(scope="module")
+def caseops_build(tmp_path_factory):
+    root = tmp_path_factory.mktemp("caseops")
+    docs = _caseops_docs()
+    src = root / "c.jsonl"
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    out = root / "out"
+    argv = [str(src), "--output-dir", str(out), "--vocab-size", str(VOCAB), "--val-docs", str(VAL_DOCS),
+            "--caseops", "--shard-tokens", "2000", "--no-progress", "--workers", "2"]
+    import contextlib
+    import io
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert bsd.main(argv) == 0
+    return docs, src, out, json.loads((out / "manifest.json").read_text()), argv, stdout.getvalue()
+
+
+def test_caseops_tokenizer_reserves_the_operators(caseops_build):
+    _, _, out, manifest, _, _ = caseops_build
+    assert manifest["tokenizer"]["model"] == f"fineweb_{VOCAB}_bpe_lossless_caps_caseops_v1_reserved.model"
+    sp = spm.SentencePieceProcessor(model_file=str(out / manifest["tokenizer"]["model"]))
+    assert [sp.id_to_piece(i) for i in range(4, 8)] == list(OPS)
+    assert all(sp.is_byte(i) for i in range(8, 264)) and sp.piece_to_id("\u2581") != sp.unk_id()
+    assert manifest["text_transform"] == "lossless_caps_caseops_v1"
+
+
+def test_caseops_sidecar_counts_the_original_bytes_document_by_document(caseops_build):
+    docs, _, out, manifest, _, _ = caseops_build
+    sp = spm.SentencePieceProcessor(model_file=str(out / manifest["tokenizer"]["model"]))
+    names = manifest["shards"]["val_bytes"]
+    assert names == [f"fineweb_val_bytes_{i:06d}.bin" for i in range(len(manifest["shards"]["val"]))]
+    sizes = [bsd.read_shard_header(out / n) for n in names]
+    assert sizes == [bsd.read_shard_header(out / n) for n in manifest["shards"]["val"]]  # shard k <-> shard k
+    tokens = np.concatenate([bsd.read_shard(out / n) for n in manifest["shards"]["val"]])
+    counts = np.concatenate([bsd.read_shard(out / n) for n in names]).astype(np.int64)
+    assert (counts[tokens == 1] == 0).all() and (counts[np.isin(tokens, [4, 5, 6, 7])] <= 3).all()
+    starts = list(np.flatnonzero(tokens == 1)) + [len(tokens)]
+    assert len(starts) - 1 == VAL_DOCS
+    for k, doc in enumerate(docs[:VAL_DOCS]):
+        ids, side = tokens[starts[k] + 1:starts[k + 1]].tolist(), counts[starts[k]:starts[k + 1]]
+        restored = bsd.caseops_decode(sp.decode(ids))
+        # The bytes of the text the tokens stand for, in its original case: the text as the
+        # tokenizer's normalizer left it (nmt_nfkc folds whitespace runs and compatibility forms).
+        assert int(side.sum()) == len(restored.encode()), k
+        assert restored.lower() == sp.normalize(doc).replace("\u2581", " ").lower()
+        if doc in CLEAN_DOCS:  # text the normalizer keeps: exactly the raw UTF-8 bytes
+            assert restored == doc and int(side.sum()) == len(doc.encode())
+    assert sum(d in CLEAN_DOCS for d in docs[:VAL_DOCS]) == 2
+    assert manifest["text_bytes_val"] == int(counts.sum())
+
+
+def test_caseops_build_prints_the_trainer_variables(caseops_build):
+    _, _, out, manifest, _, stdout = caseops_build
+    line = stdout.strip().splitlines()[-1]
+    env = dict(item.split("=", 1) for item in shlex.split(line))
+    assert env == {"DATA_PATH": str(out.resolve()), "TRAIN_GLOB": "fineweb_train_*.bin", "VAL_GLOB": "fineweb_val_*.bin",
+                   "TOKENIZER_PATH": str(out.resolve() / manifest["tokenizer"]["model"]), "VOCAB_SIZE": str(VOCAB),
+                   "VAL_BYTES_GLOB": "fineweb_val_bytes_*.bin", "CASEOPS_ENABLED": "1"}
+
+
+def test_caseops_build_does_not_depend_on_the_worker_count(caseops_build, tmp_path):
+    _, _, out, manifest, argv, _ = caseops_build
+    argv = list(argv)
+    argv[argv.index("--output-dir") + 1] = str(tmp_path)
+    argv[argv.index("--workers") + 1] = "1"
+    assert bsd.main(argv) == 0
+    for name in list(manifest["files"]) + ["manifest.json"]:
+        assert _sha256(tmp_path / name) == _sha256(out / name), name
+
+
+def test_plain_sidecar_equals_the_trainer_lut(tmp_path, synthetic):
+    """With a plain tokenizer the sidecar is the trainer's LUT count, token for token, so
+    sidecar BPB equals LUT BPB."""
+    import train_gpt as tg
+    _, out, manifest, inputs = synthetic
+    argv = _build_argv(inputs, tmp_path) + ["--byte-sidecar", "--tokenizer", str(out / f"syn_{VOCAB}_bpe.model")]
+    argv.remove("--vocab-size"), argv.remove(str(VOCAB))
+    assert bsd.main(argv) == 0
+    side = json.loads((tmp_path / "manifest.json").read_text())
+    for name in side["shards"]["val"] + side["shards"]["train"]:  # the same tokenizer: the same shards
+        assert _sha256(tmp_path / name) == manifest["files"][name]["sha256"]
+    tokens = torch.cat([tg.load_shard(tmp_path / n) for n in side["shards"]["val"]])
+    counts = torch.cat([tg.load_shard(tmp_path / n) for n in side["shards"]["val_bytes"]])
+    lut = tg.build_byte_lut(spm.SentencePieceProcessor(model_file=str(tmp_path / f"syn_{VOCAB}_bpe.model")), VOCAB)
+    assert torch.equal(counts, tg.lut_target_bytes(tokens, lut))
+    assert side["text_bytes_val"] == manifest["text_bytes_val"] == int(counts.sum())
+    assert side["tokenizer"]["trained_on"]["given"] == f"syn_{VOCAB}_bpe.model"
+
+
+def test_given_tokenizer_checks(tmp_path, synthetic):
+    _, out, _, inputs = synthetic
+    model = out / f"syn_{VOCAB}_bpe.model"
+    base = [*map(str, inputs), "--output-dir", str(tmp_path), "--val-docs", "2", "--text-field", "body",
+            "--txt-doc-sep", r"\n\n\n", "--no-progress", "--tokenizer", str(model)]
+    with pytest.raises(bsd.TokenizerError, match="has 400 pieces, --vocab-size says 512"):
+        bsd.main(base + ["--vocab-size", "512"])
+    with pytest.raises(bsd.TokenizerError, match="not trained for --caseops"):
+        bsd.main(base + ["--caseops"])
+    with pytest.raises(SystemExit):
+        bsd.main(base + ["--tokenizer-train-docs", "3"])
+
+
+def test_tokenizer_training_cap(tmp_path, synthetic):
+    docs, _, _, inputs = synthetic
+    opts = bsd.BuildOptions(tokenizer_train_docs=10)
+    assert bsd.tokenizer_training_docs(docs, opts) == docs[:10]
+    first = len(docs[0].encode())
+    assert bsd.tokenizer_training_docs(docs, bsd.BuildOptions(tokenizer_train_bytes=first)) == docs[:1]
+    assert bsd.tokenizer_training_docs(docs, bsd.BuildOptions(tokenizer_train_bytes=1)) == docs[:1]  # never empty
+    both = bsd.BuildOptions(tokenizer_train_docs=3, tokenizer_train_bytes=10**9)
+    assert bsd.tokenizer_training_docs(docs, both) == docs[:3]
+    assert bsd.main(_build_argv(inputs, tmp_path) + ["--tokenizer-train-docs", "60"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["tokenizer"]["trained_on"]["train_docs"] == 60
+    assert manifest["tokenizer"]["trained_on"]["of_train_docs"] == manifest["docs_train"]
+
+
+def test_official_split_is_the_first_50000_documents_unshuffled(tmp_path, capsys):
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps({"text": f"doc number {i}."}) + "\n" for i in range(5)), encoding="utf-8")
+    with pytest.raises(ValueError, match="val_docs=50000 leaves no train documents"):
+        bsd.main([str(src), "--output-dir", str(tmp_path / "o"), "--official-split", "--no-progress"])
+    with pytest.raises(SystemExit):
+        bsd.main([str(src), "--output-dir", str(tmp_path / "o"), "--official-split", "--shuffle-seed", "1"])
+    assert "cannot be combined with --shuffle-seed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one of the two split options is required
+        bsd.main([str(src), "--output-dir", str(tmp_path / "o")])
