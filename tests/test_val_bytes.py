@@ -176,11 +176,17 @@ def test_tokenizer_sha256_is_logged_and_checked_against_the_build_manifest(tg, s
     data = tmp_path / "d"
     data.mkdir()
     manifest = json.loads((SAMPLE / "manifest.json").read_text())
-    manifest["files"]["sotu_1024_bpe.model"]["sha256"] = "ab" * 32
+    manifest["tokenizer"]["sha256"] = "ab" * 32
     (data / "manifest.json").write_text(json.dumps(manifest))
     bad = tg.Config.from_env({"DATA_PATH": str(data), "TOKENIZER_PATH": str(SAMPLE_MODEL)})
     with pytest.raises(ValueError, match=r"is not the tokenizer of .*manifest\.json: it names sotu_1024_bpe\.model "
                                          r"with sha256 abab"):
+        tg.check_tokenizer(bad, sp, print)
+    # A manifest without tokenizer.sha256 (older builds): the sha256 of its files entry counts.
+    del manifest["tokenizer"]["sha256"]
+    manifest["files"]["sotu_1024_bpe.model"]["sha256"] = "cd" * 32
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"with sha256 cdcd"):
         tg.check_tokenizer(bad, sp, print)
     # A manifest with only counts (such as a proxy corpus's) checks the piece count.
     (data / "manifest.json").write_text(json.dumps({"docs_val": 5, "vocab_size": 8192}))
