@@ -219,7 +219,7 @@ def test_loop_switch_compiles_nothing_inside_the_timed_run(tg, tmp_path):
     tg.prewarm_eval(compiled, cfg, ctx, len(val))
     built = len(graphs)
     assert built >= 3 and not model.looping  # plain train, looped train, looped eval
-    trainer.run(val, lut, tg.WeightAverager(model, cfg))
+    trainer.run(val, tg.lut_target_bytes(val, lut), tg.WeightAverager(model, cfg))
     assert len(graphs) == built, "the timed run compiled a graph"
     assert model.looping and any(l.startswith("looping_start step:3 ") for l in lines), lines
     assert any("warmup_graphs:plain+looped" in l for l in lines)
