@@ -52,7 +52,7 @@ def test_sliding_eval_with_tail_logits_equals_full_logits(tg, stride):
     tokens = torch.randint(2, 128, (500,), generator=g)
     lut = tg.ByteLUT(torch.randint(1, 4, (128,), generator=g).to(torch.int16), torch.rand(128, generator=g) < 0.3,
                      torch.arange(128) < 2)
-    r = tg.evaluate_sliding(model, tokens, lut, cfg, cpu(tg), stride=stride, keep_per_token=True)
+    r = tg.evaluate_sliding(model, tokens, tg.lut_target_bytes(tokens, lut), cfg, cpu(tg), stride=stride, keep_per_token=True)
     loss, n, nbytes = naive_sliding(tg, model, tokens, lut, cfg, stride)
     assert (r.tokens, r.bytes) == (n, nbytes) == (499, nbytes)
     assert r.loss == pytest.approx(loss, rel=1e-9)
