@@ -3584,7 +3584,7 @@ def dry_run(cfg: Config, world_size: int) -> int:
     def preflight():  # the run's own data preflight: every shard read, splits disjoint, the manifest
         lines = []
         preflight_data(cfg, Dist(0, 1, 0, torch.device("cpu")), lines.append,
-                       shard_files(cfg.data_path, cfg.train_glob, "train"), shard_files(cfg.data_path, cfg.val_glob, "val"),
+                       shard_files(cfg.data_path, cfg.train_glob, "train"), val_token_files(cfg),
                        load_tokenizer(cfg), (cfg.train_batch_tokens // 8 + 1) * world_size)
         return True, lines[-1].removeprefix("preflight: "), None
     check("data_preflight", preflight)
