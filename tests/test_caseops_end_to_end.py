@@ -36,7 +36,7 @@ def _bytes(log: str, label: str) -> int:
 def test_trainer_scores_caseops_data_with_the_sidecar_everywhere(caseops_data, tmp_path):
     out, manifest, env = caseops_data
     overrides = {**env, "ITERATIONS": "4", "WARMDOWN_ITERS": "2", "TRAIN_LOG_EVERY": "2", "QAT_START_FRAC": "0.5",
-                 "EVAL_STRIDE": "64", "TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "64",
+                 "EVAL_STRIDE": "64", "TTT_ENABLED": "1", "TTT_WITH_SLIDING": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "64",
                  "VAL_MAX_TOKENS": "0"}
     assert overrides["CASEOPS_ENABLED"] == "1"
     run_script(tmp_path, overrides)
