@@ -1959,10 +1959,11 @@ def collect_hessians(model: nn.Module, batches, ctx: Dist) -> tuple[dict[str, Te
     def hook(name: str):
         def accumulate(_module, args):
             x = args[0].detach().reshape(-1, args[0].size(-1)).float()
-            if name in hs:
-                hs[name].addmm_(x.T, x)
-            else:
-                hs[name] = x.T @ x
+            with torch.autocast(x.device.type, enabled=False):  # H in fp32, also under AUTOCAST=bf16
+                if name in hs:
+                    hs[name].addmm_(x.T, x)
+                else:
+                    hs[name] = x.T @ x
         return accumulate
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in hessian_targets(model).items()]
