@@ -241,7 +241,8 @@ class Config:
     global_ttt_epochs: int = knob(1, "passes of a global phase over its documents", lo=1, group="eval")
     global_ttt_grad_clip: float = knob(1.0, "grad-norm clip of a global step (0 = off)", lo=0.0, group="eval")
     # --- speed path ---
-    compile: str = knob("auto", "torch.compile the model: auto (CUDA only), 1, 0", choices=("auto", "0", "1"), group="speed")
+    compile: str = knob("auto", "torch.compile the model: auto (CUDA; CPU too when a C++ compiler for inductor is on PATH), 1, 0",
+                        choices=("auto", "0", "1"), group="speed")
     autocast: str = knob("bf16", "precision of forward passes on CPU and CUDA: bf16 autocast (fp32 master weights and optimizer state), or off (fp32 throughout)", choices=("bf16", "off"), group="speed")
     # --- workflow: re-score an artifact, check a configuration ---
     eval_only: str = knob("", "path of an artifact to score with the current eval settings, without training (the model "
@@ -1953,11 +1954,23 @@ def collect_hessians(model: nn.Module, batches, ctx: Dist) -> tuple[dict[str, Te
     """H = sum of X^T X (fp32, on the model's device) over the batches' forward passes, summed
     over ranks and divided by the number of batches (GPTQ's damping is relative, so only H's
     shape matters). Returns the Hessians and the batch count. The model runs in eval mode,
-    without QAT, under the training autocast."""
+    without QAT, under the training autocast.
+
+    Matrices that read the very same input tensor (c_q, c_k and c_v of every attention) share
+    one X^T X: it is accumulated and all-reduced once, and the names map to the same tensor
+    (consumers never write into H). That removes two thirds of the attention Hessian work."""
     hs: dict[str, Tensor] = {}
+    shared: dict[str, str] = {}  # name -> the name whose H it shares (same input tensor)
+    last: list = [None, None]    # the input tensor the previous hook saw, and that hook's name
 
     def hook(name: str):
         def accumulate(_module, args):
+            if name in shared:
+                return
+            if args[0] is last[0]:  # the previous matrix read this same tensor: share its H
+                shared[name] = shared.get(last[1], last[1])
+                return
+            last[0], last[1] = args[0], name
             x = args[0].detach().reshape(-1, args[0].size(-1)).float()
             with torch.autocast(x.device.type, enabled=False):  # H in fp32, also under AUTOCAST=bf16
                 if name in hs:
@@ -1978,10 +1991,13 @@ def collect_hessians(model: nn.Module, batches, ctx: Dist) -> tuple[dict[str, Te
         for h in handles:
             h.remove()
         model.train(was_training)
+        last[0] = None
     if n == 0:
         raise ValueError("GPTQ calibration got no batches")
     for name in sorted(hs):  # same order on every rank
         all_reduce_(hs[name], ctx).div_(n * ctx.world_size)
+    for name, owner in shared.items():
+        hs[name] = hs[owner]
     return hs, n
 
 
@@ -2846,8 +2862,34 @@ def evaluate_ttt(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cfg: C
 
 # ===== 9. TRAIN =====
 
+def cpu_compiler() -> str | None:
+    """The C++ compiler inductor would build CPU kernels with ($CXX, else g++/c++/clang++), or None."""
+    import shutil
+    for name in (os.environ.get("CXX", ""), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
 def use_compile(cfg: Config, ctx: Dist) -> bool:
-    return cfg.compile == "1" or (cfg.compile == "auto" and ctx.device.type == "cuda")
+    """COMPILE=auto compiles on CUDA, and on CPU too when inductor has a C++ compiler: its fused
+    kernels make a CPU training step about 1.7x faster than eager (docs/cpu_speed.md), which
+    repays the first compile (about 90 s on 2 cores, inside the untimed warmup) within a few
+    hundred steps. COMPILE=0 for quick CPU smoke runs."""
+    if cfg.compile != "auto":
+        return cfg.compile == "1"
+    return ctx.device.type == "cuda" or cpu_compiler() is not None
+
+
+def compile_note(cfg: Config, ctx: Dist) -> str:
+    """Why the run is (not) compiled, for the log."""
+    if cfg.compile != "auto":
+        return f"compile:{cfg.compile} (COMPILE={cfg.compile})"
+    if ctx.device.type == "cuda":
+        return "compile:1 (auto: CUDA)"
+    cxx = cpu_compiler()
+    return f"compile:1 (auto: CPU, inductor kernels built with {cxx})" if cxx else \
+        "compile:0 (auto: CPU without a C++ compiler on PATH, so eager; install g++ or set CXX for 1.7x faster steps)"
 
 
 def autocast(cfg: Config, ctx: Dist):
@@ -3412,7 +3454,7 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
     log(f"model_params:{count_params(model)} " + " ".join(
         f"{r}:{sum(p.numel() for _, p in ps)}" for r, ps in params_by_role(model).items() if ps))
     log(f"world_size:{ctx.world_size} grad_accum_steps:{grad_accum} micro_batch_seqs:{micro_tokens // cfg.train_seq_len} "
-        f"compile:{int(use_compile(cfg, ctx))} autocast:{cfg.autocast} "
+        f"{compile_note(cfg, ctx)} autocast:{cfg.autocast} "
         f"attn_backend:{model.blocks[0].attn.backend}")
 
     set_looping(model, cfg.enable_looping_at == 0)  # the loop starts off unless scheduled from step 0
@@ -3588,17 +3630,19 @@ def dry_run(cfg: Config, world_size: int) -> int:
         step_ms = RECORD_STEP_MS * ratio
         source = (f"estimate: the 11-layer record's published {RECORD_STEP_MS} ms/step on 8xH100 x {ratio:.4g} "
                   "(this configuration's FLOPs per step over the default's); set DRY_RUN_STEP_MS to your measured step_avg")
-    cap_ms = 1000 * cfg.max_wallclock_seconds
+    cap_ms = 1000 * cfg.train_cap_seconds  # the training loop's share: the cap less the GPTQ reserve
     fit = int(cap_ms / step_ms) if cap_ms else None
+    loop_s = (f"{cfg.train_cap_seconds:.0f} s (the {cfg.max_wallclock_seconds:.0f} s cap less the "
+              f"{cfg.max_wallclock_seconds - cfg.train_cap_seconds:.0f} s GPTQ reserve)"
+              if cfg.train_cap_seconds != cfg.max_wallclock_seconds else f"{cfg.max_wallclock_seconds:.0f} s")
     steps = cfg.iterations if fit is None else min(cfg.iterations, fit)
     if fit is None:
         verdict = f"ITERATIONS binds (no wallclock cap): {cfg.iterations} steps take about {cfg.iterations * step_ms / 1000:.0f} s"
     elif cfg.iterations <= fit:
         verdict = (f"ITERATIONS binds: training ends at step {cfg.iterations} after about "
-                   f"{cfg.iterations * step_ms / 1000:.0f} s of the {cfg.max_wallclock_seconds:.0f} s cap")
+                   f"{cfg.iterations * step_ms / 1000:.0f} s of {loop_s}")
     else:
-        verdict = (f"the wallclock cap binds: about {fit} of ITERATIONS={cfg.iterations} steps fit in "
-                   f"{cfg.max_wallclock_seconds:.0f} s")
+        verdict = f"the wallclock cap binds: about {fit} of ITERATIONS={cfg.iterations} steps fit in {loop_s}"
     print(f"step_budget step_ms:{step_ms:.2f} steps:{steps} iterations:{cfg.iterations} "
           f"tokens:{steps * cfg.train_batch_tokens} flops_per_token:{flops_per_token(cfg, model):.4g} ({source})")
     print(f"step_budget: {verdict}")

@@ -93,3 +93,22 @@ def test_toc_matches_banners():
     doc = src.split('"""')[1]
     toc = re.findall(r"(\d+) ([A-Z+]+)", doc.split("Sections")[1])
     assert banners == toc and len(banners) >= 10
+
+
+def test_compile_auto_follows_the_device_and_the_cpu_compiler(tg, monkeypatch, tmp_path):
+    """COMPILE=auto compiles on CUDA, and on CPU only when inductor has a C++ compiler; the log
+    line says which and why. 0 and 1 are obeyed whatever the machine."""
+    import torch
+    cpu, cuda = tg.Dist(0, 1, 0, torch.device("cpu")), tg.Dist(0, 1, 0, torch.device("cuda"))
+    auto, off, on = (tg.Config.from_env({"COMPILE": v}) for v in ("auto", "0", "1"))
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no compiler on PATH
+    assert tg.cpu_compiler() is None
+    assert not tg.use_compile(auto, cpu) and tg.use_compile(auto, cuda) and tg.use_compile(on, cpu)
+    assert tg.compile_note(auto, cpu).startswith("compile:0 (auto: CPU without a C++ compiler")
+    fake = tmp_path / "g++"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert tg.cpu_compiler() == "g++" and tg.use_compile(auto, cpu)
+    assert tg.compile_note(auto, cpu) == "compile:1 (auto: CPU, inductor kernels built with g++)"
+    assert not tg.use_compile(off, cuda) and tg.compile_note(off, cpu) == "compile:0 (COMPILE=0)"

@@ -130,6 +130,30 @@ def test_hessians_hook_every_matrix_input_and_the_head_input(tg):
     assert "lm_head" in untied and "tok_emb" not in untied
 
 
+def test_q_k_v_share_one_hessian_equal_to_their_own(tg):
+    """c_q, c_k and c_v read the same tensor: one H serves all three, computed once, and it
+    equals the X^T X each would get from its own input; the other matrices keep their own."""
+    cfg, model, hs, n = calibrated(tg)
+    inputs: dict[str, list] = {}
+    handles = [m.register_forward_pre_hook(lambda _m, a, name=name: inputs.setdefault(name, []).append(a[0].detach().clone()))
+               for name, m in tg.hessian_targets(model).items()]
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _ in range(3):
+            x, y = torch.randint(0, 128, (4, 32), generator=g), torch.randint(0, 128, (4, 32), generator=g)
+            model(x, y)
+    for h in handles:
+        h.remove()
+    for name, xs in inputs.items():
+        X = torch.cat([x.reshape(-1, x.size(-1)).float() for x in xs])
+        assert torch.allclose(hs[name], X.T @ X / n, rtol=1e-5, atol=1e-4), name
+    for i in range(3):
+        q, k, v, o = (hs[f"blocks.{i}.attn.{m}.weight"] for m in ("c_q", "c_k", "c_v", "proj"))
+        assert k is q and v is q and o is not q  # one tensor, accumulated and all-reduced once
+    assert len({id(H) for H in hs.values()}) == len(hs) - 2 * 3
+
+
 def test_gptq_export_lowers_the_model_output_error(tg):
     """A whole model: GPTQ's per-layer output errors on the calibration data are below RTN's."""
     cfg, model, hs, _ = calibrated(tg, QUANT_BITS_ATTN=4, QUANT_BITS_MLP=4, QUANT_BITS_EMBED=5)

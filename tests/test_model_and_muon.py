@@ -8,7 +8,7 @@ CPU = None
 def tiny_cfg(tg, **kw):
     env = {"NUM_LAYERS": "3", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2", "TRAIN_SEQ_LEN": "32",
            "TRAIN_BATCH_TOKENS": "256", "VOCAB_SIZE": "128", "XSA_LAST_N": "1", "BIGRAM_VOCAB_SIZE": "64",
-           "BIGRAM_DIM": "16", "EVAL_STRIDE": "16", "AUTOCAST": "off"}
+           "BIGRAM_DIM": "16", "EVAL_STRIDE": "16", "AUTOCAST": "off", "COMPILE": "0"}
     env.update({k: str(v) for k, v in kw.items()})
     return tg.Config.from_env(env)
 

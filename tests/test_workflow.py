@@ -130,9 +130,14 @@ def test_dry_run_checks_without_training_or_writing(trained, tmp_path):
 
 def test_dry_run_says_which_limit_ends_training(tg, capsys):
     _, out = dry(tg, capsys, {"DRY_RUN_STEP_MS": "100", "MAX_WALLCLOCK_SECONDS": "600", "ITERATIONS": "9000"})
+    # GPTQ (the default) calibrates inside the cap: the loop gets the cap less GPTQ_RESERVE_SECONDS
+    assert ("the wallclock cap binds: about 5920 of ITERATIONS=9000 steps fit in 592 s "
+            "(the 600 s cap less the 8 s GPTQ reserve)") in out
+    _, out = dry(tg, capsys, {"DRY_RUN_STEP_MS": "100", "MAX_WALLCLOCK_SECONDS": "600", "ITERATIONS": "9000",
+                              "QUANT_METHOD": "rtn"})
     assert "the wallclock cap binds: about 6000 of ITERATIONS=9000 steps fit in 600 s" in out
     _, out = dry(tg, capsys, {"DRY_RUN_STEP_MS": "100", "MAX_WALLCLOCK_SECONDS": "600", "ITERATIONS": "5000"})
-    assert "ITERATIONS binds: training ends at step 5000 after about 500 s of the 600 s cap" in out
+    assert "ITERATIONS binds: training ends at step 5000 after about 500 s of 592 s (the 600 s cap" in out
     _, out = dry(tg, capsys, {"MAX_WALLCLOCK_SECONDS": "600", "ITERATIONS": "9000"})
     assert "estimate: the 11-layer record's published 85.1 ms/step" in out
     assert "check data_preflight: PASS train_shards:2 " in out and "train_val_overlap:none" in out
