@@ -237,6 +237,10 @@ class Config:
     phased_ttt_prefix_docs: int = knob(2500, "documents (in stream order) whose scores come before the last phase", lo=1, group="eval")
     global_ttt_lr: float = knob(1e-3, "SGD LR of a global phase (cosine to 0 over its chunks)", lo=0.0, group="eval")
     global_ttt_momentum: float = knob(0.9, "SGD momentum of a global phase (restarts every phase)", lo=0.0, hi=1.0, group="eval")
+    global_ttt_warmup_chunks: int = knob(0, "global-SGD steps of a phase whose LR rises linearly from GLOBAL_TTT_WARMUP_START_LR "
+                                         "to GLOBAL_TTT_LR before the cosine (0 = no warmup)", lo=0, group="eval")
+    global_ttt_warmup_start_lr: float = knob(0.0, "LR of a phase's first global-SGD step when GLOBAL_TTT_WARMUP_CHUNKS > 0",
+                                             lo=0.0, group="eval")
     global_ttt_chunk_tokens: int = knob(32768, "tokens per global-SGD step, summed over ranks", lo=1, group="eval")
     global_ttt_epochs: int = knob(1, "passes of a global phase over its documents", lo=1, group="eval")
     global_ttt_grad_clip: float = knob(1.0, "grad-norm clip of a global step (0 = off)", lo=0.0, group="eval")
@@ -509,8 +513,6 @@ RECORD_NAMES = {
     "TTT_MLP_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,v,up,down,head)",
     "PHASED_TTT_ENABLED": "phases run when PHASED_TTT_NUM_PHASES > 0 (with TTT_ENABLED=1)",
     "GLOBAL_TTT_BATCH_SEQS": "a global step holds GLOBAL_TTT_CHUNK_TOKENS / TRAIN_SEQ_LEN rows, split across ranks",
-    "GLOBAL_TTT_WARMUP_CHUNKS": "not supported: a global phase's LR is a cosine from GLOBAL_TTT_LR without warmup",
-    "GLOBAL_TTT_WARMUP_START_LR": "not supported: a global phase's LR is a cosine from GLOBAL_TTT_LR without warmup",
     "GLOBAL_TTT_RESPECT_DOC_BOUNDARIES": "not supported: a global phase trains on TRAIN_SEQ_LEN rows of the scored prefix",
     "TTT_EVAL_ONLY": "score an existing artifact with EVAL_ONLY=<path> (TTT_ENABLED=1 for TTT)",
     "PREQUANT_ONLY": "not supported: every run exports and scores its artifact",
@@ -2693,12 +2695,25 @@ def global_ttt_rows(cfg: Config, ctx: Dist) -> int:
     return math.ceil(max(1, cfg.global_ttt_chunk_tokens // cfg.train_seq_len) / ctx.world_size)
 
 
+def global_ttt_lr(cfg: Config, step: int, steps: int) -> float:
+    """LR of global-SGD step `step` of `steps` in a phase: a linear warmup from
+    GLOBAL_TTT_WARMUP_START_LR over the first GLOBAL_TTT_WARMUP_CHUNKS steps (the last of them at
+    GLOBAL_TTT_LR), then a cosine from GLOBAL_TTT_LR to 0 over the rest (its last step at 0)."""
+    w = min(cfg.global_ttt_warmup_chunks, steps)
+    if step < w:
+        return cfg.global_ttt_warmup_start_lr + (cfg.global_ttt_lr - cfg.global_ttt_warmup_start_lr) * (step + 1) / w
+    rest, k = steps - w, step - w
+    if rest <= 1:
+        return cfg.global_ttt_lr if w == 0 else 0.0  # one plain step; or a warmup that used every step
+    return cfg.global_ttt_lr * 0.5 * (1 + math.cos(math.pi * (k + (w > 0)) / (rest - 1 + (w > 0))))
+
+
 def global_ttt_phase(model: nn.Module, tokens: Tensor, cfg: Config, ctx: Dist, end: int, trace: list | None) -> int:
     """One global phase: plain SGD (momentum restarted) on all base weights over predictions
     [0, end), the prefix of documents every rank has scored, cut into TRAIN_SEQ_LEN rows and
     GLOBAL_TTT_CHUNK_TOKENS steps shared across ranks (gradients summed, normalized by the
-    global token count, clipped). LR: cosine from GLOBAL_TTT_LR to 0 over the steps; the
-    last, at LR 0, is skipped. Returns the row-tokens this rank processed."""
+    global token count, clipped). LR: global_ttt_lr (optional warmup, then a cosine to 0); a
+    step at LR 0 is skipped. Returns the row-tokens this rank processed."""
     seq, rows = cfg.train_seq_len, global_ttt_rows(cfg, ctx)
     chunk_seqs = max(1, cfg.global_ttt_chunk_tokens // seq)
     n_seq = math.ceil(end / seq)
@@ -2711,7 +2726,7 @@ def global_ttt_phase(model: nn.Module, tokens: Tensor, cfg: Config, ctx: Dist, e
     j = torch.arange(seq, device=ctx.device)
     work = 0
     for step in range(steps):
-        lr = cfg.global_ttt_lr * (0.5 * (1 + math.cos(math.pi * step / (steps - 1))) if steps > 1 else 1.0)
+        lr = global_ttt_lr(cfg, step, steps)
         if lr <= 0:
             continue
         c = step % n_chunks
@@ -3259,7 +3274,7 @@ def calibrate_gptq(model: GPT, loader, cfg: Config, ctx: Dist, log, train_ms: fl
     calib_ms = host_max(1000 * (time.perf_counter() - t0), ctx)
     total, cap = train_ms + calib_ms, 1000 * cfg.max_wallclock_seconds
     log(f"gptq_calibration batches:{n * ctx.world_size} tokens:{tokens * ctx.world_size} hessians:{len(hessians)} "
-        f"calibration_time:{calib_ms:.0f}ms train_time:{train_ms:.0f}ms train_plus_calibration:{total:.0f}ms "
+        f"distinct:{len({id(H) for H in hessians.values()})} calibration_time:{calib_ms:.0f}ms train_time:{train_ms:.0f}ms train_plus_calibration:{total:.0f}ms "
         + (f"cap:{cap:.0f}ms inside_cap:{int(total <= cap)}" if cap else "cap:none"))
     if cap and total > cap:
         log(f"WARNING: GPTQ calibration ended {total - cap:.0f}ms after the training-time cap; raise GPTQ_RESERVE_SECONDS "

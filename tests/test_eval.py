@@ -100,6 +100,23 @@ def test_phase_bounds_follow_the_record(tg):
     assert tg.ttt_phase_bounds(50_000, with_(tg, cfg, phased_ttt_num_phases=0)) == []
 
 
+def test_global_phase_lr_schedule(tg):
+    """Without warmup: the cosine from GLOBAL_TTT_LR to 0 (last step at 0). With
+    GLOBAL_TTT_WARMUP_CHUNKS=w: a linear rise from GLOBAL_TTT_WARMUP_START_LR that reaches the
+    peak at step w-1, then the cosine over the remaining steps, ending at 0."""
+    import math
+    plain = tiny_cfg(tg, GLOBAL_TTT_LR=1e-3)
+    lrs = [tg.global_ttt_lr(plain, k, 5) for k in range(5)]
+    assert lrs == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]) and lrs[-1] == pytest.approx(0)
+    assert tg.global_ttt_lr(plain, 0, 1) == 1e-3  # a one-step phase takes one plain step
+    warm = tiny_cfg(tg, GLOBAL_TTT_LR=1e-3, GLOBAL_TTT_WARMUP_CHUNKS=2, GLOBAL_TTT_WARMUP_START_LR=1e-4)
+    lrs = [tg.global_ttt_lr(warm, k, 6) for k in range(6)]
+    assert lrs[:2] == pytest.approx([5.5e-4, 1e-3])
+    assert lrs[2:] == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(1, 5)])
+    assert lrs[-1] == pytest.approx(0) and all(a > b for a, b in zip(lrs[1:], lrs[2:]))
+    assert [tg.global_ttt_lr(warm, k, 2) for k in range(2)] == pytest.approx([5.5e-4, 1e-3])  # all warmup
+
+
 @pytest.mark.parametrize("kw", [{}, dict(ttt_warm_start_a=True, ttt_batch_size=1)])
 def test_ttt_scores_every_prediction_once_and_adapts(tg, setup, kw):
     cfg, model, tokens, vb, lut = setup
