@@ -227,6 +227,8 @@ class Config:
     # --- per-document TTT (the 1.0611 record's names and settings) ---
     ttt_batch_size: int = knob(64, "documents adapted at once (one adapter each; rows padded to this fixed size)", lo=1, group="eval")
     ttt_lora_alpha: float = knob(144.0, "adapter output scaled by TTT_LORA_ALPHA/TTT_LORA_RANK (0 = unscaled B*A)", lo=0.0, group="eval")
+    ttt_lora_per_slot: bool = knob(True, "with depth recurrence, one adapter per virtual layer slot (the 1.0611 record: 17), "
+                                   "not one per physical block shared by its passes", group="eval")
     ttt_warm_start_a: bool = knob(True, "a new batch re-zeroes only B: each adapter slot keeps its learned A (within a phase)", group="eval")
     ttt_beta1: float = knob(0.0, "AdamW beta1 of the TTT adapters", lo=0.0, hi=1.0, group="eval")
     ttt_beta2: float = knob(0.99, "AdamW beta2 of the TTT adapters", lo=0.0, hi=1.0, group="eval")
@@ -1602,6 +1604,7 @@ class GPT(nn.Module):
         order = virtual_layers(self.cfg, self.looping)
         n_enc, start = len(order) // 2, self.cfg.parallel_start_layer
         x0, skips, h_mid, lanes = x, [], None, None
+        per_slot = any(key.startswith("slots.") for key in lora)  # TTT adapters per virtual slot (make_lora)
         for slot, i in enumerate(order):
             k = slot - n_enc
             if 0 <= k < len(self.skip_weights) and skips:
@@ -1612,7 +1615,8 @@ class GPT(nn.Module):
                 else:
                     target = target + skip
                 x, lanes = (target, None) if lanes is None else (x, (target, lanes[1]))
-            block_lora = {key.split(".")[-1]: v for key, v in lora.items() if key.startswith(f"blocks.{i}.")}
+            prefix = f"slots.{slot}." if per_slot else f"blocks.{i}."
+            block_lora = {key.split(".")[-1]: v for key, v in lora.items() if key.startswith(prefix)}
             if lanes is None and start and k >= 0 and i >= start:
                 lanes = (x, x)
             if lanes is None:
@@ -2562,15 +2566,25 @@ def document_spans(tokens: Tensor, bos_id: int) -> list[tuple[int, int]]:
     return [(s, e) for s, e in zip(starts, ends) if e > s]
 
 
+def lora_units(model: GPT, cfg: Config) -> list[tuple[str, int]]:
+    """(key prefix, physical block) of every adapter set: one per virtual layer slot
+    ("slots.<slot>.") with TTT_LORA_PER_SLOT, else one per block ("blocks.<i>.") shared by all
+    of its passes. Without looping the two are the same adapters under another name."""
+    if cfg.ttt_lora_per_slot:
+        return [(f"slots.{slot}.", i) for slot, i in enumerate(virtual_layers(cfg, model.looping))]
+    return [(f"blocks.{i}.", i) for i in range(len(model.blocks))]
+
+
 def make_lora(model: GPT, cfg: Config, n: int, device: torch.device) -> dict[str, tuple[Tensor, Tensor]]:
     """Fresh per-document adapters: A ~ U(+-1/sqrt(in)), B = 0, so each starts as a no-op."""
-    shapes = {}
-    for i, block in enumerate(model.blocks):
+    model, shapes = unwrap(model), {}
+    for prefix, i in lora_units(model, cfg):
+        block = model.blocks[i]
         mods = dict(q=block.attn.c_q, k=block.attn.c_k, v=block.attn.c_v, o=block.attn.proj, up=block.mlp.fc, down=block.mlp.proj)
         for t in cfg.ttt_target_list:
             if t in mods:
                 out_f, in_f = mods[t].weight.shape
-                shapes[f"blocks.{i}.{t}"] = (in_f, out_f)
+                shapes[prefix + t] = (in_f, out_f)
     if "head" in cfg.ttt_target_list:
         shapes["head"] = (cfg.model_dim, cfg.vocab_size)
     # The same A for every document, from a fixed seed: a document's adapter must not depend on

@@ -312,3 +312,27 @@ def test_ttt_scores_the_looped_model(tg, setup):
     changed = tokens.clone()
     changed[301:] = 7
     assert torch.allclose(ttt(tg, model, changed, lut, cfg).per_token[:300], base[:300], atol=1e-5, rtol=0)
+
+
+def test_ttt_adapters_per_virtual_slot(tg, setup):
+    """With depth recurrence each virtual layer slot gets its own adapters (the record's 17 for
+    11 blocks): a block run twice has two independent adapter sets, each getting its own
+    gradient. TTT_LORA_PER_SLOT=0 shares one set per block; without looping both are the same."""
+    cfg = tiny_cfg(tg, **{**TTT_ENV, "NUM_LOOPS": 1, "LOOP_START": 1, "LOOP_END": 1, "PHASED_TTT_NUM_PHASES": 0})
+    torch.manual_seed(0)
+    model = randomize(tg.build_model(cfg, cpu(tg))).eval()
+    assert tg.virtual_layers(cfg, True) == [0, 1, 1, 2]
+    lora = tg.make_lora(model, cfg, 2, torch.device("cpu"))
+    targets = len(cfg.ttt_target_list) - 1  # all but the head
+    assert len(lora) == 4 * targets + 1 and {k.rsplit(".", 1)[0] for k in lora} == {"slots.0", "slots.1", "slots.2", "slots.3", "head"}
+    for _, B in lora.values():  # B = 0 is a no-op whatever A: perturb B to see each slot's effect
+        B.data.normal_(0, 0.05)
+    x = torch.randint(0, 128, (2, 16))
+    tg.token_nll(model, x, x, tg.scaled_lora(lora, cfg)).sum().backward()
+    g1, g2 = lora["slots.1.q"][1].grad, lora["slots.2.q"][1].grad  # block 1's two passes
+    assert g1.abs().sum() > 0 and g2.abs().sum() > 0 and not torch.allclose(g1, g2)
+    shared = tg.make_lora(model, with_(tg, cfg, ttt_lora_per_slot=False), 2, torch.device("cpu"))
+    assert {k.rsplit(".", 1)[0] for k in shared} == {"blocks.0", "blocks.1", "blocks.2", "head"}
+    tg.set_looping(model, False)
+    unlooped = tg.make_lora(model, cfg, 2, torch.device("cpu"))
+    assert [A for A, _ in unlooped.values()] and all(torch.equal(a[0], b[0]) for a, b in zip(unlooped.values(), shared.values()))
