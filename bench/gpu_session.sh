@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of issue 7 on one H100/H200, in steps that each fit one 10-minute
+# The GPU measurements on one H100/H200, in steps that each fit one 10-minute
 # device command. The device machine has no internet, so the data travels with the working
 # tree: copy the proxy corpus into the ignored .carry/ folder first (see bench/README.md,
 # "GPU measurement"), and name .carry in the device call's carry list.
@@ -8,6 +8,15 @@
 #                                      # tokens/s, MFU, peak memory, compile, export and
 #                                      # sliding-eval time over one rank's share of FineWeb val
 #   bash bench/gpu_session.sh profile  # per-phase CUDA profile of the step + recompile log
+#   bash bench/gpu_session.sh frontier # the 1.0856 preset (SP8192, loop 4-5 x2 from 0.5) at the
+#                                      # per-GPU batch of an 8-GPU run: ms/step before and after
+#                                      # the loop switch, peak memory, GPTQ time (needs
+#                                      # .carry/proxy8192: the SP8192 proxy)
+#   bash bench/gpu_session.sh ttt      # a 40-step default model, then the phased TTT eval (the
+#                                      # 1.0611 record's protocol, TTT_ENABLED=1) over one rank's
+#                                      # share of FineWeb val: prewarm and eval time vs the budget
+#
+# `train` also times GPTQ (gptq_calibration ... calibration_time, gptq ... quant_time).
 #
 # Results go to $OUT (the device tool brings that folder back), else bench/results/.
 set -euo pipefail
@@ -39,6 +48,23 @@ case "${1:-}" in
     TORCH_LOGS=recompiles python bench/profile_step.py --steps 3 --row-limit 30 \
       --env "$DATA_ENV,WARMUP_STEPS=3,TRAIN_BATCH_TOKENS=786432" 2>&1 | tee "$OUT/gpu_profile.log"
     ;;
+  frontier)
+    # 200 steps, the loop switching on at step 100: the step lines before and after give the two
+    # step times (the 1.0611 record: about 96 and 144 ms/step on 8xH100, i.e. x8 here).
+    S8=${PROXY8192_SRC:-.carry/proxy8192}
+    [ -f "$S8/proxy_8192_bpe.model" ] || { echo "error: $S8/proxy_8192_bpe.model missing: copy ../shared/proxy8192 into $S8 first" >&2; exit 2; }
+    env $(grep -v '^#' configs/record_0405_1.0856.env | xargs) DATA_PATH="$S8" TRAIN_GLOB='proxy_train_*.bin' \
+      VAL_GLOB='proxy_val_*.bin' TOKENIZER_PATH="$S8/proxy_8192_bpe.model" ITERATIONS=200 ENABLE_LOOPING_AT=0.5 \
+      MAX_WALLCLOCK_SECONDS=0 TRAIN_LOG_EVERY=10 VAL_LOSS_EVERY=0 EVAL_STRIDE=0 RUN_ID=gpu_frontier OUT_DIR="$OUT" \
+      OVERWRITE_RUN=1 timeout 570 python train_gpt.py 2>&1 | grep -v '^config:' | tee "$OUT/gpu_frontier.log"
+    ;;
+  ttt)
+    # The eval budget is cut to 420 s so the whole command fits one 10-minute call; the log's
+    # ttt_budget lines say whether the projection dropped phases or adaptation to stay inside.
+    env $(echo "$DATA_ENV" | tr , ' ') ITERATIONS=40 MAX_WALLCLOCK_SECONDS=0 TRAIN_LOG_EVERY=10 VAL_LOSS_EVERY=0 \
+      TTT_ENABLED=1 EVAL_BUDGET_SECONDS=420 RUN_ID=gpu_ttt OUT_DIR="$OUT" OVERWRITE_RUN=1 \
+      timeout 580 python train_gpt.py 2>&1 | grep -v '^config:' | tee "$OUT/gpu_ttt.log"
+    ;;
   *)
-    echo "usage: bash bench/gpu_session.sh train|profile" >&2; exit 2 ;;
+    echo "usage: bash bench/gpu_session.sh train|profile|frontier|ttt" >&2; exit 2 ;;
 esac
