@@ -6,6 +6,8 @@ non-overlapping, same tokens) per seed, then the mean and sample std of the gap.
 
 One seed's rows may come from several sweeps of the same weights: join them with "+"
 (sweep_p1024_s1337.json+sweep4_p1024_s1337.json); a variant in several takes the first.
+With --bpb the cells are the reloaded artifact's val_bpb instead of the gap (to compare runs
+trained differently, e.g. with and without QAT, on the same tokens).
 """
 import json
 import statistics
@@ -21,17 +23,18 @@ def load(spec: str) -> dict[str, dict]:
     return rows
 
 
-def table(specs: list[str]) -> str:
+def table(specs: list[str], bpb: bool = False) -> str:
     runs = [load(p) for p in specs]
     names = [Path(p.split("+")[0]).stem.split("_", 1)[1] for p in specs]  # e.g. p8192_s1337
     order = [v for v in runs[0] if all(v in r for r in runs)]
-    head = ["variant"] + [f"bytes {n}" for n in names] + [f"gap {n}" for n in names] + ["mean gap", "std"]
+    what = "bpb" if bpb else "gap"
+    head = ["variant"] + [f"bytes {n}" for n in names] + [f"{what} {n}" for n in names] + [f"mean {what}", "std"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in order:
-        gaps = [r[v]["nonoverlap"]["val_bpb"] - r[v]["prequant_nonoverlap_bpb"] for r in runs]
+        gaps = [r[v]["nonoverlap"]["val_bpb"] - (0.0 if bpb else r[v]["prequant_nonoverlap_bpb"]) for r in runs]
         std = statistics.stdev(gaps) if len(gaps) > 1 else float("nan")
-        lines.append("| " + " | ".join([v] + [f"{r[v]['model_bytes']:,}" for r in runs] + [f"{g:+.5f}" for g in gaps]
-                                       + [f"{statistics.fmean(gaps):+.5f}", f"{std:.5f}"]) + " |")
+        lines.append("| " + " | ".join([v] + [f"{r[v]['model_bytes']:,}" for r in runs] + [f"{g:+.5f}" if not bpb else f"{g:.5f}" for g in gaps]
+                                       + [f"{statistics.fmean(gaps):+.5f}" if not bpb else f"{statistics.fmean(gaps):.5f}", f"{std:.5f}"]) + " |")
     return "\n".join(lines)
 
 
@@ -40,7 +43,8 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
-    print(table(argv))
+    bpb = "--bpb" in argv
+    print(table([a for a in argv if a != "--bpb"], bpb))
     return 0
 
 
