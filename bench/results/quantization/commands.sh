@@ -175,3 +175,11 @@ job_qat() {  # seed mode(off|late)
   qtrain $NEW p1024qat$2_s$1 $PROXY proxy_1024_bpe.model 1024 $1 QAT_MODE=$2 AUTOCAST=off COMPILE=0
   qsweep sweepqat p1024qat$2_s$1 "${QATSET[@]}"
 }
+
+# --- int6 embedding on the remaining seeds and SP8192 (sweep7), and the SP8192 compressor table
+E6=("gptq_amax_m5_e6:QUANT_METHOD=gptq,QUANT_CLIP=amax,EMBED_BITS=6" "gptq_sdclip_m6_e6:QUANT_METHOD=gptq,QUANT_CLIP=sdclip,MATRIX_BITS=6,EMBED_BITS=6")
+sweep7() { for r in p1024_s42 p1024_s7 p8192_s1337 p8192_s42 p8192_s7; do qsweep sweep7 $r "${E6[@]}"; done; }
+compressors_sp8192() {
+python bench/compressors.py $OUT/p8192_s1337.txt --weights $OUT/p8192_s1337.raw.pt --set QUANT_METHOD=gptq --set QUANT_CLIP=amax \
+  --set COMPILE=0 --out bench/results/quantization/compressors_sp8192_s1337_gptq_amax_int5.json
+}
