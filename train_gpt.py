@@ -2900,25 +2900,28 @@ def cpu_compiler() -> str | None:
     return None
 
 
-def use_compile(cfg: Config, ctx: Dist) -> bool:
-    """COMPILE=auto compiles on CUDA, and on CPU too when inductor has a C++ compiler: its fused
-    kernels make a CPU training step about 1.7x faster than eager (docs/cpu_speed.md), which
-    repays the first compile (about 90 s on 2 cores, inside the untimed warmup) within a few
-    hundred steps. COMPILE=0 for quick CPU smoke runs."""
+def compile_decision(cfg: Config, ctx: Dist) -> tuple[bool, str]:
+    """Whether the run is compiled, and the log's `compile:` note saying why. COMPILE=auto
+    compiles on CUDA, and on CPU too when inductor has a C++ compiler: its fused kernels make a
+    CPU training step about 1.7x faster than eager (docs/cpu_speed.md), which repays the first
+    compile (about 90 s on 2 cores, inside the untimed warmup) within a few hundred steps.
+    COMPILE=0 for quick CPU smoke runs."""
     if cfg.compile != "auto":
-        return cfg.compile == "1"
-    return ctx.device.type == "cuda" or cpu_compiler() is not None
+        return cfg.compile == "1", f"compile:{cfg.compile} (COMPILE={cfg.compile})"
+    if ctx.device.type == "cuda":
+        return True, "compile:1 (auto: CUDA)"
+    cxx = cpu_compiler()
+    if cxx:
+        return True, f"compile:1 (auto: CPU, inductor kernels built with {cxx})"
+    return False, "compile:0 (auto: CPU without a C++ compiler on PATH, so eager; install g++ or set CXX for 1.7x faster steps)"
+
+
+def use_compile(cfg: Config, ctx: Dist) -> bool:
+    return compile_decision(cfg, ctx)[0]
 
 
 def compile_note(cfg: Config, ctx: Dist) -> str:
-    """Why the run is (not) compiled, for the log."""
-    if cfg.compile != "auto":
-        return f"compile:{cfg.compile} (COMPILE={cfg.compile})"
-    if ctx.device.type == "cuda":
-        return "compile:1 (auto: CUDA)"
-    cxx = cpu_compiler()
-    return f"compile:1 (auto: CPU, inductor kernels built with {cxx})" if cxx else \
-        "compile:0 (auto: CPU without a C++ compiler on PATH, so eager; install g++ or set CXX for 1.7x faster steps)"
+    return compile_decision(cfg, ctx)[1]
 
 
 def autocast(cfg: Config, ctx: Dist):
