@@ -38,6 +38,7 @@ from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import sentencepiece as spm
@@ -79,9 +80,11 @@ class Config:
     run_id: str = knob("", "name of the run's log and outputs (default: a fresh uuid)", group="data")
     out_dir: str = knob("logs", "directory for the log, raw weights and artifact (rank 0 writes)", group="data")
     seed: int = knob(1337, "random seed (init; the data order too with TRAIN_LOADER=shuffled, else it is fixed)", lo=0, hi=2**32 - 1, group="data")
-    train_loader: str = knob("stream", "training data order: stream (the shards in order, contiguous spans) or shuffled "
-                             "(seq-len windows at a random phase per shard, in a random order over all shards, from SEED)",
-                             choices=("stream", "shuffled"), group="data")
+    train_loader: str = knob("stream", "training data order: stream (the shards in order, contiguous spans), shuffled "
+                             "(seq-len windows at a random phase per shard, in a random order over all shards, from SEED) or "
+                             "docpack (the VarLen records: stream spans as one flat row per micro-batch, attention inside "
+                             "documents cut every TRAIN_SEQ_LEN tokens; needs ATTN_DOC_MASK=1)",
+                             choices=("stream", "shuffled", "docpack"), group="data")
     overwrite_run: bool = knob(False, "start even if RUN_ID's files exist in OUT_DIR, deleting them first (default: refuse)", group="data")
     # --- BPB bytes: byte sidecar (CaseOps) ---
     caseops_enabled: bool = knob(False, "val shards are CaseOps (lossless-caps) tokens: BPB bytes must come from the byte sidecar, which is then required", group="data")
@@ -139,7 +142,7 @@ class Config:
     rope_train_seq_len: int = knob(0, "NTK RoPE rescale: a forward longer than this uses base*(T/this)^(R/(R-2)), R the rotary dims "
                                    "(the 1.1248 record: 1024, so base ~22,082 at 2048); 0 = off", lo=0, group="model")
     attn_doc_mask: bool = knob(False, "document-masked attention: each token attends only to earlier tokens of its own document "
-                               "(documents start at BOS; SDPA with a block-diagonal causal mask)", group="model")
+                               "(documents start at BOS; SDPA with a block-diagonal causal mask, FA3 varlen on fa3)", group="model")
     attn_backend: str = knob("auto", "attention kernel: fa3 (flash_attn_interface; an error if it does not import), sdpa, "
                              "or auto (fa3 on CUDA when it imports, else sdpa); the one used is logged",
                              choices=("auto", "fa3", "sdpa"), group="model")
@@ -352,8 +355,8 @@ class Config:
              "ATTN_OUT_GATE_ENABLED=1 and SPARSE_ATTN_GATE_ENABLED=1 are exclusive: pick one attention gate"),
             (self.gate_window <= min(self.model_dim, hd), f"GATE_WINDOW={self.gate_window} exceeds the head dim {hd}"),
             (not self.rope_train_seq_len or (self.rope_dims or hd) > 2, "ROPE_TRAIN_SEQ_LEN needs more than 2 rotary dims"),
-            (not (self.attn_doc_mask and self.attn_backend == "fa3"),
-             "ATTN_DOC_MASK=1 runs on SDPA (a dense mask); ATTN_BACKEND=fa3 has no masked path here: use auto or sdpa"),
+            (self.train_loader != "docpack" or self.attn_doc_mask,
+             "TRAIN_LOADER=docpack needs ATTN_DOC_MASK=1: a packed row is one long stream, attention must stay inside its documents"),
             (not self.late_qat_threshold or self.late_qat_threshold > self.min_lr,
              f"LATE_QAT_THRESHOLD={self.late_qat_threshold} must exceed MIN_LR={self.min_lr} or late QAT never fires"),
             (self.muon_ns_coeffs != "polar_express" or self.muon_backend_steps <= len(POLAR_EXPRESS),
@@ -393,6 +396,16 @@ class Config:
     @property
     def window_len(self) -> int:
         return self.eval_seq_len or self.train_seq_len
+
+    @property
+    def packed(self) -> bool:
+        """Training rows are packed flat streams (TRAIN_LOADER=docpack), not TRAIN_SEQ_LEN rows."""
+        return self.train_loader == "docpack"
+
+    @property
+    def train_row_len(self) -> int:
+        """Tokens per training row: a whole micro-batch (TRAIN_BATCH_TOKENS/8) when packed."""
+        return self.train_batch_tokens // 8 if self.packed else self.train_seq_len
 
     @property
     def ttt_target_list(self) -> list[str]:
@@ -901,7 +914,23 @@ class ShuffledSequenceLoader:
         return chunk[:, :-1], chunk[:, 1:]
 
 
+class DocumentPackingLoader(DistributedTokenLoader):
+    """TRAIN_LOADER=docpack, the layout of the VarLen records: the stream loader's spans (same
+    tokens, same world-size independence), each handed out as one flat row [1, micro_tokens]
+    instead of micro_tokens/TRAIN_SEQ_LEN rows. The model runs it with packed=True: attention
+    segments are the documents, cut every TRAIN_SEQ_LEN tokens (segment_starts), so a document
+    keeps its context across what would have been a row boundary, and no token sees another
+    document. (The records start each shard at its first BOS and skip a shard's tail; here the
+    stream runs on, and a span's leading partial document is a segment of its own.)"""
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        x, y = super().next_batch()
+        return x.reshape(1, -1), y.reshape(1, -1)
+
+
 def make_loader(cfg: Config, files: list[str], ctx: Dist, micro_tokens: int):
+    if cfg.train_loader == "docpack":
+        return DocumentPackingLoader(files, ctx, micro_tokens, cfg.train_seq_len)
     if cfg.train_loader == "shuffled":
         return ShuffledSequenceLoader(files, ctx, micro_tokens, cfg.train_seq_len, cfg.seed)
     return DistributedTokenLoader(files, ctx, micro_tokens, cfg.train_seq_len)
@@ -1303,15 +1332,19 @@ class Rotary(nn.Module):
     def inv_freq(self, base: float, device=None) -> Tensor:
         return base ** (-torch.arange(0, self.dims, 2, dtype=torch.float32, device=device) / self.dims)
 
-    def tables(self, T: int, device) -> tuple[Tensor, Tensor]:
-        if self.train_len and T > self.train_len:
-            base = self.base * (T / self.train_len) ** (self.dims / (self.dims - 2))
+    def tables(self, T: int, device, span: int = 0) -> tuple[Tensor, Tensor]:
+        """Tables for positions 0..T-1. span: the longest distance attention spans (default T; a
+        packed row of many TRAIN_SEQ_LEN segments spans only TRAIN_SEQ_LEN), which is what the NTK
+        rule compares with train_len: RoPE angles only ever meet as differences."""
+        span = span or T
+        if self.train_len and span > self.train_len:
+            base = self.base * (span / self.train_len) ** (self.dims / (self.dims - 2))
             angles = torch.outer(torch.arange(T, dtype=torch.float32, device=device), self.inv_freq(base, device))
             return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
         return self.cos[:, :T], self.sin[:, :T]
 
-    def forward(self, x_BTHD: Tensor) -> Tensor:
-        cos, sin = self.tables(x_BTHD.size(1), x_BTHD.device)
+    def forward(self, x_BTHD: Tensor, span: int = 0) -> Tensor:
+        cos, sin = self.tables(x_BTHD.size(1), x_BTHD.device, span)
         cos, sin = cos.to(x_BTHD.dtype), sin.to(x_BTHD.dtype)
         rot, rest = x_BTHD[..., :self.dims], x_BTHD[..., self.dims:]
         x1, x2 = rot.chunk(2, dim=-1)
@@ -1319,16 +1352,17 @@ class Rotary(nn.Module):
 
 
 FLASH_ATTN_FUNC = None  # flash_attn_interface.flash_attn_func once ATTN_BACKEND resolves to fa3
+FLASH_ATTN_VARLEN_FUNC = None  # and its flash_attn_varlen_func (document-masked attention on fa3)
 
 
 def resolve_attn_backend(cfg: Config, device: torch.device) -> str:
     """ATTN_BACKEND -> the kernel that runs: fa3 asked for and not importable is an error;
     auto takes fa3 on CUDA when flash_attn_interface imports, else sdpa."""
-    global FLASH_ATTN_FUNC
+    global FLASH_ATTN_FUNC, FLASH_ATTN_VARLEN_FUNC
     if cfg.attn_backend == "sdpa" or (cfg.attn_backend == "auto" and device.type != "cuda"):
         return "sdpa"
     try:
-        from flash_attn_interface import flash_attn_func
+        from flash_attn_interface import flash_attn_func, flash_attn_varlen_func
     except ImportError as e:
         if cfg.attn_backend == "fa3":
             raise ImportError(f"ATTN_BACKEND=fa3 but flash_attn_interface does not import ({e}); "
@@ -1336,14 +1370,74 @@ def resolve_attn_backend(cfg: Config, device: torch.device) -> str:
         return "sdpa"
     if device.type != "cuda":
         raise ValueError(f"ATTN_BACKEND=fa3 needs a CUDA device, not {device.type}")
-    FLASH_ATTN_FUNC = flash_attn_func
+    FLASH_ATTN_FUNC, FLASH_ATTN_VARLEN_FUNC = flash_attn_func, flash_attn_varlen_func
     return "fa3"
 
 
 def set_attn_backend(model: nn.Module, backend: str) -> None:
     for m in model.modules():
-        if isinstance(m, Attention):
+        if isinstance(m, (Attention, GPT)):
             m.backend = backend
+
+
+class AttnLayout(NamedTuple):
+    """Where document-masked attention may look (ATTN_DOC_MASK=1), built once per forward by
+    attention_layout and shared by every layer. Exactly one form is set:
+      mask        SDPA over rows: bool [B, 1, T, T], True where query i may attend key j;
+      block_mask  SDPA over a packed row [1, N]: queries in blocks of `span`, each attending the
+                  keys of its own block and the one before, bool [N/span, 1, span, 2*span] (exact,
+                  since no segment is longer than span);
+      cu_seqlens  FA3 varlen over the flattened batch: int32 segment starts, then B*T.
+    span is the longest segment: the NTK RoPE rule and FA3's max_seqlen read it."""
+    span: int
+    mask: Tensor | None = None
+    block_mask: Tensor | None = None
+    cu_seqlens: Tensor | None = None
+
+
+def segment_starts(ids: Tensor, bos_id: int, cap: int) -> Tensor:
+    """bool [B, T]: where an attention segment starts: each row's first token, every BOS, and
+    every cap-th token after a document's start (the VarLen records cut long documents so;
+    with cap >= T only rows and documents start segments)."""
+    pos = torch.arange(ids.size(1), device=ids.device)
+    doc_start = torch.where((ids == bos_id) | (pos == 0), pos, 0).cummax(1).values
+    return (pos - doc_start) % cap == 0
+
+
+def attention_layout(ids: Tensor, bos_id: int, backend: str, packed_span: int = 0) -> AttnLayout:
+    """The AttnLayout of document-masked attention for ids [B, T]: segments are documents
+    (cut every packed_span tokens for a packed row [1, N], TRAIN_LOADER=docpack)."""
+    B, T = ids.shape
+    span = packed_span or T
+    starts = segment_starts(ids, bos_id, span)
+    if backend == "fa3":
+        flat = starts.flatten()
+        cu = torch.cat([flat.nonzero().flatten(), torch.tensor([B * T], device=ids.device)]).to(torch.int32)
+        return AttnLayout(span, cu_seqlens=cu)
+    seg = starts.cumsum(1)  # segment index of every position
+    if not packed_span:
+        causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
+        return AttnLayout(span, mask=(causal[None] & (seg[:, :, None] == seg[:, None, :])).unsqueeze(1))
+    if B != 1 or T % span:
+        raise ValueError(f"a packed row is [1, k*{span}] tokens, not {list(ids.shape)}")
+    q_seg = seg.view(-1, span)                                                    # [nb, span]
+    k_seg = torch.cat([seg.new_full((span,), -1), seg[0]]).unfold(0, 2 * span, span)  # [nb, 2*span]: previous block, own block
+    a, c = torch.arange(span, device=ids.device), torch.arange(2 * span, device=ids.device)
+    causal = c[None, :] <= a[:, None] + span                                      # key (b-1)*span+c <= query b*span+a
+    return AttnLayout(span, block_mask=((q_seg[:, :, None] == k_seg[:, None, :]) & causal).unsqueeze(1))
+
+
+def blocked_attention(q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, span: int, gqa: bool) -> Tensor:
+    """Attention of a packed row [1, N, H, D] whose segments are at most `span` long: every
+    query block of `span` positions attends its own key block and the previous one under
+    block_mask (AttnLayout), so the cost is 2*N*span, not N^2."""
+    N = q.size(1)
+    blocks = lambda t: t.reshape(N // span, span, *t.shape[2:])
+    with_prev = lambda t: torch.cat([F.pad(t, (0, 0, 0, 0, 0, 0, 1, 0))[:-1], t], 1)  # [nb, 2*span, H, D]
+    qb, kb, vb = blocks(q), with_prev(blocks(k)), with_prev(blocks(v))
+    y = F.scaled_dot_product_attention(qb.transpose(1, 2), kb.transpose(1, 2), vb.transpose(1, 2),
+                                       attn_mask=block_mask, enable_gqa=gqa)
+    return y.transpose(1, 2).reshape(q.shape)
 
 
 class Attention(nn.Module):
@@ -1379,20 +1473,27 @@ class Attention(nn.Module):
             return torch.sigmoid(self.gate_scale * F.linear(u, self.attn_gate_w.to(u.dtype)))
         return None
 
-    def forward(self, x: Tensor, lora: dict, mask: Tensor | None = None) -> Tensor:
-        """mask: optional bool [B, 1, T, T], True where a query may attend (document masking);
-        None is plain causal attention."""
+    def forward(self, x: Tensor, lora: dict, layout: AttnLayout | None = None) -> Tensor:
+        """layout: document-masked attention (AttnLayout); None is plain causal attention."""
         B, T, _ = x.shape
         q_raw = self.c_q(x, lora.get("q"))
         gate = self.head_gate(x, q_raw)
         q = q_raw.view(B, T, self.h, self.hd)
         k = self.c_k(x, lora.get("k")).view(B, T, self.h_kv, self.hd)
         v = self.c_v(x, lora.get("v")).view(B, T, self.h_kv, self.hd)
-        q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))  # QK-norm, then RoPE
+        span = layout.span if layout is not None else T
+        q, k = self.rotary(rms_norm(q), span), self.rotary(rms_norm(k), span)  # QK-norm, then RoPE
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]      # learned per-head temperature
-        if mask is not None:
+        if layout is not None and layout.cu_seqlens is not None:  # FA3 varlen over the flattened batch
+            flat = lambda t: t.reshape(B * T, *t.shape[2:]).to(torch.bfloat16)  # FA3 takes bf16
+            y = FLASH_ATTN_VARLEN_FUNC(flat(q), flat(k), flat(v), layout.cu_seqlens, layout.cu_seqlens,
+                                       layout.span, layout.span, causal=True)
+            y = (y[0] if isinstance(y, tuple) else y).view(B, T, self.h, self.hd)
+        elif layout is not None and layout.block_mask is not None:
+            y = blocked_attention(q, k, v, layout.block_mask, layout.span, self.h != self.h_kv)
+        elif layout is not None:
             y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               attn_mask=mask, enable_gqa=self.h != self.h_kv).transpose(1, 2)
+                                               attn_mask=layout.mask, enable_gqa=self.h != self.h_kv).transpose(1, 2)
         elif self.backend == "fa3":  # FlashAttention-3 takes [B, T, H, D] bf16 and does GQA itself
             dt = torch.bfloat16
             y = FLASH_ATTN_FUNC(q.to(dt), k.to(dt), v.to(dt), causal=True)
@@ -1439,21 +1540,21 @@ class Block(nn.Module):
         p = 1 / (1 + math.exp(-3 * (layer / max(cfg.num_layers - 1, 1) - 0.5))) if cfg.resid_mix_init == "phase" else 1.0
         self.resid_mix = with_role(nn.Parameter(torch.stack([torch.full((d,), p), torch.full((d,), 1 - p)])), "scalar")
 
-    def forward(self, x: Tensor, x0: Tensor, lora: dict, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, lora: dict, layout: AttnLayout | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_scale, lora, mask)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_scale, lora, layout)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_scale, lora)
 
     def forward_lanes(self, lanes: tuple[Tensor, Tensor], x0: Tensor, lora: dict, post: Tensor,
-                      resid: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                      resid: Tensor, layout: AttnLayout | None = None) -> tuple[Tensor, Tensor]:
         """Two-lane parallel residual block (the 1.0611 record's form): attention reads lane 0
         (mixed with x0), the MLP reads lane 1, both from the lanes as they were before the
         block, and each lane takes its own learned mix of both outputs:
           l_j <- resid[j] * l_j + post[0, j] * attn_out + post[1, j] * mlp_out."""
         l0, l1 = lanes
         mix = self.resid_mix.to(l0.dtype)
-        a = self.attn_scale.to(l0.dtype) * self.attn(rms_norm(mix[0] * l0 + mix[1] * x0) * self.ln_scale, lora, mask)
+        a = self.attn_scale.to(l0.dtype) * self.attn(rms_norm(mix[0] * l0 + mix[1] * x0) * self.ln_scale, lora, layout)
         m = self.mlp_scale.to(l1.dtype) * self.mlp(rms_norm(l1) * self.ln_scale, lora)
         P, R = post.to(l0.dtype), resid.to(l0.dtype)
         return R[0] * l0 + P[0, 0] * a + P[1, 0] * m, R[1] * l1 + P[0, 1] * a + P[1, 1] * m
@@ -1525,6 +1626,7 @@ class GPT(nn.Module):
     def __init__(self, cfg: Config, max_len: int, bos_id: int = 1):
         super().__init__()
         self.cfg, self.bos_id = cfg, bos_id
+        self.backend = "sdpa"  # the attention kernel, set with the blocks' by set_attn_backend
         self.tok_emb = with_role(nn.Parameter(embedding_init(cfg)), "embed")
         self.bigram = BigramHash(cfg) if cfg.bigram_vocab_size else None
         self.smear = SmearGate(cfg) if cfg.smear_gate != "off" else None
@@ -1549,12 +1651,14 @@ class GPT(nn.Module):
             self.lm_head = with_role(nn.Parameter(torch.zeros(cfg.vocab_size, cfg.model_dim)), "head")
 
     def forward(self, ids: Tensor, targets: Tensor | None = None, lora: dict | None = None,
-                score_from: int = 0) -> Tensor:
+                score_from: int = 0, packed: bool = False) -> Tensor:
         """The only path through the network (training, every eval, TTT): logits [B, T, V]
         (fp32, softcapped), or the mean cross-entropy when targets are given. `lora` maps
         'blocks.<i>.<target>' and 'head' to per-sequence adapters. score_from=k returns the
         logits of positions k.. only: a sliding-window eval scores the last stride positions
-        of a window, and the head and fp32 logits of the others would be wasted work."""
+        of a window, and the head and fp32 logits of the others would be wasted work.
+        packed=True: ids is one packed training row [1, N] (TRAIN_LOADER=docpack), whose
+        attention segments are cut every TRAIN_SEQ_LEN tokens."""
         lora = lora or {}
         pos = torch.arange(ids.size(1), device=ids.device)
         has_prev = (pos > 0) & (ids != self.bos_id)  # a previous token exists in this document
@@ -1570,8 +1674,10 @@ class GPT(nn.Module):
         x = rms_norm(x).to(stream_dtype)
         if self.smear is not None and self.smear.kind == "blend":
             x = self.smear(x, has_prev)
-        mask = document_mask(ids, self.bos_id) if self.cfg.attn_doc_mask else None
-        x, h_mid = self.run_blocks(x, lora, mask)
+        layout = None
+        if self.cfg.attn_doc_mask:
+            layout = attention_layout(ids, self.bos_id, self.backend, self.cfg.train_seq_len if packed else 0)
+        x, h_mid = self.run_blocks(x, lora, layout)
         if self.backout is not None:
             x = x - self.backout.to(x.dtype) * h_mid
         x = self.head_in(rms_norm(x[:, score_from:]))
@@ -1596,7 +1702,7 @@ class GPT(nn.Module):
         kind = self.cfg.parallel_final_lane
         return lanes[0] if kind == "attn" else lanes[1] if kind == "mlp" else 0.5 * (lanes[0] + lanes[1])
 
-    def run_blocks(self, x: Tensor, lora: dict, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def run_blocks(self, x: Tensor, lora: dict, layout: AttnLayout | None = None) -> tuple[Tensor, Tensor]:
         """The blocks over the virtual layer sequence; returns the stream and the middle slot's
         output (for Backout). Decoder slot k merges the k-th popped encoder output. From the
         first decoder slot whose block index is >= PARALLEL_START_LAYER on, the stream runs as
@@ -1620,23 +1726,14 @@ class GPT(nn.Module):
             if lanes is None and start and k >= 0 and i >= start:
                 lanes = (x, x)
             if lanes is None:
-                x = self.blocks[i](x, x0, block_lora, mask)
+                x = self.blocks[i](x, x0, block_lora, layout)
             else:
-                lanes = self.blocks[i].forward_lanes(lanes, x0, block_lora, self.parallel_post[i], self.parallel_resid[i], mask)
+                lanes = self.blocks[i].forward_lanes(lanes, x0, block_lora, self.parallel_post[i], self.parallel_resid[i], layout)
             if slot < n_enc:
                 skips.append(x)
             if slot == len(order) // 2:
                 h_mid = x if lanes is None else self.merge_lanes(lanes)
         return (x if lanes is None else self.merge_lanes(lanes)), h_mid
-
-
-def document_mask(ids: Tensor, bos_id: int) -> Tensor:
-    """bool [B, 1, T, T]: query i may attend key j iff j <= i and no BOS lies in (j, i], i.e. both
-    sit in the same document of the packed row (a document starts at its BOS)."""
-    doc = (ids == bos_id).cumsum(1)  # document index of every position
-    T = ids.size(1)
-    causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
-    return (causal[None] & (doc[:, :, None] == doc[:, None, :])).unsqueeze(1)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -1989,9 +2086,9 @@ def collect_hessians(model: nn.Module, batches, ctx: Dist) -> tuple[dict[str, Te
     was_training, n = model.training, 0
     model.eval()
     try:
-        for x, y in batches:
+        for x, y in batches:  # the training loader's batches: packed rows when it packs
             with autocast(model.cfg, ctx):
-                model(x, y)
+                model(x, y, packed=model.cfg.packed)
             n += 1
     finally:
         for h in handles:
@@ -3105,7 +3202,7 @@ class Trainer:
             if isinstance(self.train_model, DDP):  # all-reduce gradients only on the last micro-batch
                 self.train_model.require_backward_grad_sync = micro == self.grad_accum - 1
             with autocast(self.cfg, self.ctx):
-                loss = self.train_model(x, y)
+                loss = self.train_model(x, y, packed=self.cfg.packed)
             (loss / self.grad_accum).backward()
             total += loss.detach()
         self.opt.set_schedule(scale, muon_momentum(self.cfg, step))
@@ -3303,7 +3400,7 @@ def calibrate_gptq(model: GPT, loader, cfg: Config, ctx: Dist, log, train_ms: fl
 
 def build_model(cfg: Config, ctx: Dist, bos_id: int = 1) -> GPT:
     torch.manual_seed(cfg.seed)
-    model = GPT(cfg, max_len=max(cfg.train_seq_len, cfg.window_len, cfg.ttt_eval_seq_len), bos_id=bos_id).to(ctx.device)
+    model = GPT(cfg, max_len=max(cfg.train_row_len, cfg.window_len, cfg.ttt_eval_seq_len), bos_id=bos_id).to(ctx.device)
     set_attn_backend(model, resolve_attn_backend(cfg, ctx.device))
     return model
 
@@ -3607,7 +3704,7 @@ def dry_run(cfg: Config, world_size: int) -> int:
 
     print("dry_run: no training, nothing written (DRY_RUN=1)")
     with torch.device("meta"):  # shapes only: no memory, no init time
-        model = GPT(cfg, max_len=max(cfg.train_seq_len, cfg.window_len, cfg.ttt_eval_seq_len))
+        model = GPT(cfg, max_len=max(cfg.train_row_len, cfg.window_len, cfg.ttt_eval_seq_len))
         default_cfg = Config()
         default_model = GPT(default_cfg, max_len=default_cfg.train_seq_len)
     print(f"model_params:{count_params(model)} " + " ".join(

@@ -33,9 +33,12 @@ declare -A VARIANTS=(
   [new_oldopt]="$NEW_ARCH WARMDOWN_ITERS=$(( ${ITERATIONS:-200} * 3 / 10 ))"  # new architecture, today's optimizer settings
   [old_newopt]="$OLD_ARCH $NEW_OPT"                                          # today's architecture, the new optimizer settings
   [new_shuffled]="$NEW TRAIN_LOADER=shuffled"                                # the records' shuffled-sequence loader
+  [new_docmask]="$NEW ATTN_DOC_MASK=1"                                         # document-masked attention over rows
+  [new_bigram_smear]="$NEW BIGRAM_VOCAB_SIZE=2048 SMEAR_GATE=blend"            # the March features back on
+  [new_docpack]="$NEW ATTN_DOC_MASK=1 TRAIN_LOADER=docpack"                    # the VarLen records' packed rows
 )
 for seed in "${SEEDS[@]}"; do
-  for v in ${VARIANTS_ORDER:-old new new_noloop new_noparallel new_nogates new_nomuoneqr new_oldopt old_newopt new_shuffled}; do
+  for v in ${VARIANTS_ORDER:-old new new_noloop new_noparallel new_nogates new_nomuoneqr new_oldopt old_newopt new_shuffled new_docmask new_docpack new_bigram_smear}; do
     id="${v}_s${seed}"
     env $COMMON ${VARIANTS[$v]} SEED=$seed RUN_ID=$id nice -n 10 python train_gpt.py > "$OUT/$id.console" 2>&1
     echo "$id $(grep -o 'model_params:[0-9]*' "$OUT/$id.txt") $(grep '^final_prequant_exact' "$OUT/$id.txt") | $(grep '^final_score_exact' "$OUT/$id.txt")"

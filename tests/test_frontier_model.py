@@ -308,7 +308,5 @@ def test_document_masked_attention(tg):
         one_doc[:, 1:] = torch.where(one_doc[:, 1:] == BOS, 5, one_doc[:, 1:])
         assert torch.allclose(model(one_doc), plain(one_doc), atol=1e-5)
         assert not torch.allclose(model(ids), plain(ids), atol=1e-5)
-    m = tg.document_mask(ids[:1], BOS)[0, 0]
+    m = tg.attention_layout(ids[:1], BOS, "sdpa").mask[0, 0]
     assert m[13, 12] and m[13, 13] and not m[13, 11] and not m[13, 14] and m[11, 0]
-    with pytest.raises(ValueError, match="ATTN_DOC_MASK"):
-        tg.Config.from_env({"ATTN_DOC_MASK": "1", "ATTN_BACKEND": "fa3"})
