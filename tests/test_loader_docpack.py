@@ -148,3 +148,39 @@ def test_trainer_steps_on_packed_rows_under_compile(tg):
     assert torch.isfinite(loss) and (1, 128) in shapes  # the packed row [1, TRAIN_BATCH_TOKENS/8]
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
     torch._dynamo.reset()
+
+
+@torch.library.custom_op("pgtest::varlen", mutates_args=())
+def varlen_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
+              max_q: int, max_k: int, causal: bool) -> torch.Tensor:
+    return reference_varlen([])(q, k, v, cu_q, cu_k, max_q, max_k, causal)
+
+
+@varlen_op.register_fake
+def _(q, k, v, cu_q, cu_k, max_q, max_k, causal):
+    return torch.empty_like(q)
+
+
+def test_fa3_varlen_route_compiles_once_for_any_segment_count(tg, monkeypatch):
+    """FA3 registers its kernels as custom ops with shape functions; with such an op standing in,
+    the fa3 document-masked forward compiles as one graph (fullgraph=True), and batches with
+    another number of segments (another cu_seqlens length) reuse it."""
+    monkeypatch.setattr(tg, "FLASH_ATTN_VARLEN_FUNC", lambda q, k, v, cq, ck, mq, mk, causal: varlen_op(q, k, v, cq, ck, mq, mk, causal))
+    model = build(tg, PACKED)
+    tg.set_attn_backend(model, "fa3")
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=counting_backend, fullgraph=True, dynamic=False)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for extra_bos in ((), (100,), (30, 90, 120)):
+            ids = packed_row(g)
+            ids[0, list(extra_bos)] = BOS
+            assert torch.equal(compiled(ids, packed=True), model(ids, packed=True))
+    assert len(graphs) == 1
+    torch._dynamo.reset()
