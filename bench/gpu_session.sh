@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The GPU measurements on one H100/H200, in steps that each fit one 10-minute
 # device command. The device machine has no internet, so the data travels with the working
-# tree: copy the proxy corpus into the ignored .carry/ folder first (see bench/README.md,
-# "GPU measurement"), and name .carry in the device call's carry list.
+# tree: copy the SP8192 proxy corpus (the default model's vocabulary) into the ignored .carry/
+# folder first (see bench/README.md, "GPU measurement"), and name .carry in the device call's
+# carry list.
 #
-#   bash bench/gpu_session.sh train    # default model, full 8-GPU-equivalent batch: ms/step,
+#   bash bench/gpu_session.sh frontier # the default model (SP8192, loop 3-5 x2) at the per-GPU
+#                                      # batch of an 8-GPU run, the loop switching on at step 100
+#                                      # of 200: ms/step before and after the switch (the 1.0611
+#                                      # record: about 96 and 144 ms on 8xH100), peak memory, GPTQ time
+#   bash bench/gpu_session.sh train    # the default model, full 8-GPU-equivalent batch: ms/step,
 #                                      # tokens/s, MFU, peak memory, compile, export and
 #                                      # sliding-eval time over one rank's share of FineWeb val
 #   bash bench/gpu_session.sh profile  # per-phase CUDA profile of the step + recompile log
-#   bash bench/gpu_session.sh frontier # the 1.0856 preset (SP8192, loop 4-5 x2 from 0.5) at the
-#                                      # per-GPU batch of an 8-GPU run: ms/step before and after
-#                                      # the loop switch, peak memory, GPTQ time (needs
-#                                      # .carry/proxy8192: the SP8192 proxy)
+#   bash bench/gpu_session.sh docpack  # frontier with TRAIN_LOADER=docpack ATTN_DOC_MASK=1 (FA3 varlen
+#                                      # when flash_attn_interface imports): the VarLen records' path
 #   bash bench/gpu_session.sh ttt      # a 40-step default model, then the phased TTT eval (the
 #                                      # 1.0611 record's protocol, TTT_ENABLED=1) over one rank's
 #                                      # share of FineWeb val: prewarm and eval time vs the budget
@@ -22,17 +25,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results}
-SRC=${PROXY_SRC:-.carry/proxy}
+SRC=${PROXY_SRC:-.carry/proxy8192}
 DATA=/tmp/proxy_rank_val
 export PYTHONUNBUFFERED=1
 
-[ -f "$SRC/proxy_1024_bpe.model" ] || { echo "error: $SRC/proxy_1024_bpe.model missing: copy ../shared/proxy into $SRC first" >&2; exit 2; }
+[ -f "$SRC/proxy_8192_bpe.model" ] || { echo "error: $SRC/proxy_8192_bpe.model missing: copy ../shared/proxy8192 into $SRC first" >&2; exit 2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu_info.txt"
 
 # One rank's share of FineWeb's validation split (62,021,632 / 8 tokens), made of the proxy's
 # validation documents repeated: the sliding eval is timed on exactly the work each of 8 GPUs does.
 [ -d "$DATA" ] || python bench/make_val_split.py --src "$SRC" --tokens 7752704 --out "$DATA"
-DATA_ENV="DATA_PATH=$DATA,TRAIN_GLOB=proxy_train_*.bin,VAL_GLOB=proxy_val_*.bin,TOKENIZER_PATH=$DATA/proxy_1024_bpe.model"
+DATA_ENV="DATA_PATH=$DATA,TRAIN_GLOB=proxy_train_*.bin,VAL_GLOB=proxy_val_*.bin,TOKENIZER_PATH=$DATA/proxy_8192_bpe.model"
 
 case "${1:-}" in
   train)
@@ -48,15 +51,13 @@ case "${1:-}" in
     TORCH_LOGS=recompiles python bench/profile_step.py --steps 3 --row-limit 30 \
       --env "$DATA_ENV,WARMUP_STEPS=3,TRAIN_BATCH_TOKENS=786432" 2>&1 | tee "$OUT/gpu_profile.log"
     ;;
-  frontier)
+  frontier|docpack)
     # 200 steps, the loop switching on at step 100: the step lines before and after give the two
     # step times (the 1.0611 record: about 96 and 144 ms/step on 8xH100, i.e. x8 here).
-    S8=${PROXY8192_SRC:-.carry/proxy8192}
-    [ -f "$S8/proxy_8192_bpe.model" ] || { echo "error: $S8/proxy_8192_bpe.model missing: copy ../shared/proxy8192 into $S8 first" >&2; exit 2; }
-    env $(grep -v '^#' configs/record_0405_1.0856.env | xargs) DATA_PATH="$S8" TRAIN_GLOB='proxy_train_*.bin' \
-      VAL_GLOB='proxy_val_*.bin' TOKENIZER_PATH="$S8/proxy_8192_bpe.model" ITERATIONS=200 ENABLE_LOOPING_AT=0.5 \
-      MAX_WALLCLOCK_SECONDS=0 TRAIN_LOG_EVERY=10 VAL_LOSS_EVERY=0 EVAL_STRIDE=0 RUN_ID=gpu_frontier OUT_DIR="$OUT" \
-      OVERWRITE_RUN=1 timeout 570 python train_gpt.py 2>&1 | grep -v '^config:' | tee "$OUT/gpu_frontier.log"
+    EXTRA=""; [ "$1" = docpack ] && EXTRA="TRAIN_LOADER=docpack ATTN_DOC_MASK=1"
+    env $(echo "$DATA_ENV" | tr , ' ') $EXTRA ITERATIONS=200 ENABLE_LOOPING_AT=0.5 MAX_WALLCLOCK_SECONDS=0 \
+      TRAIN_LOG_EVERY=10 VAL_LOSS_EVERY=0 EVAL_STRIDE=0 RUN_ID=gpu_$1 OUT_DIR="$OUT" OVERWRITE_RUN=1 \
+      timeout 570 python train_gpt.py 2>&1 | grep -v '^config:' | tee "$OUT/gpu_$1.log"
     ;;
   ttt)
     # The eval budget is cut to 420 s so the whole command fits one 10-minute call; the log's
@@ -66,5 +67,5 @@ case "${1:-}" in
       timeout 580 python train_gpt.py 2>&1 | grep -v '^config:' | tee "$OUT/gpu_ttt.log"
     ;;
   *)
-    echo "usage: bash bench/gpu_session.sh train|profile|frontier|ttt" >&2; exit 2 ;;
+    echo "usage: bash bench/gpu_session.sh frontier|train|profile|docpack|ttt" >&2; exit 2 ;;
 esac

@@ -19,7 +19,11 @@ TINY_ENV = {
     "TRAIN_GLOB": "sotu_train_*.bin",
     "VAL_GLOB": "sotu_val_*.bin",
     "TOKENIZER_PATH": str(SAMPLE / "sotu_1024_bpe.model"),
+    "VOCAB_SIZE": "1024",     # the sample's tokenizer
     "NUM_LAYERS": "2",
+    "LOOP_START": "0",        # the default's depth recurrence and parallel lanes, fitted to 2 blocks
+    "LOOP_END": "1",
+    "PARALLEL_START_LAYER": "1",
     "MODEL_DIM": "64",
     "NUM_HEADS": "2",
     "NUM_KV_HEADS": "1",

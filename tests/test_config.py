@@ -10,14 +10,18 @@ from conftest import REPO
 
 def test_defaults_are_valid(tg):
     cfg = tg.Config.from_env({})
-    # The 11L XSA4/EMA/partial-RoPE/LN-scale record's run command (anchors 1.7).
-    expected = dict(num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=3.0, train_seq_len=2048,
-                    train_batch_tokens=786432, bigram_vocab_size=2048, bigram_dim=128, xsa_last_n=4, ema_enabled=True,
-                    ema_decay=0.997, swa_enabled=False, rope_dims=16, ln_scale=True, muon_wd=0.04, adam_wd=0.04,
-                    matrix_lr=0.025, scalar_lr=0.025, tied_embed_lr=0.035, muon_momentum=0.99,
-                    muon_momentum_warmup_start=0.92, muon_momentum_warmup_steps=1500, warmdown_iters=3000,
-                    iterations=9000, eval_stride=64, grad_clip_norm=0.3, smear_gate="blend", ortho_init=True,
-                    max_wallclock_seconds=600.0, vocab_size=1024)
+    # The 04-09-class SP8192 configuration (the 1.081 record's model and optimizer), on the SP8192
+    # data paths, exported as measured to fit: GPTQ + SDClip k=14 int6 matrices, int8 embedding k=20.
+    expected = dict(num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=4.0, mlp_act="leaky_relu2",
+                    train_seq_len=2048, train_batch_tokens=786432, vocab_size=8192, bigram_vocab_size=0, smear_gate="off",
+                    xsa_last_n=11, qk_gain_init=5.0, rope_dims=16, ln_scale=True, num_loops=2, loop_start=3, loop_end=5,
+                    enable_looping_at=0.35, parallel_start_layer=7, skip_gates_enabled=True, sparse_attn_gate_enabled=True,
+                    muon_row_normalize=True, muon_wd=0.095, adam_wd=0.02, embed_wd=0.085, matrix_lr=0.022, scalar_lr=0.02,
+                    tied_embed_lr=0.03, muon_momentum=0.97, muon_momentum_warmup_start=0.92, muon_momentum_warmup_steps=1500,
+                    ema_enabled=True, ema_decay=0.9965, swa_enabled=False, qat_mode="off", warmdown_frac=0.72, warmdown_iters=0,
+                    iterations=20000, eval_stride=64, grad_clip_norm=0.3, ortho_init=True, max_wallclock_seconds=600.0,
+                    quant_method="gptq", quant_clip="sdclip", quant_bits_attn=6, quant_bits_mlp=6, quant_bits_embed=8, attn_clip_sigmas=14.0, mlp_clip_sigmas=14.0, embed_clip_sigmas=20.0,
+                    data_path="./data/datasets/fineweb10B_sp8192", tokenizer_path="./data/tokenizers/fineweb_8192_bpe.model")
     assert {k: getattr(cfg, k) for k in expected} == expected
 
 

@@ -6,12 +6,13 @@ import pytest
 
 from conftest import REPO, TINY_ENV, metric, run_script
 
-LABEL = "int5-int6-int8_brotli11"  # the default export: int5 blocks, int6 bigram, int8 embedding, brotli-11 frames
+LABEL = "int6-int8_brotli11"  # the default export: int6 matrices, int8 embedding and sparse gate, brotli-11 frames
 # Phased TTT sized for the sample (2 documents in the first 16,384 tokens): one global phase
 # after the first document; the sliding eval is kept as a diagnostic next to it.
 TTT_RUN = {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "32", "TTT_BATCH_SIZE": "2",
            "TTT_LORA_RANK": "8", "TTT_WITH_SLIDING": "1", "PHASED_TTT_NUM_PHASES": "1", "PHASED_TTT_PREFIX_DOCS": "1",
-           "GLOBAL_TTT_CHUNK_TOKENS": "2048"}
+           "GLOBAL_TTT_CHUNK_TOKENS": "2048",
+           "QAT_MODE": "late"}  # off by default; on here so the late-QAT trigger is checked across ranks too
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +22,12 @@ def single_run(tmp_path_factory):
     return tmp, proc, (tmp / "run.txt").read_text()
 
 
-def test_run_trains_exports_reloads_and_scores(single_run):
+def test_run_trains_exports_reloads_and_scores(tg, single_run):
     tmp, proc, log = single_run
     src = (REPO / "train_gpt.py").read_text()
     assert log.startswith(src)  # the log is the record: it embeds the exact source
     for key in ("code_sha256:", "python:", "torch:", "config:NUM_LAYERS=2", "model_params:", "world_size:1 grad_accum_steps:8",
-                "warmup_steps:2", "step:12/12 val_loss:", "qat_start step:6", "raw_model:", "averaged_weights: ema",
+                "warmup_steps:2", "warmup_graphs:plain+looped", "step:12/12 val_loss:", "looping_start step:5 ", "qat_start step:6", "raw_model:", "averaged_weights: ema",
                 "final_live_prequant_exact", "final_prequant_exact", "budget role:mlp", "export_packing", "artifact:",
                 f"final_{LABEL}_roundtrip_exact", "final_quant_gap_exact", f"final_{LABEL}_sliding_window_exact val_loss:",
                 f"final_{LABEL}_ttt_lora_exact", "ttt_phase:1/1", "train_time_total_ms:", f"final_score_exact metric:final_{LABEL}_ttt_lora"):
@@ -37,7 +38,8 @@ def test_run_trains_exports_reloads_and_scores(single_run):
     pre, rt = metric(log, "final_prequant_exact"), metric(log, f"final_{LABEL}_roundtrip_exact")
     assert abs(rt - pre) < 0.02 and metric(log, "final_quant_gap_exact") == pytest.approx(rt - pre, abs=2e-8)
     sizes = dict(kv.split(":") for kv in next(l for l in log.splitlines() if l.startswith("code_bytes:")).split())
-    assert int(sizes["code_bytes"]) == len((REPO / "train_gpt.py").read_bytes())
+    assert int(sizes["code_bytes"]) == tg.packed_code_bytes(src)  # the counted code: the packed script
+    assert int(sizes["readable_code_bytes"]) == len((REPO / "train_gpt.py").read_bytes())
     assert int(sizes["model_bytes"]) == (tmp / f"run.{LABEL}").stat().st_size
     assert int(sizes["total_bytes"]) == int(sizes["code_bytes"]) + int(sizes["model_bytes"])
     assert (tmp / "run.raw.pt").is_file() and (tmp / "run.avg.pt").is_file()
@@ -65,6 +67,7 @@ def test_torchrun_two_ranks_match_single_process(single_run, tmp_path):
     run_script(tmp_path, TTT_RUN, nproc=2)
     dist_log = (tmp_path / "run.txt").read_text()
     assert "world_size:2 grad_accum_steps:4" in dist_log and "qat_start step:6" in dist_log
+    assert "looping_start step:5 " in dist_log
     for name in ("final_prequant_exact", f"final_{LABEL}_sliding_window_exact", "final_score_exact"):
         assert abs(metric(dist_log, name) - metric(log, name)) < 1e-3, name
 

@@ -131,7 +131,7 @@ def test_export_keeps_the_smaller_packing_per_role_and_reports_budget(tg, setup,
     blob = tg.export_artifact(state, roles, cfg, tmp_path / "a.art", lines.append)
     assert (tmp_path / "a.art").read_bytes() == blob
     budget = [dict(kv.split(":", 1) for kv in l.split()[1:]) for l in lines if l.startswith("budget role:")]
-    assert {b["role"] for b in budget} == {"attn", "mlp", "proj", "embed", "bigram", "head", "scalar"}
+    assert {b["role"] for b in budget} == {"attn", "mlp", "proj", "embed", "bigram", "head", "scalar", "gate"}
     frames = 0
     for b in budget:
         if b["role"] == "scalar":
@@ -145,8 +145,8 @@ def test_export_keeps_the_smaller_packing_per_role_and_reports_budget(tg, setup,
 
 def test_label_names_the_real_format(tg):
     cfg = tg.Config.from_env({})
-    assert tg.artifact_label(cfg, {"attn", "mlp", "embed", "bigram", "scalar"}) == "int5-int6-int8_brotli11"
-    cfg = tg.Config.from_env({"QUANT_BITS_ATTN": "6", "QUANT_BITS_EMBED": "16", "EXPORT_COMPRESSOR": "zstd"})
+    assert tg.artifact_label(cfg, {"attn", "mlp", "embed", "gate", "scalar"}) == "int6-int8_brotli11"
+    cfg = tg.Config.from_env({"QUANT_BITS_ATTN": "6", "QUANT_BITS_MLP": "5", "QUANT_BITS_EMBED": "16", "EXPORT_COMPRESSOR": "zstd"})
     assert tg.artifact_label(cfg, {"attn", "mlp", "embed", "scalar"}) == "int5-int6-fp16_zstd22"
     cfg = tg.Config.from_env({"MATRIX_BITS": "6", "EMBED_BITS": "7", "EXPORT_COMPRESSOR": "lzma"})
     assert tg.artifact_label(cfg, {"attn", "mlp", "embed", "bigram", "scalar"}) == "int6-int7_lzma9"

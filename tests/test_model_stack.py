@@ -11,7 +11,8 @@ from test_model_and_muon import cpu, randomize, tiny_cfg
 
 BOS = 1
 OFF = {"SMEAR_GATE": "off", "BIGRAM_VOCAB_SIZE": "0", "XSA_LAST_N": "0", "ROPE_DIMS": "0", "LN_SCALE": "0",
-       "BACKOUT": "0", "MLP_ACT": "relu2", "ORTHO_INIT": "0", "EMBED_INIT": "normal", "RESID_MIX_INIT": "identity"}
+       "BACKOUT": "0", "MLP_ACT": "relu2", "ORTHO_INIT": "0", "EMBED_INIT": "normal", "RESID_MIX_INIT": "identity",
+       "SKIP_GATES_ENABLED": "0", "SPARSE_ATTN_GATE_ENABLED": "0", "NUM_LOOPS": "0", "PARALLEL_START_LAYER": "0"}
 FEATURES = {  # each feature alone, on top of OFF
     "smear_blend": {"SMEAR_GATE": "blend"},
     "smear_additive": {"SMEAR_GATE": "additive"},

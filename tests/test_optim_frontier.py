@@ -94,8 +94,9 @@ def test_optimizers_route_the_muon_knobs(tg):
     model = tg.build_model(tiny_cfg(tg), cpu(tg))
     opt = tg.Optimizers(model, tiny_cfg(tg, MUON_NS_COEFFS="polar_express", MUON_ROW_NORMALIZE=1), cpu(tg))
     assert opt.muon.ns_fn is tg.polar_express and all(g["row_normalize"] for g in opt.muon.param_groups)
-    opt = tg.Optimizers(model, tiny_cfg(tg), cpu(tg))
+    opt = tg.Optimizers(model, tiny_cfg(tg, MUON_ROW_NORMALIZE=0), cpu(tg))
     assert opt.muon.ns_fn is tg.newton_schulz5 and not any(g["row_normalize"] for g in opt.muon.param_groups)
+    assert all(g["row_normalize"] for g in tg.Optimizers(model, tiny_cfg(tg), cpu(tg)).muon.param_groups)  # the default: MuonEq-R
 
 
 def test_warmdown_frac_schedule_and_min_lr(tg):
@@ -113,10 +114,17 @@ def test_warmdown_frac_schedule_and_min_lr(tg):
 
 
 def test_warmdown_frac_and_iters_are_exclusive(tg):
+    """The default warmdown is a fraction; WARMDOWN_ITERS alone (the March command lines) turns
+    the fraction off, an explicit 0 for the other is fine, and both non-zero is an error."""
     with pytest.raises(ValueError, match="WARMDOWN_FRAC and WARMDOWN_ITERS"):
         tg.Config.from_env({"WARMDOWN_FRAC": "0.7", "WARMDOWN_ITERS": "3000"})
     with pytest.raises(ValueError, match="exclusive"):
-        tg.Config(**{**tg.Config.from_env({}).__dict__, "warmdown_frac": 0.5}).validate()
+        tg.Config(**{**tg.Config.from_env({}).__dict__, "warmdown_iters": 3000}).validate()
+    assert tg.Config.from_env({}).warmdown_frac == 0.72
+    for env in ({"WARMDOWN_ITERS": "3000"}, {"WARMDOWN_ITERS": "3000", "WARMDOWN_FRAC": "0"}):
+        cfg = tg.Config.from_env(env)
+        assert (cfg.warmdown_iters, cfg.warmdown_frac) == (3000, 0.0)
+    assert tg.Config.from_env({"WARMDOWN_ITERS": "0", "WARMDOWN_FRAC": "0.5"}).warmdown_frac == 0.5
 
 
 def test_embed_wd_applies_to_the_embedding_only(tg):

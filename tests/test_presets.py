@@ -44,3 +44,17 @@ def test_record_0405_preset_loops_like_the_record(tg):
     cfg = tg.Config.from_env(read_env(CONFIGS / "record_0405_1.0856.env"))
     assert tg.virtual_layers(cfg, True) == [0, 1, 2, 3, 4, 5, 4, 5, 4, 5, 6, 7, 8, 9, 10]
     assert cfg.warmdown_iters == 0 and cfg.warmdown_frac == 0.667
+
+
+def test_presets_do_not_depend_on_the_defaults(tg):
+    """A preset replays its record whatever this script's defaults are: it sets every knob of
+    the data, model, optimizer, schedule, averaging, quantization and eval groups (only the run's
+    name, output directory and seed are left to the command line), so a change of defaults, like
+    the switch from the 1.1248 configuration to the SP8192 one, cannot change a replay."""
+    import dataclasses
+    free = {"RUN_ID", "OUT_DIR", "OVERWRITE_RUN", "SEED"}
+    needed = {tg.Config.env_name(f) for f in dataclasses.fields(tg.Config)
+              if f.metadata.get("group") in {"data", "model", "optim", "schedule", "average", "quant", "eval"}} - free
+    for name in PRESETS:
+        missing = sorted(needed - set(read_env(CONFIGS / name)))
+        assert not missing, f"{name} leaves {missing} to the defaults"

@@ -17,7 +17,7 @@ def fake_quantized_copy(tg, model, cfg):
     with torch.no_grad():
         for m in ref.modules():
             if isinstance(m, tg.Linear) and m.qat:
-                m.weight.copy_(tg.fake_quant(m.weight, m.bits, m.clip))
+                m.weight.copy_(tg.fake_quant(m.weight, m.bits, m.clip, m.clip_sigmas))
     tg.set_qat(ref, False)
     return ref
 
@@ -55,7 +55,7 @@ def test_batched_qat_refresh_equals_per_layer_fake_quant(tg):
             m.w_q.zero_()
         tg.refresh_qat(model, stack=stack)
         for m in layers:
-            assert torch.equal(m.w_q, tg.fake_quant(m.weight, m.bits, m.clip))
+            assert torch.equal(m.w_q, tg.fake_quant(m.weight, m.bits, m.clip, m.clip_sigmas))
 
 
 def test_qat_gradient_is_straight_through(tg):
@@ -107,16 +107,18 @@ def test_swa_averages_snapshots_in_the_warmdown(tg):
 
 
 def test_default_model_fits_the_budget(tg, tmp_path):
-    """The default configuration (26.8M parameters) with trained-like weights, exported exactly
-    as a run does, projected to the full model: code + artifact must stay under 16,000,000 bytes
-    with margin. Trained-like = Gaussian rows with per-row scales: their per-row codes cost what
-    the records report for trained tensors after zstd (int5 ~4.3 bits, int6 ~5.3 bits per
-    parameter; 1.88x and 1.51x on 8 bits in the 10L int5-MLP record). To keep the test fast,
-    blocks 0-1 and every non-block tensor are exported and the block roles scaled by 11/2."""
+    """The default configuration (35.9M parameters: SP8192, MLP 4x, GPTQ + SDClip int6 matrices,
+    int7 embedding, brotli) with trained-like weights, exported exactly as a run does, projected
+    to the full model: counted (packed) code + artifact must stay under 16,000,000 bytes with
+    margin. Trained-like = Gaussian rows with per-row scales (SDClip codes depend only on the
+    shape of a row's distribution: the 1.0611 record's Gaussian entropy estimate was within 1% of
+    its real blob). To keep the test fast, blocks 0-1 and every non-block tensor are exported and
+    the block roles scaled to the full model's counts."""
     cfg = tg.Config.from_env({})
     with torch.device("meta"):
         full = tg.GPT(cfg, max_len=cfg.train_seq_len)
-    model = tg.build_model(tg.Config.from_env({"NUM_LAYERS": "2", "XSA_LAST_N": "2"}), cpu(tg))
+    model = tg.build_model(tg.Config.from_env({"NUM_LAYERS": "2", "XSA_LAST_N": "2", "NUM_LOOPS": "0",
+                                                "PARALLEL_START_LAYER": "0"}), cpu(tg))
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
@@ -136,6 +138,6 @@ def test_default_model_fits_the_budget(tg, tmp_path):
             b = dict(kv.split(":", 1) for kv in line.split()[1:])
             zb = int(b[f"{b['chosen']}_compressed_bytes"]) if b["chosen"] != "none" else int(b["none_compressed_bytes"])
             projected += zb * full_params[b["role"]] / int(b["params"]) - zb  # scale each role to the full model
-    total = projected + len((REPO / "train_gpt.py").read_bytes())
+    total = projected + tg.code_sizes()[1]  # the counted code: the packed wrapper a submission ships
     print("\n".join(lines), f"\nprojected_total_bytes:{total:.0f}")
     assert total < 16_000_000 - 300_000, total  # margin for seed-to-seed and weight-statistics variation

@@ -184,7 +184,8 @@ def tiny_run_env(out_dir: Path, run_id: str) -> dict:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "SYSTEMROOT")
     env = {k: v for k, v in __import__("os").environ.items() if k in keep}
     env.update(DATA_PATH=str(sample), TRAIN_GLOB="sotu_train_*.bin", VAL_GLOB="sotu_val_*.bin",
-               TOKENIZER_PATH=str(sample / "sotu_1024_bpe.model"), NUM_LAYERS="1", MODEL_DIM="32", NUM_HEADS="2",
+               TOKENIZER_PATH=str(sample / "sotu_1024_bpe.model"), VOCAB_SIZE="1024", NUM_LAYERS="1", NUM_LOOPS="0",
+               PARALLEL_START_LAYER="0", MODEL_DIM="32", NUM_HEADS="2",
                NUM_KV_HEADS="1", XSA_LAST_N="1", TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="512", ITERATIONS="4", WARMUP_STEPS="1",
                VAL_LOSS_EVERY="2", TRAIN_LOG_EVERY="1", VAL_BATCH_SIZE="2048", VAL_MAX_TOKENS="4096",
                OUT_DIR=str(out_dir), RUN_ID=run_id, SEED="7", OMP_NUM_THREADS="1")
@@ -250,6 +251,18 @@ def test_pack_round_trip_and_refusals(capsys, tmp_path):
     assert rt.unpack_source(record_style) == src
 
 
+def test_trainer_counts_the_packed_size_the_tool_writes(tg):
+    """A readable run counts (and DRY_RUN projects) the code bytes of the wrapper `pack` writes:
+    the trainer's template and size rule are the tool's."""
+    from conftest import REPO
+    src = (REPO / "train_gpt.py").read_text()
+    assert tg.packed_code_bytes(src) == len(rt.pack_source(src))
+    from rtool import scripts
+    assert tg.PACKED_TEMPLATE == scripts._PACK_TEMPLATE
+    readable, counted = tg.code_sizes()
+    assert readable == len((REPO / "train_gpt.py").read_bytes()) and counted == len(rt.pack_source(src))
+
+
 def test_packed_script_runs_bit_for_bit_and_counts_itself(capsys, tmp_path, trainer_runs):
     """The packed train_gpt.py, run on CPU like the readable one, prints the same metrics bit for
     bit, embeds the readable source and counts (and hashes) its own bytes; new/validate accept it."""
@@ -265,7 +278,7 @@ def test_packed_script_runs_bit_for_bit_and_counts_itself(capsys, tmp_path, trai
     packed_bytes = (packed_dir / "train_gpt.py").read_bytes()
     assert b.source == (ROOT / "train_gpt.py").read_text()  # the log stays readable
     assert b.code_bytes == len(packed_bytes) and b.code_sha256 == rt.sha256_bytes(packed_bytes)
-    assert a.code_bytes == (ROOT / "train_gpt.py").stat().st_size
+    assert a.code_bytes == len(packed_bytes)  # the readable run counts the packed file it will ship
     assert b.total_bytes == b.model_bytes + len(packed_bytes) and a.model_bytes == b.model_bytes
     assert rt.verify_script(b, packed_bytes)[0] == "PASS" and rt.verify_script(a, packed_bytes)[0] == "PASS"
     # new with the packed script: the folder holds both files and validates them

@@ -183,3 +183,19 @@ compressors_sp8192() {
 python bench/compressors.py $OUT/p8192_s1337.txt --weights $OUT/p8192_s1337.raw.pt --set QUANT_METHOD=gptq --set QUANT_CLIP=amax \
   --set COMPILE=0 --out bench/results/quantization/compressors_sp8192_s1337_gptq_amax_int5.json
 }
+
+# --- SDClip points that fit the SP8192 default (sweep8), on the three SP8192 proxy models
+G6="QUANT_METHOD=gptq,QUANT_CLIP=sdclip,MATRIX_BITS=6"
+SD8=("r0405_m12.85_e8k20:$G6,ATTN_CLIP_SIGMAS=0,MLP_CLIP_SIGMAS=0,EMBED_BITS=8,EMBED_CLIP_SIGMAS=20"
+     "r0414_a13m12_e7k15:$G6,ATTN_CLIP_SIGMAS=13,MLP_CLIP_SIGMAS=12,EMBED_BITS=7,EMBED_CLIP_SIGMAS=15"
+     "C_m12.85_e7k20:$G6,ATTN_CLIP_SIGMAS=0,MLP_CLIP_SIGMAS=0,EMBED_BITS=7,EMBED_CLIP_SIGMAS=20"
+     "F_m14_e8k20:$G6,ATTN_CLIP_SIGMAS=14,MLP_CLIP_SIGMAS=14,EMBED_BITS=8,EMBED_CLIP_SIGMAS=20"
+     "A_m13_e7k17:$G6,ATTN_CLIP_SIGMAS=13,MLP_CLIP_SIGMAS=13,EMBED_BITS=7,EMBED_CLIP_SIGMAS=17")
+sweep8() {  # brotli (the default compressor), unlike the zstd sweeps above
+  for s in 1337 42 7; do
+    local args=(); for v in "${SD8[@]}"; do args+=(--variant "$v"); done
+    OMP_NUM_THREADS=1 python bench/artifact_report.py sweep $OUT/p8192_s$s.txt --weights $OUT/p8192_s$s.raw.pt --prequant \
+      --set VAL_MAX_TOKENS=65536 --set COMPILE=0 "${args[@]}" --out $OUT/sweep8_p8192_s$s.json
+  done
+}
+# full-model bytes of each point: DRY_RUN=1 ATTN_CLIP_SIGMAS=.. MLP_CLIP_SIGMAS=.. QUANT_BITS_EMBED=.. EMBED_CLIP_SIGMAS=.. python train_gpt.py
