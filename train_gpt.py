@@ -82,8 +82,8 @@ class Config:
     vocab_size: int = knob(8192, "vocabulary size; must equal the tokenizer's", lo=2, group="data")
     run_id: str = knob("", "name of the run's log and outputs (default: a fresh uuid)", group="data")
     out_dir: str = knob("logs", "directory for the log, raw weights and artifact (rank 0 writes)", group="data")
-    seed: int = knob(1337, "random seed (init; the data order too with TRAIN_LOADER=shuffled, else it is fixed)", lo=0, hi=2**32 - 1, group="data")
-    train_loader: str = knob("stream", "training data order: stream (the shards in order, contiguous spans), shuffled "
+    seed: int = knob(1337, "random seed (init, and the data order of TRAIN_LOADER=shuffled, the default)", lo=0, hi=2**32 - 1, group="data")
+    train_loader: str = knob("shuffled", "training data order: stream (the shards in order, contiguous spans), shuffled "
                              "(seq-len windows at a random phase per shard, in a random order over all shards, from SEED) or "
                              "docpack (the VarLen records: stream spans as one flat row per micro-batch, attention inside "
                              "documents cut every TRAIN_SEQ_LEN tokens; needs ATTN_DOC_MASK=1)",

@@ -21,7 +21,7 @@ def test_defaults_are_valid(tg):
                     ema_enabled=True, ema_decay=0.9965, swa_enabled=False, qat_mode="off", warmdown_frac=0.72, warmdown_iters=0,
                     iterations=20000, eval_stride=64, grad_clip_norm=0.3, ortho_init=True, max_wallclock_seconds=600.0,
                     quant_method="gptq", quant_clip="sdclip", quant_bits_attn=6, quant_bits_mlp=6, quant_bits_embed=8, attn_clip_sigmas=14.0, mlp_clip_sigmas=14.0, embed_clip_sigmas=20.0,
-                    data_path="./data/datasets/fineweb10B_sp8192", tokenizer_path="./data/tokenizers/fineweb_8192_bpe.model")
+                    train_loader="shuffled", data_path="./data/datasets/fineweb10B_sp8192", tokenizer_path="./data/tokenizers/fineweb_8192_bpe.model")
     assert {k: getattr(cfg, k) for k in expected} == expected
 
 

@@ -58,6 +58,6 @@ def test_an_epoch_visits_each_window_once_then_reshuffles(tg):
 
 def test_config_picks_the_loader(tg):
     from test_model_and_muon import cpu, tiny_cfg
-    cfg = tiny_cfg(tg, TRAIN_LOADER="shuffled")
-    assert isinstance(tg.make_loader(cfg, FILES, cpu(tg), 256), tg.ShuffledSequenceLoader)
-    assert isinstance(tg.make_loader(tiny_cfg(tg), FILES, cpu(tg), 256), tg.DistributedTokenLoader)
+    assert isinstance(tg.make_loader(tiny_cfg(tg), FILES, cpu(tg), 256), tg.ShuffledSequenceLoader)  # the default
+    cfg = tiny_cfg(tg, TRAIN_LOADER="stream")
+    assert type(tg.make_loader(cfg, FILES, cpu(tg), 256)) is tg.DistributedTokenLoader
