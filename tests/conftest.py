@@ -45,6 +45,22 @@ TINY_ENV = {
 }
 
 
+
+def compile_counting_graphs(model):
+    """torch.compile(model) as the trainer does (fullgraph, static shapes), with a backend that
+    records every graph dynamo builds and runs it eagerly: returns (compiled, graphs), graphs a
+    list of (GraphModule, example_inputs). Dynamo's guards decide recompiles for real; resets
+    dynamo first so earlier tests' graphs do not count."""
+    import torch
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append((gm, example_inputs))
+        return gm.forward
+
+    torch._dynamo.reset()
+    return torch.compile(model, backend=backend, dynamic=False, fullgraph=True), graphs
+
 def clean_environ() -> dict:
     """The caller's environment without any variable the trainer would read."""
     env = {k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")}

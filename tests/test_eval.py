@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import SAMPLE
+from conftest import SAMPLE, compile_counting_graphs
 from test_model_and_muon import cpu, randomize, tiny_cfg
 
 BOS = 1
@@ -245,14 +245,7 @@ def test_compiled_ttt_never_recompiles_after_prewarm(tg, setup):
     backward, and the global-SGD step) on random tokens; the phased TTT eval then compiles
     nothing, and its scores equal the eager ones."""
     cfg, model, tokens, vb, lut = setup
-    graphs = []
-
-    def counting_backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
-    compiled = torch.compile(model, backend=counting_backend, dynamic=False, fullgraph=True)
+    compiled, graphs = compile_counting_graphs(model)
     tg.prewarm_ttt(compiled, cfg, cpu(tg))
     built = len(graphs)
     assert built == len(tg.ttt_window_lengths(cfg)) + 1 == 3  # windows 16 and 32, and the global step
@@ -270,14 +263,7 @@ def test_compiled_eval_never_recompiles_after_prewarm(tg, setup):
     cfg, model, tokens, vb, lut = setup
     cfg = cfg.__class__(**{**cfg.__dict__, "val_batch_size": 8 * 32 * 6, "eval_batch_seqs": 4})  # 6 rows per forward
     assert (len(tokens) - 1) // 32 % 6 and len(tg.sliding_windows(len(tokens) - 1, 32, 16)) % 4  # ragged last batches
-    graphs = []
-
-    def counting_backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
-    compiled = torch.compile(model, backend=counting_backend, dynamic=False, fullgraph=True)
+    compiled, graphs = compile_counting_graphs(model)
     tg.prewarm_eval(compiled, cfg, cpu(tg), len(tokens))
     # non-overlapping batch shape; sliding batch with the first window (all logits) and the
     # later ones (logits of the last stride positions only)

@@ -5,7 +5,7 @@ row in the artifact); causality bitwise for each alone and all combined."""
 import pytest
 import torch
 
-from conftest import SAMPLE
+from conftest import SAMPLE, compile_counting_graphs
 from test_model_and_muon import cpu, randomize, tiny_cfg
 from test_model_stack import BOS, OFF
 
@@ -198,16 +198,10 @@ def test_loop_switch_compiles_nothing_inside_the_timed_run(tg, tmp_path):
     cfg = tiny_cfg(tg, **{**LOOP, "TRAIN_SEQ_LEN": "64", "TRAIN_BATCH_TOKENS": "1024", "VOCAB_SIZE": "1024",
                           "ITERATIONS": "6", "WARMUP_STEPS": "1", "ENABLE_LOOPING_AT": "0.5", "MAX_WALLCLOCK_SECONDS": "0",
                           "TRAIN_LOG_EVERY": "0", "QAT_MODE": "off", "VAL_BATCH_SIZE": "512"})
-    graphs, lines = [], []
-
-    def counting_backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
+    lines = []
     ctx = cpu(tg)
-    torch._dynamo.reset()
     model = tg.build_model(cfg, ctx)
-    compiled = torch.compile(model, backend=counting_backend, dynamic=False, fullgraph=True)
+    compiled, graphs = compile_counting_graphs(model)
     files = tg.shard_files(str(SAMPLE), "sotu_train_*.bin", "train")
     loader = tg.DistributedTokenLoader(files, ctx, cfg.train_batch_tokens // 8, cfg.train_seq_len)
     val = tg.load_shard(SAMPLE / "sotu_val_000000.bin")[:2049]

@@ -5,7 +5,7 @@ segments; the NTK RoPE rule reads the attention span, not the packed row's lengt
 import pytest
 import torch
 
-from conftest import SAMPLE
+from conftest import SAMPLE, compile_counting_graphs
 from test_frontier_model import LOOP
 from test_model_and_muon import cpu, randomize, tiny_cfg
 from test_model_stack import BOS, OFF
@@ -131,20 +131,14 @@ def test_trainer_steps_on_packed_rows_under_compile(tg):
     """Trainer.step hands the loader's packed rows to the model as packed, and the packed
     forward (block masks built from the tokens) compiles as one graph (fullgraph=True)."""
     cfg = tiny_cfg(tg, **{**PACKED, "TRAIN_BATCH_TOKENS": "1024", "VOCAB_SIZE": "1024", "QAT_MODE": "off"})
-    shapes = []
-
-    def counting_backend(gm, example_inputs):
-        shapes.extend(tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor))
-        return gm.forward
-
     ctx = cpu(tg)
-    torch._dynamo.reset()
     model = tg.build_model(cfg, ctx)
-    compiled = torch.compile(model, backend=counting_backend, dynamic=False, fullgraph=True)
+    compiled, graphs = compile_counting_graphs(model)
     loader = tg.make_loader(cfg, FILES, ctx, cfg.train_batch_tokens // 8)
     trainer = tg.Trainer(cfg, ctx, model, compiled, compiled, tg.Optimizers(model, cfg, ctx), loader, lambda line: None)
     before = [p.detach().clone() for p in model.parameters()]
     loss = trainer.step(0, 1.0)
+    shapes = {tuple(t.shape) for _, inputs in graphs for t in inputs if isinstance(t, torch.Tensor)}
     assert torch.isfinite(loss) and (1, 128) in shapes  # the packed row [1, TRAIN_BATCH_TOKENS/8]
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
     torch._dynamo.reset()
@@ -168,14 +162,7 @@ def test_fa3_varlen_route_compiles_once_for_any_segment_count(tg, monkeypatch):
     monkeypatch.setattr(tg, "FLASH_ATTN_VARLEN_FUNC", lambda q, k, v, cq, ck, mq, mk, causal: varlen_op(q, k, v, cq, ck, mq, mk, causal))
     model = build(tg, PACKED)
     tg.set_attn_backend(model, "fa3")
-    graphs = []
-
-    def counting_backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
-    compiled = torch.compile(model, backend=counting_backend, fullgraph=True, dynamic=False)
+    compiled, graphs = compile_counting_graphs(model)
     g = torch.Generator().manual_seed(4)
     with torch.no_grad():
         for extra_bos in ((), (100,), (30, 90, 120)):
