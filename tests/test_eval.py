@@ -67,7 +67,8 @@ def test_smaller_stride_gives_more_context(tg, setup):
     cfg, model, tokens, vb, lut = setup
     r32 = tg.evaluate_sliding(model, tokens, vb, cfg, cpu(tg), stride=32, keep_per_token=True)
     r4 = tg.evaluate_sliding(model, tokens, vb, cfg, cpu(tg), stride=4, keep_per_token=True)
-    assert torch.equal(r32.per_token[:32], r4.per_token[:32])  # the first window is shared
+    # the first window is shared (to float rounding: batched with other windows, its matmuls may sum in another order)
+    torch.testing.assert_close(r32.per_token[:32], r4.per_token[:32], rtol=0, atol=1e-5)
     assert not torch.equal(r32.per_token, r4.per_token)
 
 

@@ -27,7 +27,9 @@ def test_score_from_returns_the_tail_of_the_full_logits(tg):
     with torch.no_grad():
         full = model(x)
         for k in (1, 16, 31):
-            assert torch.equal(model(x, score_from=k), full[:, k:])
+            # to float rounding: with one row left per sequence (k=31) the head's matmul takes
+            # another BLAS path, whose sums differ by an ulp on some CPUs; a shifted row is off by O(1)
+            torch.testing.assert_close(model(x, score_from=k), full[:, k:], rtol=0, atol=1e-5)
 
 
 def naive_sliding(tg, model, tokens, lut, cfg, stride):
