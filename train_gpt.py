@@ -8,9 +8,9 @@ holds this source, versions, the resolved config and one key:value line per even
 
 The defaults are the 04-09-class SP8192 configuration: the model and optimizer of the 1.081
 record (11 layers, MLP 4x LeakyReLU^2, XSA everywhere, blocks 3-5 looped twice from 35% of
-training, parallel residuals from layer 7, gated skips, MuonEq-R) with the 1.0611 record's
-sparse attention gate, 35,945,658 parameters, exported by GPTQ + SDClip (int6/int8) to fit the
-cap. configs/*.env replay published records (the March 1.1248 and the 1.0856 one).
+training, parallel residuals from layer 7, gated skips, MuonEq-R) with the 1.0611 record's sparse
+attention gate, input-dependent SmearGate and document-masked attention, 35,945,671 parameters,
+exported by GPTQ + SDClip (int6/int8) to fit the cap. configs/*.env replay published records (the March 1.1248 and the 1.0856 one).
 
 Sections (grep -n '^# =====' prints this table of contents):
   1 CONFIG  2 DISTRIBUTED+LOGGING  3 DATA  4 BPB  5 MODEL  6 MUON  7 QUANT+EXPORT  8 EVAL
@@ -123,7 +123,7 @@ class Config:
     logit_softcap: float = knob(30.0, "logits = C*tanh(z/C) (0 disables)", lo=0.0, group="model")
     qk_gain_init: float = knob(5.0, "initial per-head query gain after QK RMS-norm", group="model")
     xsa_last_n: int = knob(11, "exclusive self-attention on the last N blocks (0 = off)", lo=0, group="model")
-    smear_gate: str = knob("off", "previous-token smear: off, blend (per-dim gate after the norm), additive (input-dependent, before the norm)", choices=("off", "blend", "additive"), group="model")
+    smear_gate: str = knob("additive", "previous-token smear: off, blend (per-dim gate after the norm), additive (input-dependent, before the norm)", choices=("off", "blend", "additive"), group="model")
     bigram_vocab_size: int = knob(0, "BigramHash buckets, the last reserved for 'no previous token' (0 = off)", lo=0, group="model")
     bigram_dim: int = knob(128, "BigramHash table width (projected to MODEL_DIM)", lo=1, group="model")
     backout: bool = knob(False, "subtract a learned multiple of the middle block's output before the final norm", group="model")
@@ -144,7 +144,7 @@ class Config:
     gate_window: int = knob(12, "leading dims of the gate input the attention gates read", lo=1, group="model")
     rope_train_seq_len: int = knob(0, "NTK RoPE rescale: a forward longer than this uses base*(T/this)^(R/(R-2)), R the rotary dims "
                                    "(the 1.1248 record: 1024, so base ~22,082 at 2048); 0 = off", lo=0, group="model")
-    attn_doc_mask: bool = knob(False, "document-masked attention: each token attends only to earlier tokens of its own document "
+    attn_doc_mask: bool = knob(True, "document-masked attention: each token attends only to earlier tokens of its own document "
                                "(documents start at BOS; SDPA with a block-diagonal causal mask, FA3 varlen on fa3)", group="model")
     attn_backend: str = knob("auto", "attention kernel: fa3 (flash_attn_interface; an error if it does not import), sdpa, "
                              "or auto (fa3 on CUDA when it imports, else sdpa); the one used is logged",
@@ -1432,7 +1432,20 @@ def attention_layout(ids: Tensor, bos_id: int, backend: str, packed_span: int = 
     return AttnLayout(span, block_mask=((q_seg[:, :, None] == k_seg[:, None, :]) & causal).unsqueeze(1))
 
 
-def blocked_attention(q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, span: int, gqa: bool) -> Tensor:
+def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """SDPA over [B, H, T, D] queries and [B, H_kv, T, D] keys/values under a bool mask. On CUDA
+    the flash kernel takes no mask and the memory-efficient kernel takes a mask but not grouped
+    KV heads, so a masked call with enable_gqa falls back to the math kernel, which materializes
+    [B, H, T, T] scores (GBs per layer at the default's 48 x 2048 rows). Repeating K/V to the
+    query heads (enable_gqa's own semantics: head i reads KV head i // (H/H_kv)) costs 2x their
+    memory at 8/4 heads and keeps the masked call on the efficient kernel."""
+    if k.size(1) != q.size(1):
+        rep = q.size(1) // k.size(1)
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def blocked_attention(q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, span: int) -> Tensor:
     """Attention of a packed row [1, N, H, D] whose segments are at most `span` long: every
     query block of `span` positions attends its own key block and the previous one under
     block_mask (AttnLayout), so the cost is 2*N*span, not N^2."""
@@ -1440,8 +1453,7 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, span:
     blocks = lambda t: t.reshape(N // span, span, *t.shape[2:])
     with_prev = lambda t: torch.cat([F.pad(t, (0, 0, 0, 0, 0, 0, 1, 0))[:-1], t], 1)  # [nb, 2*span, H, D]
     qb, kb, vb = blocks(q), with_prev(blocks(k)), with_prev(blocks(v))
-    y = F.scaled_dot_product_attention(qb.transpose(1, 2), kb.transpose(1, 2), vb.transpose(1, 2),
-                                       attn_mask=block_mask, enable_gqa=gqa)
+    y = masked_sdpa(qb.transpose(1, 2), kb.transpose(1, 2), vb.transpose(1, 2), block_mask)
     return y.transpose(1, 2).reshape(q.shape)
 
 
@@ -1495,10 +1507,9 @@ class Attention(nn.Module):
                                        layout.span, layout.span, causal=True)
             y = (y[0] if isinstance(y, tuple) else y).view(B, T, self.h, self.hd)
         elif layout is not None and layout.block_mask is not None:
-            y = blocked_attention(q, k, v, layout.block_mask, layout.span, self.h != self.h_kv)
+            y = blocked_attention(q, k, v, layout.block_mask, layout.span)
         elif layout is not None:
-            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               attn_mask=layout.mask, enable_gqa=self.h != self.h_kv).transpose(1, 2)
+            y = masked_sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layout.mask).transpose(1, 2)
         elif self.backend == "fa3":  # FlashAttention-3 takes [B, T, H, D] bf16 and does GQA itself
             dt = torch.bfloat16
             y = FLASH_ATTN_FUNC(q.to(dt), k.to(dt), v.to(dt), causal=True)

@@ -5,16 +5,19 @@
 # folder first (see bench/README.md, "GPU measurement"), and name .carry in the device call's
 # carry list.
 #
-#   bash bench/gpu_session.sh frontier # the default model (SP8192, loop 3-5 x2) at the per-GPU
-#                                      # batch of an 8-GPU run, the loop switching on at step 100
-#                                      # of 200: ms/step before and after the switch (the 1.0611
-#                                      # record: about 96 and 144 ms on 8xH100), peak memory, GPTQ time
+#   bash bench/gpu_session.sh frontier # the default model (SP8192, loop 3-5 x2, document masks) at
+#                                      # the per-GPU batch of an 8-GPU run, the loop switching on at
+#                                      # step 100 of 200: ms/step before and after the switch (the
+#                                      # 1.0611 record: about 96 and 144 ms on 8xH100), peak memory,
+#                                      # GPTQ time
+#   bash bench/gpu_session.sh nomask   # frontier with ATTN_DOC_MASK=0: what the document mask
+#                                      # costs or saves (FA3 varlen, else SDPA with a dense mask)
 #   bash bench/gpu_session.sh train    # the default model, full 8-GPU-equivalent batch: ms/step,
 #                                      # tokens/s, MFU, peak memory, compile, export and
 #                                      # sliding-eval time over one rank's share of FineWeb val
 #   bash bench/gpu_session.sh profile  # per-phase CUDA profile of the step + recompile log
-#   bash bench/gpu_session.sh docpack  # frontier with TRAIN_LOADER=docpack ATTN_DOC_MASK=1 (FA3 varlen
-#                                      # when flash_attn_interface imports): the VarLen records' path
+#   bash bench/gpu_session.sh docpack  # frontier with TRAIN_LOADER=docpack (FA3 varlen when
+#                                      # flash_attn_interface imports): the VarLen records' path
 #   bash bench/gpu_session.sh ttt      # a 40-step default model, then the phased TTT eval (the
 #                                      # 1.0611 record's protocol, TTT_ENABLED=1) over one rank's
 #                                      # share of FineWeb val: prewarm and eval time vs the budget
@@ -51,10 +54,10 @@ case "${1:-}" in
     TORCH_LOGS=recompiles python bench/profile_step.py --steps 3 --row-limit 30 \
       --env "$DATA_ENV,WARMUP_STEPS=3,TRAIN_BATCH_TOKENS=786432" 2>&1 | tee "$OUT/gpu_profile.log"
     ;;
-  frontier|docpack)
+  frontier|nomask|docpack)
     # 200 steps, the loop switching on at step 100: the step lines before and after give the two
     # step times (the 1.0611 record: about 96 and 144 ms/step on 8xH100, i.e. x8 here).
-    EXTRA=""; [ "$1" = docpack ] && EXTRA="TRAIN_LOADER=docpack ATTN_DOC_MASK=1"
+    EXTRA=""; [ "$1" = docpack ] && EXTRA="TRAIN_LOADER=docpack"; [ "$1" = nomask ] && EXTRA="ATTN_DOC_MASK=0"
     env $(echo "$DATA_ENV" | tr , ' ') $EXTRA ITERATIONS=200 ENABLE_LOOPING_AT=0.5 MAX_WALLCLOCK_SECONDS=0 \
       TRAIN_LOG_EVERY=10 VAL_LOSS_EVERY=0 EVAL_STRIDE=0 RUN_ID=gpu_$1 OUT_DIR="$OUT" OVERWRITE_RUN=1 \
       timeout 570 python train_gpt.py 2>&1 | grep -v '^config:' | tee "$OUT/gpu_$1.log"
@@ -67,5 +70,5 @@ case "${1:-}" in
       timeout 580 python train_gpt.py 2>&1 | grep -v '^config:' | tee "$OUT/gpu_ttt.log"
     ;;
   *)
-    echo "usage: bash bench/gpu_session.sh frontier|train|profile|docpack|ttt" >&2; exit 2 ;;
+    echo "usage: bash bench/gpu_session.sh frontier|nomask|train|profile|docpack|ttt" >&2; exit 2 ;;
 esac

@@ -19,7 +19,7 @@ COMMON="DATA_PATH=$PROXY TRAIN_GLOB=proxy_train_*.bin VAL_GLOB=proxy_val_*.bin T
  VAL_BATCH_SIZE=16384 EVAL_STRIDE=0 EMA_DECAY=0.98 QAT_MODE=off COMPILE=0 OUT_DIR=$OUT ${SIZE:-}"
 # the March default's export (GPTQ, amax clip, int5 matrices, int8 embedding) for every variant
 COMMON="$COMMON QUANT_METHOD=gptq QUANT_CLIP=amax QUANT_BITS_ATTN=5 QUANT_BITS_MLP=5 QUANT_BITS_EMBED=8
- ATTN_CLIP_SIGMAS=13 MLP_CLIP_SIGMAS=12 EMBED_CLIP_SIGMAS=15 TRAIN_LOADER=stream"
+ ATTN_CLIP_SIGMAS=13 MLP_CLIP_SIGMAS=12 EMBED_CLIP_SIGMAS=15 TRAIN_LOADER=stream ATTN_DOC_MASK=0"
 OLD_ARCH="MLP_MULT=3 MLP_ACT=relu2 XSA_LAST_N=2 QK_GAIN_INIT=1.5 BIGRAM_VOCAB_SIZE=2048 SMEAR_GATE=blend
  NUM_LOOPS=0 PARALLEL_START_LAYER=0 SKIP_GATES_ENABLED=0 SPARSE_ATTN_GATE_ENABLED=0"
 OLD_OPT="MUON_ROW_NORMALIZE=0 MUON_MOMENTUM=0.99 MUON_WD=0.04 ADAM_WD=0.04 EMBED_WD=0.04
@@ -44,9 +44,14 @@ declare -A VARIANTS=(
   [new_docmask]="$NEW ATTN_DOC_MASK=1"                                         # document-masked attention over rows
   [new_bigram_smear]="$NEW BIGRAM_VOCAB_SIZE=2048 SMEAR_GATE=blend"            # the March features back on
   [new_docpack]="$NEW ATTN_DOC_MASK=1 TRAIN_LOADER=docpack"                    # the VarLen records' packed rows
+  [new_shuffled_docmask]="$NEW TRAIN_LOADER=shuffled ATTN_DOC_MASK=1"          # shuffled windows, attention inside documents
+  [new_shuffled_smear]="$NEW TRAIN_LOADER=shuffled SMEAR_GATE=additive"        # the 1.0611 record's input-dependent SmearGate
+  [new_shuffled_smear_docmask]="$NEW TRAIN_LOADER=shuffled SMEAR_GATE=additive ATTN_DOC_MASK=1"  # both
+  [new_shuffled_blend]="$NEW TRAIN_LOADER=shuffled SMEAR_GATE=blend"           # the March per-dim SmearGate instead
+  [new_shuffled_blend_docmask]="$NEW TRAIN_LOADER=shuffled SMEAR_GATE=blend ATTN_DOC_MASK=1"
 )
 for seed in "${SEEDS[@]}"; do
-  for v in ${VARIANTS_ORDER:-old new new_noloop new_noparallel new_nogates new_nomuoneqr new_oldopt old_newopt new_shuffled new_docmask new_docpack new_bigram_smear}; do
+  for v in ${VARIANTS_ORDER:-old new new_noloop new_noparallel new_nogates new_nomuoneqr new_oldopt old_newopt new_shuffled new_docmask new_docpack new_shuffled_docmask new_shuffled_smear new_shuffled_smear_docmask new_shuffled_blend new_shuffled_blend_docmask new_bigram_smear}; do
     id="${v}_s${seed}"
     if [[ -n "${PRINT_ONLY:-}" ]]; then echo "$id" $COMMON ${VARIANTS[$v]} SEED=$seed; continue; fi
     env $COMMON ${VARIANTS[$v]} SEED=$seed RUN_ID=$id nice -n 10 python train_gpt.py > "$OUT/$id.console" 2>&1

@@ -10,10 +10,11 @@ from conftest import REPO
 
 def test_defaults_are_valid(tg):
     cfg = tg.Config.from_env({})
-    # The 04-09-class SP8192 configuration (the 1.081 record's model and optimizer), on the SP8192
-    # data paths, exported as measured to fit: GPTQ + SDClip k=14 int6 matrices, int8 embedding k=20.
+    # The 04-09-class SP8192 configuration (the 1.081 record's model and optimizer, the 1.0611
+    # record's SmearGate and document-masked attention), on the SP8192 data paths, exported as
+    # measured to fit: GPTQ + SDClip k=14 int6 matrices, int8 embedding k=20.
     expected = dict(num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=4.0, mlp_act="leaky_relu2",
-                    train_seq_len=2048, train_batch_tokens=786432, vocab_size=8192, bigram_vocab_size=0, smear_gate="off",
+                    train_seq_len=2048, train_batch_tokens=786432, vocab_size=8192, bigram_vocab_size=0, smear_gate="additive", attn_doc_mask=True,
                     xsa_last_n=11, qk_gain_init=5.0, rope_dims=16, ln_scale=True, num_loops=2, loop_start=3, loop_end=5,
                     enable_looping_at=0.35, parallel_start_layer=7, skip_gates_enabled=True, sparse_attn_gate_enabled=True,
                     muon_row_normalize=True, muon_wd=0.095, adam_wd=0.02, embed_wd=0.085, matrix_lr=0.022, scalar_lr=0.02,

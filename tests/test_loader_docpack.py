@@ -53,7 +53,7 @@ def test_loader_hands_out_the_stream_spans_as_one_row(tg):
 
 def test_config_needs_the_document_mask(tg):
     with pytest.raises(ValueError, match="TRAIN_LOADER=docpack needs ATTN_DOC_MASK=1"):
-        tiny_cfg(tg, TRAIN_LOADER="docpack")
+        tiny_cfg(tg, TRAIN_LOADER="docpack", ATTN_DOC_MASK="0")
     tiny_cfg(tg, ATTN_DOC_MASK="1", ATTN_BACKEND="fa3")  # the masked path now exists on fa3 (varlen)
 
 
@@ -171,3 +171,31 @@ def test_fa3_varlen_route_compiles_once_for_any_segment_count(tg, monkeypatch):
             assert torch.equal(compiled(ids, packed=True), model(ids, packed=True))
     assert len(graphs) == 1
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_masked_attention_never_asks_sdpa_for_grouped_kv_heads(tg, monkeypatch, packed):
+    """On CUDA a masked SDPA call with enable_gqa can only run on the math kernel ([B, H, T, T]
+    scores in memory): the memory-efficient kernel takes masks but not grouped KV heads. Every
+    masked call (rows and packed rows) gets K/V repeated to the query heads instead, and gives
+    what SDPA's own GQA gives."""
+    import torch.nn.functional as F
+    env = PACKED if packed else {**OFF, "ATTN_DOC_MASK": "1", "XSA_LAST_N": "2"}
+    model = build(tg, env)
+    assert model.cfg.num_heads != model.cfg.num_kv_heads
+    calls, plain = [], F.scaled_dot_product_attention
+
+    def recording(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False, **kw):
+        calls.append((q.size(1), k.size(1), v.size(1), attn_mask is not None, enable_gqa))
+        return plain(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=enable_gqa, **kw)
+
+    ids = packed_row(torch.Generator().manual_seed(3))
+    ids = ids if packed else ids.view(4, SEQ)
+    monkeypatch.setattr(tg.F, "scaled_dot_product_attention", recording)
+    with torch.no_grad():
+        model(ids, packed=packed)
+    assert calls and all(h == hk == hv and masked and not gqa for h, hk, hv, masked, gqa in calls), calls
+    q, k, v = torch.randn(2, 4, 16, 8), torch.randn(2, 2, 16, 8), torch.randn(2, 2, 16, 8)
+    mask = torch.rand(2, 1, 16, 16) > 0.3
+    mask[..., 0] = True  # every query sees at least one key
+    torch.testing.assert_close(tg.masked_sdpa(q, k, v, mask), plain(q, k, v, attn_mask=mask, enable_gqa=True))
