@@ -3086,6 +3086,12 @@ def progress(cfg: Config, step: int, elapsed_ms: float) -> float:
     return min(frac, 1.0)
 
 
+def looping_due(cfg: Config, step: int, elapsed_ms: float) -> bool:
+    """Depth recurrence switches on once training progress reaches ENABLE_LOOPING_AT (the
+    trainer's rule; DRY_RUN's schedule simulation applies the same one)."""
+    return bool(cfg.num_loops) and progress(cfg, step, elapsed_ms) >= cfg.enable_looping_at
+
+
 def late_qat_due(cfg: Config, frac: float, scale: float) -> bool:
     """Late QAT's trigger: the LR scale below LATE_QAT_THRESHOLD (the records' rule), else
     training progress at QAT_START_FRAC."""
@@ -3344,7 +3350,7 @@ class Trainer:
             if cfg.train_cap_seconds > 0:  # without a cap every decision is by step count
                 elapsed = agreed_elapsed
             stop = cfg.train_cap_seconds > 0 and elapsed >= 1000 * cfg.train_cap_seconds
-            if cfg.num_loops and not self.model.looping and progress(cfg, step, elapsed) >= cfg.enable_looping_at:
+            if not self.model.looping and looping_due(cfg, step, elapsed):
                 set_looping(self.model, True)
                 log(f"looping_start step:{step} progress:{progress(cfg, step, elapsed):.4f} train_time:{elapsed:.0f}ms "
                     f"virtual_layers:{','.join(map(str, virtual_layers(cfg, True)))}")
@@ -3682,8 +3688,8 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
     return 0
 
 
-# The published 8xH100 step times of the 1.0611 record (2026-04-27), whose model is our default's
-# plus a 13-weight SmearGate: about 96 ms/step before its loop switch (11 block passes) and 144
+# The published 8xH100 step times of the 1.0611 record (2026-04-27), whose model is our
+# default's: about 96 ms/step before its loop switch (11 block passes) and 144
 # after (17 passes); 4,917-4,945 steps in 600 s. This project has not measured its own step time on
 # that hardware; DRY_RUN scales these figures by FLOPs per step, plain and looped.
 RECORD_STEP_MS = {"plain": 96.0, "looped": 144.0}
@@ -3759,7 +3765,7 @@ def simulate_schedule(cfg: Config, plain_ms: float, looped_ms: float) -> tuple[i
     after: (steps, the step the loop starts at or 0, elapsed ms)."""
     cap_ms, elapsed, looping, switch = 1000 * cfg.train_cap_seconds, 0.0, False, 0
     for step in range(cfg.iterations):
-        if cfg.num_loops and not looping and progress(cfg, step, elapsed) >= cfg.enable_looping_at:
+        if not looping and looping_due(cfg, step, elapsed):
             looping, switch = True, step + 1
         ms = looped_ms if looping else plain_ms
         if cap_ms and elapsed + ms > cap_ms:
