@@ -146,9 +146,10 @@ class Config:
                                    "(the 1.1248 record: 1024, so base ~22,082 at 2048); 0 = off", lo=0, group="model")
     attn_doc_mask: bool = knob(True, "document-masked attention: each token attends only to earlier tokens of its own document "
                                "(documents start at BOS; SDPA with a block-diagonal causal mask, FA3 varlen on fa3)", group="model")
-    attn_backend: str = knob("auto", "attention kernel: fa3 (flash_attn_interface; an error if it does not import), sdpa, "
-                             "or auto (fa3 on CUDA when it imports, else sdpa); the one used is logged",
-                             choices=("auto", "fa3", "sdpa"), group="model")
+    attn_backend: str = knob("auto", "attention kernel: fa3 (flash_attn_interface; an error if it does not import), flex "
+                             "(torch's FlexAttention: document masks skip empty blocks; CUDA only), sdpa, or auto (on CUDA: fa3 "
+                             "when it imports, else flex for document-masked attention, else sdpa; sdpa on CPU); the one used is logged",
+                             choices=("auto", "fa3", "flex", "sdpa"), group="model")
     # --- optimizer ---
     matrix_lr: float = knob(0.022, "Muon LR for block matrices", lo=0.0, group="optim")
     scalar_lr: float = knob(0.02, "AdamW LR for vectors and scalar controls", lo=0.0, group="optim")
@@ -1361,22 +1362,39 @@ FLASH_ATTN_VARLEN_FUNC = None  # and its flash_attn_varlen_func (document-masked
 
 
 def resolve_attn_backend(cfg: Config, device: torch.device) -> str:
-    """ATTN_BACKEND -> the kernel that runs: fa3 asked for and not importable is an error;
-    auto takes fa3 on CUDA when flash_attn_interface imports, else sdpa."""
+    """ATTN_BACKEND -> the kernel that runs: a named backend that cannot run is an error; auto
+    takes fa3 on CUDA when flash_attn_interface imports, else flex where attention is
+    document-masked (block-sparse, GQA without repeating K/V), else sdpa (CPU: always sdpa)."""
     global FLASH_ATTN_FUNC, FLASH_ATTN_VARLEN_FUNC
-    if cfg.attn_backend == "sdpa" or (cfg.attn_backend == "auto" and device.type != "cuda"):
+    want = cfg.attn_backend
+    if want == "sdpa" or (want == "auto" and device.type != "cuda"):
         return "sdpa"
+    if want == "flex" or (want == "auto" and cfg.attn_doc_mask and not importable("flash_attn_interface")):
+        if device.type != "cuda":  # torch's FlexAttention refuses to build a backward on CPU (training, TTT)
+            raise ValueError(f"ATTN_BACKEND=flex needs a CUDA device (FlexAttention has no CPU backward), not {device.type}")
+        if not importable("torch.nn.attention.flex_attention"):
+            raise ImportError(f"ATTN_BACKEND={want} picked flex, but torch {torch.__version__} has no torch.nn.attention.flex_attention")
+        return "flex"
     try:
         from flash_attn_interface import flash_attn_func, flash_attn_varlen_func
     except ImportError as e:
-        if cfg.attn_backend == "fa3":
+        if want == "fa3":
             raise ImportError(f"ATTN_BACKEND=fa3 but flash_attn_interface does not import ({e}); "
-                              "install FlashAttention-3 or set ATTN_BACKEND=sdpa") from None
+                              "install FlashAttention-3 or set ATTN_BACKEND=flex or sdpa") from None
         return "sdpa"
     if device.type != "cuda":
         raise ValueError(f"ATTN_BACKEND=fa3 needs a CUDA device, not {device.type}")
     FLASH_ATTN_FUNC, FLASH_ATTN_VARLEN_FUNC = flash_attn_func, flash_attn_varlen_func
     return "fa3"
+
+
+def importable(module: str) -> bool:
+    import importlib
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False
 
 
 def set_attn_backend(model: nn.Module, backend: str) -> None:
@@ -1392,12 +1410,54 @@ class AttnLayout(NamedTuple):
       block_mask  SDPA over a packed row [1, N]: queries in blocks of `span`, each attending the
                   keys of its own block and the one before, bool [N/span, 1, span, 2*span] (exact,
                   since no segment is longer than span);
-      cu_seqlens  FA3 varlen over the flattened batch: int32 segment starts, then B*T.
+      cu_seqlens  FA3 varlen over the flattened batch: int32 segment starts, then B*T, padded
+                  with B*T (empty segments) to a length fixed by the shape (fa3_segment_cap);
+      flex        FlexAttention's BlockMask (rows and packed rows alike; flex_block_mask).
     span is the longest segment: the NTK RoPE rule and FA3's max_seqlen read it."""
     span: int
     mask: Tensor | None = None
     block_mask: Tensor | None = None
     cu_seqlens: Tensor | None = None
+    flex: object | None = None
+
+
+FLEX_BLOCK = 128  # FlexAttention's sparse block size (its kernels' default tile)
+
+
+def flex_block_mask(seg: Tensor):
+    """Document-causal BlockMask for segment ids seg [B, T] (non-decreasing along each row):
+    query i may attend key j <= i of its own segment. Built from each 128-block's first and
+    last segment id, O((T/128)^2) work per row, never a [T, T] mask: a key block j < i is
+    touched when its last id equals query block i's first, and full when its first id equals
+    block i's last; the diagonal block is partial (causal). Fixed shapes for a fixed [B, T],
+    so batches with other document boundaries reuse the compiled graph."""
+    from torch.nn.attention.flex_attention import BlockMask
+    B, T = seg.shape
+    nb = -(-T // FLEX_BLOCK)
+    padded = torch.cat([seg, seg[:, -1:].expand(B, nb * FLEX_BLOCK - T)], 1)
+    first, last = padded[:, ::FLEX_BLOCK], padded[:, FLEX_BLOCK - 1::FLEX_BLOCK]  # [B, nb]
+    i = torch.arange(nb, device=seg.device)
+    below = i[:, None] > i[None, :]                                               # [q block, kv block]
+    full = below & (first[:, None, :] == last[:, :, None])
+    partial = (below & (last[:, None, :] == first[:, :, None]) & ~full) | (i[:, None] == i[None, :])
+
+    def listed(m: Tensor) -> tuple[Tensor, Tensor]:  # per query block: how many kv blocks, and which (listed first)
+        return (m.sum(-1, dtype=torch.int32)[:, None],
+                m.to(torch.int8).argsort(dim=-1, descending=True, stable=True).to(torch.int32)[:, None])
+
+    def doc_causal(b, h, q, k):
+        return (q >= k) & (seg[b, q] == seg[b, k])
+    return BlockMask.from_kv_blocks(*listed(partial), *listed(full), BLOCK_SIZE=FLEX_BLOCK, mask_mod=doc_causal,
+                                    seq_lengths=(T, T))
+
+
+def fa3_segment_cap(B: int, T: int) -> int:
+    """Length of FA3's cu_seqlens for a [B, T] batch: room for every row start plus one document
+    per 128 tokens, in steps of 64 (SP8192 FineWeb: 669 tokens per document on average, at most
+    320 segments in a 48 x 2048 micro-batch, against 832 here). A fixed length keeps the compiled
+    forward's shapes static (the records pad to buckets of 64 too); a fuller batch is counted
+    (GPT.fa3_overflow) and stops the run with an error, never silently merged."""
+    return 64 * -(-(B + B * T // 128 + 1) // 64)
 
 
 def segment_starts(ids: Tensor, bos_id: int, cap: int) -> Tensor:
@@ -1415,11 +1475,12 @@ def attention_layout(ids: Tensor, bos_id: int, backend: str, packed_span: int = 
     B, T = ids.shape
     span = packed_span or T
     starts = segment_starts(ids, bos_id, span)
-    if backend == "fa3":
-        flat = starts.flatten()
-        cu = torch.cat([flat.nonzero().flatten(), torch.tensor([B * T], device=ids.device)]).to(torch.int32)
-        return AttnLayout(span, cu_seqlens=cu)
+    if backend == "fa3":  # nonzero_static: a fixed length, no host sync; pads with B*T (empty segments)
+        cu = torch.nonzero_static(starts.flatten(), size=fa3_segment_cap(B, T), fill_value=B * T).flatten()
+        return AttnLayout(span, cu_seqlens=torch.cat([cu, cu.new_full((1,), B * T)]).to(torch.int32))
     seg = starts.cumsum(1)  # segment index of every position
+    if backend == "flex":
+        return AttnLayout(span, flex=flex_block_mask(seg))
     if not packed_span:
         causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
         return AttnLayout(span, mask=(causal[None] & (seg[:, :, None] == seg[:, None, :])).unsqueeze(1))
@@ -1506,6 +1567,11 @@ class Attention(nn.Module):
             y = FLASH_ATTN_VARLEN_FUNC(flat(q), flat(k), flat(v), layout.cu_seqlens, layout.cu_seqlens,
                                        layout.span, layout.span, causal=True)
             y = (y[0] if isinstance(y, tuple) else y).view(B, T, self.h, self.hd)
+        elif layout is not None and layout.flex is not None:  # FlexAttention: [B, H, T, D], GQA without repeating K/V
+            from torch.nn.attention.flex_attention import flex_attention
+            dt = v.dtype  # q/k leave the norm in fp32 under autocast; flex wants one dtype
+            y = flex_attention(q.to(dt).transpose(1, 2), k.to(dt).transpose(1, 2), v.transpose(1, 2), block_mask=layout.flex,
+                               enable_gqa=self.h != self.h_kv).transpose(1, 2)
         elif layout is not None and layout.block_mask is not None:
             y = blocked_attention(q, k, v, layout.block_mask, layout.span)
         elif layout is not None:
@@ -1643,6 +1709,7 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg, self.bos_id = cfg, bos_id
         self.backend = "sdpa"  # the attention kernel, set with the blocks' by set_attn_backend
+        self.register_buffer("fa3_overflow", torch.zeros((), dtype=torch.int64), persistent=False)  # fa3_segment_cap
         self.tok_emb = with_role(nn.Parameter(embedding_init(cfg)), "embed")
         self.bigram = BigramHash(cfg) if cfg.bigram_vocab_size else None
         self.smear = SmearGate(cfg) if cfg.smear_gate != "off" else None
@@ -1693,6 +1760,8 @@ class GPT(nn.Module):
         layout = None
         if self.cfg.attn_doc_mask:
             layout = attention_layout(ids, self.bos_id, self.backend, self.cfg.train_seq_len if packed else 0)
+            if layout.cu_seqlens is not None:  # the cap's last slot holds a real start: segments may not fit
+                self.fa3_overflow += layout.cu_seqlens[-2] != ids.numel()
         x, h_mid = self.run_blocks(x, lora, layout)
         if self.backout is not None:
             x = x - self.backout.to(x.dtype) * h_mid
@@ -3377,7 +3446,9 @@ class Trainer:
         if self.signals is not None:
             self.signals.training = False  # from here on a signal stops at once (raw weights come next)
         stopped = None
-        if bad_step:
+        if problem := fa3_overflow_problem(self.model):
+            stopped = (problem, 1)
+        elif bad_step:
             stopped = (f"non-finite training loss ({bad_loss if bad_loss else 'on another rank'}) at step {int(bad_step)}; "
                        "training stopped", 1)
         elif signum:
@@ -3386,6 +3457,12 @@ class Trainer:
         elif stop:
             log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{cfg.iterations}")
         return dict(steps=step, train_ms=train_ms, stopped=stopped)
+
+
+def fa3_overflow_problem(model: nn.Module) -> str | None:
+    n = int(unwrap(model).fa3_overflow.item())
+    return (f"{n} forwards had more attention segments than FA3's fixed cu_seqlens length holds (fa3_segment_cap), so "
+            "documents may have been merged; rerun with ATTN_BACKEND=flex") if n else None
 
 
 def calibrate_gptq(model: GPT, loader, cfg: Config, ctx: Dist, log, train_ms: float) -> dict[str, Tensor]:
@@ -3555,6 +3632,7 @@ def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_toke
         if cfg.ttt_enabled:
             ms += prewarm_ttt(compiled, cfg, ctx)
         log(f"final_eval_prewarm_time:{ms:.0f}ms (graphs compiled on dummy and random tokens before the eval clock)")
+        model.fa3_overflow.zero_()  # random tokens are no evidence about the data
     t0 = time.perf_counter()
     state = decode_artifact(art_path.read_bytes(), str(art_path))
     model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()}, strict=True)
@@ -3572,6 +3650,8 @@ def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_toke
         name = f"final_{label}_ttt_lora"
         log_eval(log, name, final, f" rank:{cfg.ttt_lora_rank} chunk:{cfg.ttt_chunk_size} "
                                    f"phases:{cfg.phased_ttt_num_phases}")
+    if problem := fa3_overflow_problem(compiled):
+        raise RunStopped(problem, 1)
     return name, final, 1000 * (time.perf_counter() - t0)
 
 

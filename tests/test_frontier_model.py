@@ -277,7 +277,8 @@ def test_attn_backend_resolution(tg):
         pass
     with pytest.raises(ImportError, match="ATTN_BACKEND=fa3"):
         tg.resolve_attn_backend(tiny_cfg(tg, ATTN_BACKEND="fa3"), torch.device("cuda"))
-    assert tg.resolve_attn_backend(tiny_cfg(tg), torch.device("cuda")) == "sdpa"  # auto without FA3
+    assert tg.resolve_attn_backend(tiny_cfg(tg, ATTN_DOC_MASK="0"), torch.device("cuda")) == "sdpa"  # auto without FA3
+    assert tg.resolve_attn_backend(tiny_cfg(tg, ATTN_DOC_MASK="1"), torch.device("cuda")) == "flex"  # masked: flex
 
 
 def test_document_masked_attention(tg):

@@ -89,6 +89,8 @@ def reference_varlen(calls):
         assert torch.equal(cu_q, cu_k) and max_q == max_k and causal and q.dtype == torch.bfloat16
         out = torch.empty_like(q)
         for a, b in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
+            if a == b:  # the padding of a fixed-length cu_seqlens: empty segments
+                continue
             t = lambda x: x[a:b].float().transpose(0, 1)[None]
             out[a:b] = torch.nn.functional.scaled_dot_product_attention(
                 t(q), t(k), t(v), is_causal=True, enable_gqa=q.size(1) != k.size(1))[0].transpose(0, 1).to(q.dtype)
@@ -112,7 +114,9 @@ def test_fa3_varlen_route_gets_the_same_segments(tg, monkeypatch, packed):
         got = model(ids, packed=packed)
     starts = tg.segment_starts(ids, BOS, SEQ).flatten()
     cu, span = calls[0]
-    assert cu.tolist() == starts.nonzero().flatten().tolist() + [ids.numel()] and span == SEQ
+    real = starts.nonzero().flatten().tolist()
+    assert len(cu) == tg.fa3_segment_cap(*ids.shape) + 1 and span == SEQ  # a fixed length: padded with empty segments
+    assert cu.tolist() == real + [ids.numel()] * (len(cu) - len(real))
     assert len(calls) == len(tg.virtual_layers(model.cfg, model.looping))  # one per attention layer
     assert torch.allclose(got, want, atol=0.1) and (got - want).abs().mean() < 0.01
 
