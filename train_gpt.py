@@ -240,6 +240,12 @@ class Config:
     ttt_beta1: float = knob(0.0, "AdamW beta1 of the TTT adapters", lo=0.0, hi=1.0, group="eval")
     ttt_beta2: float = knob(0.99, "AdamW beta2 of the TTT adapters", lo=0.0, hi=1.0, group="eval")
     ttt_weight_decay: float = knob(0.5, "AdamW decoupled weight decay of the TTT adapters", lo=0.0, group="eval")
+    # --- token n-gram tilt (the 1.0565 record's names; token channel only) ---
+    ngram_tilt_enabled: bool = knob(False, "tilt the final score (sliding and TTT) toward a causal token n-gram hint; "
+                                    "its precompute runs inside the eval clock", group="eval")
+    token_order: int = knob(16, "n-gram order of the tilt: its hint reads the last TOKEN_ORDER-1 tokens", lo=1, hi=33, group="eval")
+    token_threshold: float = knob(0.8, "a hint fires when its share of its context's past occurrences is >= this", lo=0.0, hi=1.0, group="eval")
+    token_boost: float = knob(2.625, "logit boost of a fired hint (the softmax then renormalises)", lo=0.0, group="eval")
     ttt_with_sliding: bool = knob(False, "with TTT_ENABLED=1 also run the sliding-window eval (a diagnostic whose time counts against the budget)", group="eval")
     # --- phased TTT: global SGD on the base weights over already-scored documents ---
     phased_ttt_num_phases: int = knob(3, "global-SGD phases over the first PHASED_TTT_PREFIX_DOCS documents (0 = per-document LoRA only)", lo=0, group="eval")
@@ -281,6 +287,13 @@ class Config:
         for key in sorted(environ):
             if key in fields:
                 raw_values[key] = environ[key]
+                continue
+            if key in NGRAM_CHANNEL_NAMES:
+                bad = ngram_channel_problem(key, environ[key])
+                if bad:
+                    problems.append(bad)
+                elif notes is not None:
+                    notes.append(f"{key}={environ[key]} accepted: the record's within-word/word-start n-gram channels stay off")
                 continue
             kind, target = check_env_name(key, set(fields))
             if kind == "alias":
@@ -349,6 +362,8 @@ class Config:
             (not (self.ema_enabled and self.swa_enabled), "EMA_ENABLED=1 and SWA_ENABLED=1 are exclusive: pick one weight average"),
             (not self.ema_reset_on_qat or (self.ema_enabled and self.qat_mode == "late"), "EMA_RESET_ON_QAT=1 needs EMA_ENABLED=1 and QAT_MODE=late"),
             (self.eval_stride <= self.window_len, f"EVAL_STRIDE={self.eval_stride} exceeds the window length {self.window_len}"),
+            (not self.ngram_tilt_enabled or self.eval_stride or self.ttt_enabled,
+             "NGRAM_TILT_ENABLED=1 tilts the sliding-window or TTT score: set EVAL_STRIDE > 0 or TTT_ENABLED=1"),
             (self.ttt_chunk_size <= self.ttt_eval_seq_len, f"TTT_CHUNK_SIZE={self.ttt_chunk_size} exceeds TTT_EVAL_SEQ_LEN={self.ttt_eval_seq_len}"),
             (self.quant_bits_head == 8 or not self.tie_embeddings, "QUANT_BITS_HEAD applies only with TIE_EMBEDDINGS=0 (tied: QUANT_BITS_EMBED)"),
             (not (self.warmdown_frac > 0 and self.warmdown_iters > 0), "WARMDOWN_FRAC and WARMDOWN_ITERS are exclusive: set one"),
@@ -540,6 +555,26 @@ RECORD_NAMES = {
     "ARTIFACT_DIR": "outputs go to OUT_DIR",
     "BOS_ID": "the BOS id is read from the tokenizer (TOKENIZER_PATH)",
 }
+# The 1.0565 record's n-gram helper also has within-word and word-start channels. They gate on
+# the token being scored (illegal) and are not built here; its command switches them off (a TAU
+# above 1 never fires), so these names are accepted exactly when they leave them off.
+NGRAM_CHANNEL_NAMES = {"WITHIN_TAU", "WORD_TAU", "WITHIN_BOOST", "WORD_BOOST", "WORD_ORDER", "WORD_NORMALIZE",
+                       "AGREE_ADD_BOOST", "NGRAM_HINT_PRECOMPUTE_OUTSIDE"}
+
+
+def ngram_channel_problem(key: str, raw: str) -> str | None:
+    if key.endswith("_TAU"):
+        try:
+            off = float(raw) > 1
+        except ValueError:
+            off = False
+        return None if off else (f"{key}={raw}: the record's within-word and word-start n-gram channels read the token "
+                                 "being scored (illegal) and are not built; only a value above 1 (never fires) is accepted")
+    if key == "NGRAM_HINT_PRECOMPUTE_OUTSIDE" and raw != "0":
+        return f"{key}={raw}: the tilt's precompute reads validation tokens, so it runs inside the eval clock (set 0)"
+    return None  # the other names only tune the channels that stay off
+
+
 # torchrun's and the C libraries' own names: never a typo of ours.
 LAUNCHER_NAMES = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
                   "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
@@ -2575,14 +2610,89 @@ def finish_eval(sums: Tensor, ctx: Dist, t0: float, per_token=None) -> EvalResul
                       1000 * (time.perf_counter() - t0), per_token)
 
 
-def token_nll(model: nn.Module, x: Tensor, y: Tensor, lora: dict | None = None, score_from: int = 0) -> Tensor:
-    """nll of the targets y[:, score_from:]; the model computes logits only for those positions."""
+def token_nll(model: nn.Module, x: Tensor, y: Tensor, lora: dict | None = None, score_from: int = 0,
+              hint: Tensor | None = None) -> Tensor:
+    """nll of the targets y[:, score_from:]; the model computes logits only for those positions.
+    With `hint` (shaped like those targets): a [2, ...] stack, the nll of y and of the hint."""
     kw = dict(lora=lora) if lora else {}
     if score_from:  # only then: any model (x) -> logits scores a non-overlapping batch
         kw["score_from"] = score_from
-    logits = model(x, **kw)
+    logits = model(x, **kw).float()
+    logits = logits.reshape(-1, logits.size(-1))
     y = y[:, score_from:]
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none").view(y.shape)
+    if hint is None:
+        return F.cross_entropy(logits, y.reshape(-1), reduction="none").view(y.shape)
+    picked = logits.gather(1, torch.stack([y.reshape(-1), hint.reshape(-1)], 1))
+    return (torch.logsumexp(logits, 1)[:, None] - picked).T.reshape(2, *y.shape)
+
+
+# Token n-gram tilt (the 1.0565 record's NGRAM_TILT_ENABLED, its token channel only). For the
+# prediction of token t+1, the context is the TOKEN_ORDER-1 tokens up to t of the validation
+# stream, hashed as the record's helper hashes it (so its hints are reproduced exactly, hash
+# collisions included; the helper also prepends a copy of the first target to the stream). The
+# hint is the token that has followed that context most often so far (ties: the first to reach
+# the count); it fires when its count / the context's count >= TOKEN_THRESHOLD. Only tokens
+# before the scored one are read. A fired hint h gets +TOKEN_BOOST b on its logit and the
+# softmax renormalises over the whole vocabulary:
+#   p'(a) = p(a) e^(b[a=h]) / Z,  Z = 1 + p(h)(e^b - 1),  so  nll' = nll - b[y=h] + log Z.
+NGRAM_COEFFS = np.array([36313, 27191, 51647, 81929, 131071, 196613, 262147, 393241, 524309, 655373, 786433,
+                         917521, 1048583, 1179653, 1310729, 1441801, 1572869, 1703941, 1835017, 1966087, 2097169,
+                         2228243, 2359319, 2490389, 2621471, 2752549, 2883617, 3014687, 3145757, 3276833, 3407903,
+                         3538973], dtype=np.uint64)
+
+
+def ngram_hints(tokens: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hint, share) per prediction p (reading tokens[..p], scoring tokens[p+1]), in one sorted
+    pass (numpy; no per-token Python loop). share = 0 where the context has not occurred yet."""
+    t = np.asarray(tokens).astype(np.uint64)[1:]
+    n, L = len(t), order - 1
+    hint, share = np.zeros(n, np.int64), np.zeros(n, np.float32)
+    s = np.concatenate([t[:1], t]) if L else t
+    m = n - max(L - 1, 0)  # predictions L-1.. have a full context
+    if m <= 0:
+        return hint, share
+    ctx = np.zeros(m, np.uint64)
+    for j in range(L):
+        ctx ^= s[j:j + m] * NGRAM_COEFFS[j]
+    y, idx = t[n - m:], np.arange(m)
+
+    def groups(key):  # stable sort by key: order, group-start flags, start index of each one's group
+        o = np.argsort(key, kind="stable")
+        k = key[o]
+        new = np.r_[True, k[1:] != k[:-1]]
+        return o, new, np.maximum.accumulate(np.where(new, idx, 0))
+
+    # count of each (context, next token) pair including this occurrence
+    o, new, start = groups((ctx * np.uint64(1000003)) ^ (y * NGRAM_COEFFS[L % 32]))
+    count = np.empty(m, np.int64)
+    count[o] = idx - start + 1
+    # per context, in stream order: running best pair count and the occurrence that set it
+    o, new, start = groups(ctx)
+    span = m + 1
+    run = np.maximum.accumulate((np.cumsum(new) - 1) * span + count[o])  # segmented running max
+    best = np.maximum.accumulate(np.where(new | (run > np.r_[-1, run[:-1]]), idx, 0))
+    seen = np.flatnonzero(~new)  # a lookup reads the state left by the previous occurrence
+    hint[o[seen] + n - m] = y[o][best[seen - 1]].astype(np.int64)
+    share[o[seen] + n - m] = (run[seen - 1] % span).astype(np.float32) / (seen - start[seen]).astype(np.float32)
+    return hint, share
+
+
+def ngram_tilt(val_tokens: Tensor, cfg: Config, log) -> tuple[Tensor, Tensor]:
+    """The tilt's per-prediction hint and boost (0 where it does not fire) over the whole split,
+    on the device, padded by one entry so gather_windows can read them like the tokens."""
+    t0 = time.perf_counter()
+    hint, share = ngram_hints(val_tokens.cpu().numpy(), cfg.token_order)
+    fire = share >= np.float32(cfg.token_threshold)
+    boost = np.where(fire, np.float32(cfg.token_boost), np.float32(0))
+    log(f"ngram_tilt:precompute_done elapsed:{time.perf_counter() - t0:.2f}s predictions:{len(hint)} fired:{int(fire.sum())} "
+        f"order:{cfg.token_order} threshold:{cfg.token_threshold} boost:{cfg.token_boost} (inside the eval clock)")
+    pad = lambda a: torch.from_numpy(np.r_[a, a[:1] * 0]).to(val_tokens.device)
+    return pad(hint), pad(boost)
+
+
+def tilt_nll(nll: Tensor, hint_nll: Tensor, y: Tensor, hint: Tensor, boost: Tensor) -> Tensor:
+    """nll under the tilted distribution (see above); exactly nll where boost is 0."""
+    return nll - boost * (y == hint) + torch.log1p(torch.exp(-hint_nll) * torch.expm1(boost))
 
 
 def eval_batch_rows(cfg: Config, ctx: Dist, n_val: int) -> int:
@@ -2668,7 +2778,8 @@ def sliding_batch_rows(cfg: Config, ctx: Dist, n_windows: int) -> int:
 
 @torch.inference_mode()
 def evaluate_sliding(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cfg: Config, ctx: Dist,
-                     stride: int, keep_per_token: bool = False) -> EvalResult:
+                     stride: int, keep_per_token: bool = False, tilt: tuple[Tensor, Tensor] | None = None) -> EvalResult:
+    """`tilt`: ngram_tilt's (hint, boost), applied to every scored prediction."""
     t0 = time.perf_counter()
     n_pred = len(val_tokens) - 1
     windows = sliding_windows(n_pred, cfg.window_len, stride)
@@ -2690,7 +2801,11 @@ def evaluate_sliding(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cf
             sel, real = padded_rows(b, rows, len(mine), ctx.device)
             x, y = gather_windows(tokens, starts[sel], length)
             sf = sliding_score_from(min(f for _, _, f in batch), length, stride)
-            nll = token_nll(model, x, y, score_from=sf)
+            if tilt is None:
+                nll = token_nll(model, x, y, score_from=sf)
+            else:
+                hint, boost = (gather_windows(a, starts[sel], length)[0][:, sf:] for a in tilt)
+                nll = tilt_nll(*token_nll(model, x, y, score_from=sf, hint=hint), y[:, sf:], hint, boost)
             mask = (torch.arange(sf, length, device=ctx.device)[None, :] >= firsts[sel, None]) & real[:, None]
             sums[0] += (nll.double() * mask).sum()  # multiply by the mask: boolean indexing would sync
             sums[1] += mask.sum()
@@ -2842,10 +2957,12 @@ def ttt_batch_work(docs: list[tuple[int, int]] | None, cfg: Config, adapt: bool)
 
 
 def ttt_score_batch(model: nn.Module, tokens: Tensor, nbytes: Tensor, cfg: Config, ctx: Dist, docs: list[tuple[int, int]],
-                    lora: dict, sums: Tensor, per_token: Tensor | None, trace: list | None, adapt: bool) -> None:
+                    lora: dict, sums: Tensor, per_token: Tensor | None, trace: list | None, adapt: bool,
+                    tilt: tuple[Tensor, Tensor] | None = None) -> None:
     """Score one batch of documents chunk by chunk. Each chunk's scores are added to the sums
     BEFORE the adapters step on it, from the same forward; a document's last chunk is scored
-    and never trained on. Rows are padded to TTT_BATCH_SIZE (empty rows score nothing)."""
+    and never trained on. Rows are padded to TTT_BATCH_SIZE (empty rows score nothing). The
+    n-gram tilt, if any, changes the scores only: the adapters train on the model's own nll."""
     dev, n_rows = ctx.device, cfg.ttt_batch_size
     starts = [s for s, _ in docs] + [0] * (n_rows - len(docs))
     lens = [e - s for s, e in docs] + [0] * (n_rows - len(docs))
@@ -2865,14 +2982,19 @@ def ttt_score_batch(model: nn.Module, tokens: Tensor, nbytes: Tensor, cfg: Confi
         x, y = torch.where(valid, tokens[idx], 0), torch.where(valid, tokens[idx + 1], 0)
         for step in range(cfg.ttt_grad_steps if any(train) else 1):
             with autocast(cfg, ctx):
-                nll = token_nll(model, x, y, scaled_lora(lora, cfg))
+                if tilt is None:
+                    nll = score = token_nll(model, x, y, scaled_lora(lora, cfg))
+                else:
+                    hint, boost = tilt[0][idx], tilt[1][idx]
+                    nll, hint_nll = token_nll(model, x, y, scaled_lora(lora, cfg), hint=hint)
+                    score = tilt_nll(nll, hint_nll, y, hint, boost)
             if step == 0:  # score first: these numbers are final before any update sees this chunk
                 with torch.no_grad():
-                    sums += torch.stack([(nll.double() * scored).sum(), scored.sum().double(),
+                    sums += torch.stack([(score.double() * scored).sum(), scored.sum().double(),
                                          (nbytes[idx + 1] * scored).sum().double()])
                     if per_token is not None:
                         for r in range(len(docs)):
-                            per_token[starts[r] + a[r]:starts[r] + z[r]] = nll[r, a[r] - w0[r]:z[r] - w0[r]].double().cpu()
+                            per_token[starts[r] + a[r]:starts[r] + z[r]] = score[r, a[r] - w0[r]:z[r] - w0[r]].double().cpu()
                 if trace is not None:
                     trace.extend(("score", starts[r] + a[r], starts[r] + z[r]) for r in range(len(docs)) if live[r])
             if not any(train):
@@ -2988,7 +3110,8 @@ def prewarm_ttt(model: nn.Module, cfg: Config, ctx: Dist) -> float:
 
 
 def evaluate_ttt(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cfg: Config, ctx: Dist, log,
-                 keep_per_token: bool = False, t_start: float | None = None, trace: list | None = None) -> EvalResult:
+                 keep_per_token: bool = False, t_start: float | None = None, trace: list | None = None,
+                 tilt: tuple[Tensor, Tensor] | None = None) -> EvalResult:
     """Legal score-first phased TTT (the 1.0611 record's evaluation):
     - per-document LoRA: documents in batches of TTT_BATCH_SIZE, each scored chunk by chunk
       (ttt_score_batch), its adapter stepping on each chunk after it is scored. Adapters and
@@ -3028,7 +3151,7 @@ def evaluate_ttt(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cfg: C
                     with torch.no_grad():
                         for _, B in lora.values():
                             B.zero_()
-                ttt_score_batch(model, tokens, val_bytes.to(ctx.device), cfg, ctx, docs, lora, sums, per_token, trace, adapt)
+                ttt_score_batch(model, tokens, val_bytes.to(ctx.device), cfg, ctx, docs, lora, sums, per_token, trace, adapt, tilt)
                 sync(ctx)
             busy_s += time.perf_counter() - tb
             done_work, left, slot = done_work + work[si][bi], left - work[si][bi], slot + 1
@@ -3634,6 +3757,7 @@ def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_toke
         log(f"final_eval_prewarm_time:{ms:.0f}ms (graphs compiled on dummy and random tokens before the eval clock)")
         model.fa3_overflow.zero_()  # random tokens are no evidence about the data
     t0 = time.perf_counter()
+    tilt = ngram_tilt(val_tokens, cfg, log) if cfg.ngram_tilt_enabled else None
     state = decode_artifact(art_path.read_bytes(), str(art_path))
     model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()}, strict=True)
     rt = evaluate(compiled, val_tokens, val_bytes, cfg, ctx)
@@ -3642,14 +3766,14 @@ def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_toke
     if pre is not None:
         log(f"final_quant_gap_exact val_loss:{rt.loss - pre.loss:.8f} val_bpb:{rt.bpb - pre.bpb:.8f}")
     if runs_sliding(cfg):
-        final = evaluate_sliding(compiled, val_tokens, val_bytes, cfg, ctx, cfg.eval_stride)
+        final = evaluate_sliding(compiled, val_tokens, val_bytes, cfg, ctx, cfg.eval_stride, tilt=tilt)
         name = f"final_{label}_sliding_window"
-        log_eval(log, name, final, f" stride:{cfg.eval_stride} seq_len:{cfg.window_len}")
+        log_eval(log, name, final, f" stride:{cfg.eval_stride} seq_len:{cfg.window_len} ngram_tilt:{int(tilt is not None)}")
     if cfg.ttt_enabled:
-        final = evaluate_ttt(compiled, val_tokens, val_bytes, cfg, ctx, log, t_start=t0)
+        final = evaluate_ttt(compiled, val_tokens, val_bytes, cfg, ctx, log, t_start=t0, tilt=tilt)
         name = f"final_{label}_ttt_lora"
         log_eval(log, name, final, f" rank:{cfg.ttt_lora_rank} chunk:{cfg.ttt_chunk_size} "
-                                   f"phases:{cfg.phased_ttt_num_phases}")
+                                   f"phases:{cfg.phased_ttt_num_phases} ngram_tilt:{int(tilt is not None)}")
     if problem := fa3_overflow_problem(compiled):
         raise RunStopped(problem, 1)
     return name, final, 1000 * (time.perf_counter() - t0)
