@@ -996,7 +996,9 @@ def preflight_data(cfg: Config, ctx: Dist, log: Logger, train_files: list[str], 
     token id against VOCAB_SIZE (an id out of range crashes the embedding, or the final eval
     after all the training), enough training tokens (all-empty shards used to hang the loader),
     no shard in both splits (same file, or same tokens under another name: training on the
-    validation set), and the tokenizer against DATA_PATH/manifest.json when there is one. The
+    validation set), no validation document among the sampled training documents (audit_data;
+    the full audit's verdict when the manifest holds one for these shards), and the tokenizer
+    against DATA_PATH/manifest.json when there is one. The
     ranks split the shards and share the facts, so every rank reaches the same verdict."""
     t0 = time.perf_counter()
     val_sizes = {os.path.getsize(f) for f in val_files if os.path.isfile(f)}
@@ -1028,6 +1030,10 @@ def preflight_data(cfg: Config, ctx: Dist, log: Logger, train_files: list[str], 
         problems.append(f"the {len(train_files)} training shards hold {n_train} tokens; one step's micro-batch read needs "
                         f"{min_train_tokens} (DATA_PATH={cfg.data_path}, TRAIN_GLOB={cfg.train_glob})")
     problems += manifest_problems(cfg, sp)
+    if not problems:  # every shard reads: the document audit can
+        audit_problems, audit_line = audit_data(cfg, train_files, val_files, sp.bos_id())
+        problems += audit_problems
+        log(audit_line)
     if problems:
         raise ValueError(f"data preflight found {len(problems)} problem{'s' * (len(problems) > 1)}:\n  - "
                          + "\n  - ".join(problems))
@@ -1065,6 +1071,84 @@ def manifest_problems(cfg: Config, sp: spm.SentencePieceProcessor) -> list[str]:
             problems.append(f"TOKENIZER_PATH={cfg.tokenizer_path} is not the tokenizer the shards were made with "
                             f"({path} lists {name} with sha256 {want[:12]}..., this file has {have[:12]}...)")
     return problems
+
+
+# Train/val document audit. A document is a BOS and the tokens up to the next BOS (how the scorer
+# and TTT split the stream); data/audit_data.py hashes every document of both splits and writes
+# its verdict into DATA_PATH/manifest.json. Before training, every validation document is hashed
+# and the whole documents inside fixed sample blocks of every training shard are looked up; the
+# same blocks fingerprint each shard, and a full audit whose fingerprints all match is trusted
+# (its digest goes into the log). The hash, blocks and fingerprint are data/audit_data.py's (a
+# test keeps them equal).
+AUDIT_BLOCK, AUDIT_BLOCKS = 65536, 8
+
+
+def doc_hash(tokens: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(tokens, "<u2").tobytes(), digest_size=16).digest()
+
+
+def shard_sample(path: str) -> tuple[str, list[tuple[int, np.ndarray]]]:
+    """(fingerprint, [(offset, tokens)]) of a shard's sample blocks: its first and last AUDIT_BLOCK
+    tokens and evenly spaced ones between; the fingerprint hashes the token count and the blocks."""
+    n = shard_length(path)
+    tokens = open_shard(path) if n else np.zeros(0, "<u2")
+    starts = sorted({round(k * (n - AUDIT_BLOCK) / (AUDIT_BLOCKS - 1)) for k in range(AUDIT_BLOCKS)}) if n > AUDIT_BLOCK else [0]
+    h, blocks = hashlib.blake2b(n.to_bytes(8, "little"), digest_size=16), []
+    for s in starts:
+        blocks.append((s, np.array(tokens[s:s + AUDIT_BLOCK])))
+        h.update(blocks[-1][1].tobytes())
+    return h.hexdigest(), blocks
+
+
+def audit_digest(audit: dict) -> str:
+    """The digest of the shards a full audit lists (data/audit_data.py's audit_digest)."""
+    ident = {"version": audit.get("version"), **{split: [[s["name"], s["tokens"], s["blake2b"]] for s in
+             audit["shards"].get(split, [])] for split in ("val", "train", "val_bytes")}}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def audit_data(cfg: Config, train_files: list[str], val_files: list[str], bos_id: int) -> tuple[list[str], str]:
+    """The sampled train/val document check, and the full audit's verdict when the data folder's
+    manifest holds one for these very shards: (problems, the `data_audit:` log line)."""
+    val = np.concatenate([open_shard(f) for f in val_files])
+    starts = np.flatnonzero(val == bos_id).tolist()
+    index = {}
+    for k, (s, e) in enumerate(zip(starts, starts[1:] + [len(val)])):
+        if e - s > 1:
+            index.setdefault(doc_hash(val[s + 1:e]), k)
+    side = sidecar_glob(cfg)
+    side_files = sorted(glob.glob(os.path.join(cfg.data_path, side))) if side else []
+    prints, found, sampled = {}, [], 0
+    for f in val_files + side_files + train_files:
+        prints[os.path.basename(f)], blocks = shard_sample(f)
+        for off, block in blocks if f in train_files else []:
+            b = np.flatnonzero(block == bos_id).tolist()
+            for s, e in zip(b, b[1:]):
+                sampled += 1
+                k = index.get(doc_hash(block[s + 1:e])) if e - s > 1 else None
+                if k is not None:
+                    found.append(f"{f} token {off + s} ({e - s} tokens) = validation document {k}")
+    problems = [f"{len(found)} sampled training documents are validation documents (first: {found[0]}); "
+                "python data/audit_data.py DATA_PATH lists every one"] if found else []
+    facts = (f"val_docs:{len(starts)} val_targets:{len(val) - 1} train_shards:{len(train_files)} "
+             f"sampled_train_docs:{sampled} sampled_shared:{len(found)}")
+    path = Path(cfg.data_path) / "manifest.json"
+    audit = (_manifest_json(path) or {}).get("audit")
+    if not isinstance(audit, dict):
+        return problems, f"data_audit:UNVERIFIED (no full audit in {path}; run python data/audit_data.py) {facts}"
+    listed = {split: {s["name"]: s.get("fingerprint") for s in audit["shards"].get(split, [])}
+              for split in ("val", "train", "val_bytes")}
+    ours = {"val": val_files, "val_bytes": side_files, "train": train_files}
+    stale = [f for split, files in ours.items() for f in files
+             if listed[split].get(os.path.basename(f)) != prints[os.path.basename(f)]]
+    stale += [n for split in ("val", "val_bytes") for n in set(listed[split]) - {os.path.basename(f) for f in ours[split]}]
+    if stale or audit_digest(audit) != audit.get("digest"):
+        why = f"{stale[0]} is not the shard it audited" if stale else "its digest does not match its shard list"
+        return problems, f"data_audit:UNVERIFIED (the full audit in {path} is of other data: {why}) {facts}"
+    if audit.get("result") != "PASS":
+        problems.append(f"the full audit in {path} failed on these shards: " + "; ".join(audit.get("problems", [])))
+    return problems, (f"data_audit:{audit['digest']} full:{audit.get('result')} ({path}; every shard matches its "
+                      f"fingerprint) {facts}")
 
 
 def sidecar_glob(cfg: Config) -> str:
@@ -4039,6 +4123,8 @@ def dry_run(cfg: Config, world_size: int) -> int:
         preflight_data(cfg, Dist(0, 1, 0, torch.device("cpu")), lines.append,
                        shard_files(cfg.data_path, cfg.train_glob, "train"), val_token_files(cfg),
                        load_tokenizer(cfg), (cfg.train_batch_tokens // 8 + 1) * world_size)
+        for line in lines[:-1]:  # the data_audit: line
+            print(line)
         return True, lines[-1].removeprefix("preflight: "), None
     check("data_preflight", preflight)
 

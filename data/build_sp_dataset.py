@@ -47,6 +47,7 @@ import argparse
 import collections
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
 import multiprocessing
@@ -433,6 +434,10 @@ def _split_word(word: str, max_bytes: int) -> Iterator[str]:
         yield "".join(piece)
 
 
+class SplitError(ValueError):
+    """The corpus cannot give the asked-for split (too few documents); checked before anything is written."""
+
+
 class TokenizerError(RuntimeError):
     """The trained tokenizer does not meet the challenge's requirements."""
 
@@ -778,14 +783,20 @@ def _write_split(
     # Same shard size, so sidecar shard k lines up with token shard k.
     side_writer = ShardWriter(output_dir, options.prefix, "val_bytes", options.shard_tokens) if sidecar else None
     n_tokens = n_bytes = 0
+    hashes = []  # each document's hash (the audit's): their digest is the identity of the split
+    audit = _audit_module()
     for doc in encode_documents(model_proto, docs, caseops=options.caseops, sidecar=sidecar, workers=workers,
                                 desc=f"encode {split}", progress=progress):
         writer.add(doc.tokens)
+        if split == "val":
+            hashes.append(audit.doc_hash(doc.tokens[1:]))
         if side_writer is not None:
             side_writer.add(doc.byte_counts)
         n_tokens += len(doc.tokens)
         n_bytes += doc.text_bytes
     out = {"shards": [p.name for p in writer.close()], "tokens": n_tokens, "text_bytes": n_bytes}
+    if split == "val":
+        out["docs_digest"] = audit.docs_digest(hashes)
     if side_writer is not None:
         out["sidecar"] = [p.name for p in side_writer.close()]
     return out
@@ -825,16 +836,17 @@ def build_dataset(
     tokenizer: str | Path | None = None,
     encode_threads: int | None = None,
     progress: bool = True,
+    audit: bool = True,
 ) -> dict:
     """Run the whole pipeline (module docstring) and return the manifest it wrote.
 
     `tokenizer`: encode with this existing SentencePiece model instead of training one (its
     piece count must equal options.vocab_size); it is copied into `output_dir` under its own
     name, with its .vocab when one lies beside it. `encode_threads`: worker processes for
-    encoding (default: all CPUs); the output does not depend on it."""
+    encoding (default: all CPUs); the output does not depend on it. `audit`: run
+    data/audit_data.py on the output and write its verdict into the manifest under "audit"."""
     options.validate()
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     workers = encode_threads or os.cpu_count() or 1
     t0 = time.perf_counter()
 
@@ -847,8 +859,9 @@ def build_dataset(
     if options.shuffle_seed is not None:
         docs = shuffled(docs, options.shuffle_seed)
     if options.val_docs >= len(docs):
-        raise ValueError(f"val_docs={options.val_docs} leaves no train documents ({len(docs)} documents read)")
+        raise SplitError(f"val_docs={options.val_docs} leaves no train documents ({len(docs)} documents read)")
     splits = {"val": docs[: options.val_docs], "train": docs[options.val_docs :]}
+    output_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused split leaves nothing behind
 
     if tokenizer is not None:
         tokenizer = Path(tokenizer)
@@ -890,6 +903,8 @@ def build_dataset(
             shard_names["val_bytes"] = result["sidecar"]
         counts.update({f"docs_{split}": len(splits[split]), f"tokens_{split}": result["tokens"],
                        f"text_bytes_{split}": result["text_bytes"]})
+        if split == "val":
+            counts["val_docs_digest"] = result["docs_digest"]
         note(f"encoded {split}: {result['tokens']} tokens, {result['text_bytes'] / max(result['tokens'], 1):.3f} "
              "text bytes per token")
 
@@ -927,8 +942,27 @@ def build_dataset(
     }
     manifest_path = output_dir / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if audit:
+        # The audit of what was just written: no validation document in the train shards, every
+        # one in the val shards (their digest against val_docs_digest), the sidecar against the text.
+        audit_mod = _audit_module()
+        opts = audit_mod.AuditOptions(train_glob=f"{options.prefix}_train_*.bin", val_glob=f"{options.prefix}_val_*.bin",
+                                      val_bytes_glob=f"{options.prefix}_val_bytes_*.bin", bos_id=sp.bos_id(),
+                                      tokenizer=model_path)
+        manifest["audit"] = audit_mod.run_audit(output_dir, opts, progress=progress, log=note)
+        audit_mod.write_into_manifest(output_dir, manifest["audit"])
     note(f"wrote {manifest_path}")
     return manifest
+
+
+def _audit_module():
+    """data/audit_data.py (data/ is a folder of scripts, not a package)."""
+    if "audit_data" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("audit_data", Path(__file__).with_name("audit_data.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["audit_data"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["audit_data"]
 
 
 def trainer_variables(manifest: dict, output_dir: Path) -> dict[str, str]:
@@ -1008,6 +1042,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     parser.add_argument("--workers", "--encode-threads", dest="workers", type=int, default=None,
                         help="processes for encoding the shards; does not change the output (default: all CPUs)")
+    parser.add_argument("--no-audit", action="store_true",
+                        help="skip the audit of the output (data/audit_data.py: no validation document in the train "
+                        "shards, the val split complete); by default its verdict goes into manifest.json")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars and step notes")
     return parser
 
@@ -1041,8 +1078,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         caseops=args.caseops,
         byte_sidecar=args.byte_sidecar,
     )
-    manifest = build_dataset(args.inputs, args.output_dir, options, tokenizer=args.tokenizer,
-                             encode_threads=args.workers, progress=not args.no_progress)
+    try:
+        manifest = build_dataset(args.inputs, args.output_dir, options, tokenizer=args.tokenizer,
+                                 encode_threads=args.workers, progress=not args.no_progress, audit=not args.no_audit)
+    except SplitError as exc:
+        hint = (f"--official-split holds out the first {OFFICIAL_VAL_DOCS:,} documents as validation; "
+                "use --val-docs N for a smaller corpus" if args.official_split else "lower --val-docs")
+        print(f"build_sp_dataset.py: error: {exc}: {hint} (nothing written)", file=sys.stderr)
+        return 2
     for split in ("val", "train"):
         print(f"{split}: {manifest[f'docs_{split}']} docs, {manifest[f'tokens_{split}']} tokens, "
               f"{len(manifest['shards'][split])} shard(s), "
@@ -1052,9 +1095,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"tokenizer: {manifest['tokenizer']['model']} (vocab {manifest['vocab_size']}, "
           f"sha256 {manifest['tokenizer']['sha256']})")
     print(f"manifest: {args.output_dir / 'manifest.json'}")
+    if "audit" in manifest:
+        a = manifest["audit"]
+        print(f"audit: {a['result']} shared_docs:{a['shared_docs']['count']} val_docs:{a['val']['docs']} "
+              f"val_targets:{a['val']['targets']} digest:{a['digest']}" + "".join(f"\n  problem: {p}" for p in a["problems"]))
     print("train_gpt.py variables for this data:")
     print(" ".join(f"{k}={shlex.quote(v)}" for k, v in trainer_variables(manifest, args.output_dir).items()))
-    return 0
+    return 0 if manifest.get("audit", {}).get("result", "PASS") == "PASS" else 1
 
 
 if __name__ == "__main__":

@@ -498,8 +498,24 @@ def test_validate_published_folders(capsys, tmp_path):
     unverified = lines_with(out, "UNVERIFIED")
     assert any("does not embed its source" in ln for ln in unverified)
     assert any(ln.startswith("UNVERIFIED hardware") and "not in log" in ln for ln in unverified)
+    assert any(ln.startswith("UNVERIFIED data audit seed 1337: no `data_audit:` line") for ln in unverified)
     code, out = run_cli(capsys, "validate", gptq, "--allow-unverified")
-    assert code == 0 and "RESULT: PASS (0 failed, 2 unverified, unverified allowed)" in out
+    assert code == 0 and "RESULT: PASS (0 failed, 3 unverified, unverified allowed)" in out
+
+
+def test_validate_reports_the_data_audit_digest_or_unverified(capsys, tmp_path):
+    folder = make_record(capsys, tmp_path)
+    code, out = run_cli(capsys, "validate", folder)
+    digest = "0d2f5a7c41b9e8f3a6d1c0b7e4f2a9d8c3b6e1f0a5d4c7b2e9f8a3d6c1b0e7f4"
+    assert code == 0 and len([ln for ln in lines_with(out, "PASS") if f"data audit seed" in ln and digest in ln]) == 3
+    log = folder / "train_seed2.log"
+    text = log.read_text()
+    log.write_text(re.sub(r"(?m)^data_audit:\S+ full:PASS", "data_audit:UNVERIFIED (no full audit in x)", text))
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 1 and "UNVERIFIED data audit seed 2: UNVERIFIED (no full audit in x)" in out
+    log.write_text(re.sub(r"(?m)^data_audit:.*\n", "", text))
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 1 and "UNVERIFIED data audit seed 2: no `data_audit:` line in the log" in out
 
 
 def test_validate_non_record_track_reports_time_as_info(capsys, tmp_path):

@@ -60,6 +60,7 @@ class RunLog:
     final_score: Metric | None = None                  # our `final_score_exact` line
     score: Metric | None = None
     eval_mode: str | None = None                       # published `final_eval_mode:` line
+    data_audit: str | None = None                      # our `data_audit:` line: a digest or UNVERIFIED, and why
     notes: dict = field(default_factory=dict)          # field -> where its value came from
 
     @property
@@ -281,6 +282,9 @@ def _p_misc(run: RunLog, line: str, st: dict) -> bool:
         return True
     if line.startswith("final_eval_mode:"):
         run.eval_mode = line.strip()
+        return True
+    if line.startswith("data_audit:"):  # the trainer's preflight: the data's full audit digest, or UNVERIFIED
+        run.data_audit = line[len("data_audit:"):].strip()
         return True
     return False
 

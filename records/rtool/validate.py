@@ -137,6 +137,21 @@ def check_run_setup(runs: list[RunLog], rep: Report, record_track: bool) -> None
                     f"({'8xH100 as the track requires' if ok else 'the 10-minute track is timed on 8xH100'})")
 
 
+def check_data_audit(runs: list[RunLog], rep: Report) -> None:
+    """The train/val document audit the run's preflight logged (`data_audit:<digest> ...` when the
+    data folder held a full audit of exactly these shards, data/audit_data.py)."""
+    for r in runs:
+        audit = r.data_audit
+        if audit is None:
+            rep.add("UNVERIFIED", f"data audit {r.label}: no `data_audit:` line in the log (no proof that train and "
+                                  "validation share no document)")
+        elif re.fullmatch(r"[0-9a-f]{64}", audit.split()[0]) and " full:PASS " in f" {audit} ":
+            rep.add("PASS", f"data audit {r.label}: digest {audit.split()[0]} (a full audit found no validation "
+                            "document in the training shards; the run's shards matched it)")
+        else:
+            rep.add("UNVERIFIED", f"data audit {r.label}: {audit}")
+
+
 def check_scores_and_configs(runs: list[RunLog], rep: Report) -> None:
     for r in runs:
         if r.score is None:
@@ -270,6 +285,7 @@ def cmd_validate(args) -> int:
     if runs:
         check_scores_and_configs(runs, rep)
         check_run_setup(runs, rep, record_track)
+        check_data_audit(runs, rep)
         check_sizes(runs, script, rep)
         check_times(runs, rep, args.train_grace_steps, record_track)
         check_scripts(runs, script, rep)
