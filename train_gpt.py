@@ -111,7 +111,8 @@ class Config:
     num_heads: int = knob(8, "query heads", lo=1, group="model")
     num_kv_heads: int = knob(4, "key/value heads (GQA); must divide NUM_HEADS", lo=1, group="model")
     mlp_mult: float = knob(4.0, "MLP hidden width as a multiple of MODEL_DIM", lo=0.0, group="model")
-    mlp_act: str = knob("leaky_relu2", "MLP activation: relu2 = relu(x)^2, leaky_relu2 = leaky_relu(x, 0.5)^2", choices=("relu2", "leaky_relu2"), group="model")
+    mlp_act: str = knob("leaky_relu2", "MLP activation: relu2 = relu(x)^2, leaky_relu2 = leaky_relu(x, LEAKY_RELU_SQ_SLOPE)^2", choices=("relu2", "leaky_relu2"), group="model")
+    leaky_relu_sq_slope: float = knob(0.5, "negative slope of MLP_ACT=leaky_relu2 (a later record: 0.3)", lo=0.0, group="model")
     tie_embeddings: bool = knob(True, "share the token embedding with the output head", group="model")
     tied_embed_init_std: float = knob(0.005, "std of the token-embedding init", lo=0.0, group="model")
     embed_init: str = knob("normal", "token-embedding init: normal, or spectral (power-law singular values)", choices=("normal", "spectral"), group="model")
@@ -121,6 +122,8 @@ class Config:
     rope_dims: int = knob(16, "rotate only the first R dims of each head (0 = all)", lo=0, group="model")
     ln_scale: bool = knob(True, "scale block i's pre-norm outputs by 1/sqrt(i+1)", group="model")
     logit_softcap: float = knob(30.0, "logits = C*tanh(z/C) (0 disables)", lo=0.0, group="model")
+    asym_logit_rescale: bool = knob(False, "separate caps for positive and negative logits, both starting at LOGIT_SOFTCAP: frozen in "
+                                    "training, trained only by TTT's global phases (2 stored scalars)", group="model")
     qk_gain_init: float = knob(5.0, "initial per-head query gain after QK RMS-norm", group="model")
     xsa_last_n: int = knob(11, "exclusive self-attention on the last N blocks (0 = off)", lo=0, group="model")
     smear_gate: str = knob("additive", "previous-token smear: off, blend (per-dim gate after the norm), additive (input-dependent, before the norm)", choices=("off", "blend", "additive"), group="model")
@@ -357,6 +360,7 @@ class Config:
              f"{MAX_PARAMS / (8 * ARTIFACT_CAP_BYTES):.0f}x what the artifact cap holds at 1 bit per weight"),
             (not self.val_max_tokens or self.val_max_tokens > max(self.train_seq_len, self.window_len),
              f"VAL_MAX_TOKENS={self.val_max_tokens} must exceed TRAIN_SEQ_LEN and EVAL_SEQ_LEN"),
+            (not self.asym_logit_rescale or self.logit_softcap > 0, "ASYM_LOGIT_RESCALE=1 rescales the softcap: set LOGIT_SOFTCAP > 0"),
             (self.xsa_last_n <= self.num_layers, f"XSA_LAST_N={self.xsa_last_n} exceeds NUM_LAYERS={self.num_layers}"),
             (self.bigram_vocab_size != 1, "BIGRAM_VOCAB_SIZE=1 leaves no hash bucket besides the reserved one (use 0 to disable)"),
             (not (self.ema_enabled and self.swa_enabled), "EMA_ENABLED=1 and SWA_ENABLED=1 are exclusive: pick one weight average"),
@@ -442,7 +446,7 @@ class Config:
         QUANT_BITS_ATTN/MLP and QUANT_BITS_EMBED (one meaning: the bits those tensors are stored at)."""
         return {"attn": self.matrix_bits or self.quant_bits_attn, "mlp": self.matrix_bits or self.quant_bits_mlp,
                 "proj": self.quant_bits_proj, "bigram": self.quant_bits_bigram, "embed": self.embed_bits or self.quant_bits_embed,
-                "head": self.quant_bits_head, "scalar": 16, "gate": 8}[role]
+                "head": self.quant_bits_head, "scalar": 16, "softcap": 16, "gate": 8}[role]
 
     def clip_sigmas(self, role: str) -> float:
         """SDClip k per role, named as in the records (the untied head is a vocabulary table like the embedding)."""
@@ -1338,7 +1342,7 @@ def load_val_bytes(cfg: Config, val_tokens: Tensor, lut: ByteLUT, bos_id: int, l
 #   gate             the sparse attention gate's weight -> AdamW (SCALAR_LR); stored int8 per row
 #                    (max|row|/127 fp16 scales, as the 1.0611 record stores it)
 
-ROLES = ("attn", "mlp", "proj", "embed", "bigram", "head", "scalar", "gate")
+ROLES = ("attn", "mlp", "proj", "embed", "bigram", "head", "scalar", "softcap", "gate")
 MATRIX_ROLES = ("attn", "mlp", "proj")
 
 
@@ -1719,11 +1723,11 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = Linear(cfg.model_dim, cfg.mlp_hidden, "mlp", cfg)
         self.proj = Linear(cfg.mlp_hidden, cfg.model_dim, "mlp", cfg, zero_init=True)
-        self.leaky = cfg.mlp_act == "leaky_relu2"
+        self.slope = cfg.leaky_relu_sq_slope if cfg.mlp_act == "leaky_relu2" else None
 
     def forward(self, x: Tensor, lora: dict) -> Tensor:
         u = self.fc(x, lora.get("up"))
-        u = F.leaky_relu(u, 0.5) if self.leaky else F.relu(u)
+        u = F.relu(u) if self.slope is None else F.leaky_relu(u, self.slope)
         return self.proj(u.square(), lora.get("down"))
 
 
@@ -1847,6 +1851,12 @@ class GPT(nn.Module):
             self.parallel_post = with_role(nn.Parameter(torch.ones(cfg.num_layers, 2, 2)), "scalar")
             self.parallel_resid = with_role(nn.Parameter(torch.full((cfg.num_layers, 2), 1.1)), "scalar")
         self.backout = with_role(nn.Parameter(torch.tensor(cfg.backout_init)), "scalar") if cfg.backout else None
+        # ASYM_LOGIT_RESCALE: (positive, negative) caps. requires_grad=False keeps them out of training
+        # (no optimizer has the role; training sees the plain LOGIT_SOFTCAP); TTT's global phases,
+        # which train every base weight, move them.
+        self.softcap = None
+        if cfg.asym_logit_rescale:
+            self.softcap = with_role(nn.Parameter(torch.full((2,), cfg.logit_softcap), requires_grad=False), "softcap")
         self.head_in = nn.Identity()  # no weights: marks the output head's input for the GPTQ Hessian hooks
         self.lm_head = None
         if not cfg.tie_embeddings:
@@ -1891,7 +1901,10 @@ class GPT(nn.Module):
             A, B = lora["head"]
             logits = logits + (x @ A.transpose(1, 2).to(x.dtype)) @ B.transpose(1, 2).to(x.dtype)
         logits = logits.float()
-        if self.cfg.logit_softcap > 0:
+        if self.softcap is not None:  # tanh keeps the sign: each cap shapes its own half
+            cp, cn = self.softcap[0], self.softcap[1]
+            logits = cp * torch.tanh(logits.clamp_min(0) / cp) + cn * torch.tanh(logits.clamp_max(0) / cn)
+        elif self.cfg.logit_softcap > 0:
             c = self.cfg.logit_softcap
             if torch.is_grad_enabled():
                 logits = c * torch.tanh(logits / c)
@@ -2639,7 +2652,7 @@ def format_label(bits: set[int], compressor: str = "zstd") -> str:
 
 def artifact_label(cfg: Config, roles: set[str]) -> str:
     """Name of the export format built from the bits actually used (labels must not lie)."""
-    return format_label({cfg.bits(r) for r in roles if r != "scalar"}, cfg.export_compressor)
+    return format_label({cfg.bits(r) for r in roles if r not in ("scalar", "softcap")}, cfg.export_compressor)
 
 
 def artifact_file_label(blob: bytes, where: str = "artifact") -> str:
@@ -2653,7 +2666,7 @@ def artifact_file_label(blob: bytes, where: str = "artifact") -> str:
         compressor = header.get("compressor", "zstd")
         if compressor not in COMPRESSOR_LEVELS:
             raise ValueError(f"unknown compressor {compressor!r}")
-        return format_label({e["bits"] for e in header["tensors"] if e["role"] != "scalar"}, compressor)
+        return format_label({e["bits"] for e in header["tensors"] if e["role"] not in ("scalar", "softcap")}, compressor)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{where}: corrupt header ({e})") from None
 
@@ -3171,6 +3184,7 @@ def prewarm_ttt(model: nn.Module, cfg: Config, ctx: Dist) -> float:
     was_training = model.training
     model.eval()
     params = list(model.parameters())
+    trainable = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(False)
     lora = make_lora(model, cfg, cfg.ttt_batch_size, ctx.device)
@@ -3185,8 +3199,8 @@ def prewarm_ttt(model: nn.Module, cfg: Config, ctx: Dist) -> float:
         x = torch.randint(0, cfg.vocab_size, (global_ttt_rows(cfg, ctx), cfg.train_seq_len), generator=g).to(ctx.device)
         with autocast(cfg, ctx):
             token_nll(model, x, x).sum().backward()
-    for p in params:
-        p.requires_grad_(True)
+    for p, on in zip(params, trainable):  # as they were (ASYM_LOGIT_RESCALE's caps stay frozen)
+        p.requires_grad_(on)
         p.grad = None
     model.train(was_training)
     sync(ctx)
@@ -3216,6 +3230,7 @@ def evaluate_ttt(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cfg: C
     per_token = torch.full((len(val_tokens) - 1,), float("nan"), dtype=torch.float64) if keep_per_token else None
     was_training = model.training
     model.eval()
+    trainable = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():  # only the adapters learn (and the base weights in a phase)
         p.requires_grad_(False)
     work = [[ttt_batch_work(d, cfg, True) for d in seg] for seg in segments]
@@ -3272,8 +3287,8 @@ def evaluate_ttt(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cfg: C
                 f"time:{time.perf_counter() - tp:.1f}s eval_clock:{time.perf_counter() - t_start:.1f}s")
     log(f"ttt_summary phases_run:{phases_run}/{len(phase_ends)} adapted_to_the_end:{int(adapt)} "
         f"global_sgd_time:{sgd_s:.1f}s ttt_time:{time.perf_counter() - t0:.1f}s")
-    for p in model.parameters():
-        p.requires_grad_(True)
+    for p, on in zip(model.parameters(), trainable):
+        p.requires_grad_(on)
     model.train(was_training)
     return finish_eval(sums, ctx, t0, per_token)
 
