@@ -1930,6 +1930,8 @@ class GPT(nn.Module):
         per_slot = any(key.startswith("slots.") for key in lora)  # TTT adapters per virtual slot (make_lora)
         for slot, i in enumerate(order):
             k = slot - n_enc
+            if lanes is None and start and k >= 0 and i >= start:  # split first: the skip below joins lane 0 only
+                lanes = (x, x)
             if 0 <= k < len(self.skip_weights) and skips:
                 skip = self.skip_weights[k].to(x.dtype) * skips.pop()
                 target = x if lanes is None else lanes[0]
@@ -1940,8 +1942,6 @@ class GPT(nn.Module):
                 x, lanes = (target, None) if lanes is None else (x, (target, lanes[1]))
             prefix = f"slots.{slot}." if per_slot else f"blocks.{i}."
             block_lora = {key.split(".")[-1]: v for key, v in lora.items() if key.startswith(prefix)}
-            if lanes is None and start and k >= 0 and i >= start:
-                lanes = (x, x)
             if lanes is None:
                 x = self.blocks[i](x, x0, block_lora, layout)
             else:

@@ -123,7 +123,7 @@ def test_parallel_lanes_start_at_the_given_decoder_layer(tg):
             b.mlp.proj.weight.zero_()  # MLP branch = 0
         par.parallel_post.fill_(1.0)
         par.parallel_resid.fill_(1.0)
-        par.skip_weights[1] = 0.0  # decoder slot 1 is two-lane: its skip would reach lane 0 only
+        par.skip_weights.zero_()  # decoder slots 0 and 1 are two-lane: their skips would reach lane 0 only
         seq.load_state_dict({k: v for k, v in par.state_dict().items() if not k.startswith("parallel_")}, strict=True)
         ids = torch.randint(0, 128, (2, 32), generator=torch.Generator().manual_seed(0))
         # resid_mix back to the identity (x only): randomize() moved it, and x0 would enter lane 0 only
@@ -136,6 +136,23 @@ def test_parallel_lanes_start_at_the_given_decoder_layer(tg):
         par.parallel_resid[3, 1] = 1.0
         par.parallel_resid[1, 0] = 0.5  # ... one of a sequential block (layer 1 < 2) does not
         assert torch.allclose(par(ids), seq(ids), atol=1e-5)
+
+
+def test_skips_into_two_lane_blocks_join_lane_0_only(tg):
+    """The stream splits into lanes before the first two-lane block's skip merges (the 1.0611
+    record's order): with zero attention outputs nothing moves from lane 0 to lane 1, so the
+    MLP lane, the one that leaves with PARALLEL_FINAL_LANE=mlp, never sees a skip. Merging the
+    skip before the split (the old order) would put the first one into both lanes."""
+    for gates in ("0", "1"):
+        model = build(tg, {"NUM_LAYERS": "4", "PARALLEL_START_LAYER": "2", "PARALLEL_FINAL_LANE": "mlp",
+                           "SKIP_GATES_ENABLED": gates})
+        ids = torch.randint(0, 128, (2, 32), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            for b in model.blocks[2:]:
+                b.attn.proj.weight.zero_()
+            before = model(ids)
+            model.skip_weights.mul_(3.0)
+            assert torch.equal(model(ids), before)
 
 
 def test_gates_at_init(tg):
