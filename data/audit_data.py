@@ -504,8 +504,10 @@ def run_audit(data_dir: str | Path, opts: AuditOptions = AuditOptions(), *, prog
     for entry in shared + near_found:
         entry["train"] = _where(paths["train"], entry.pop("train_shard"), entry.pop("train_offset"))
     if shared:
+        first = shared[0]
         problems.append(f"{len(shared)} training documents are copies of {len({s['val_doc'] for s in shared})} "
-                        "validation documents")
+                        f"validation documents (first: validation document {first['val_doc']} at {first['val']} = "
+                        f"training {first['train']}, {first['tokens']} tokens)")
     if near_found and opts.fail_on_near_dup:
         problems.append(f"{len(near_found)} training documents hold most of {len({s['val_doc'] for s in near_found})} "
                         "validation documents (near-duplicates)")
