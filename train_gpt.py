@@ -1264,7 +1264,7 @@ def check_tokenizer(cfg: Config, sp: spm.SentencePieceProcessor, log: Logger) ->
     data = Path(cfg.data_path)
     checked = []
     local = _manifest_json(data / "manifest.json")
-    if local is not None:
+    if local is not None and ("tokenizer" in local or "vocab_size" in local):  # not one holding only an audit
         tok = local.get("tokenizer") if isinstance(local.get("tokenizer"), dict) else {}
         want = tok.get("sha256") or local.get("files", {}).get(tok.get("model", ""), {}).get("sha256")
         if want and want != sha:

@@ -398,11 +398,29 @@ def _official(data_dir: Path, choice: str, manifest: dict) -> tuple[str | None, 
     return choice, {"docs": OFFICIAL_DOCS, "targets": OFFICIAL[choice]["targets"]}
 
 
+def export_tokenizer(data_dir: Path) -> Path | None:
+    """The tokenizer a downloaded export's manifest names for this dataset folder
+    (data/datasets/<name>: data/manifest.json or data/manifests/*/manifest.json, the file under
+    data/tokenizers/), if it is there."""
+    root = data_dir.resolve().parent.parent
+    for path in [root / "manifest.json", *sorted(root.glob("manifests/*/manifest.json"))]:
+        try:
+            export = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, ValueError):
+            continue
+        entry = next((d for d in export.get("datasets", []) if d.get("name") == data_dir.resolve().name), None)
+        tok = next((t for t in export.get("tokenizers", []) if entry and t.get("name") == entry.get("tokenizer_name")), {})
+        name = Path(tok.get("model_path") or "").name
+        if name and (root / "tokenizers" / name).is_file():
+            return root / "tokenizers" / name
+    return None
+
+
 def _tokenizer(data_dir: Path, opts: AuditOptions, manifest: dict):
     path = opts.tokenizer
     if path is None:
         name = manifest.get("tokenizer", {}).get("model") if isinstance(manifest.get("tokenizer"), dict) else None
-        path = data_dir / name if name and (data_dir / name).is_file() else None
+        path = data_dir / name if name and (data_dir / name).is_file() else export_tokenizer(data_dir)
     if path is None:
         return None, None
     import sentencepiece as spm
@@ -724,7 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the val byte sidecar, as VAL_BYTES_GLOB (default: --val-glob with _val_ -> _val_bytes_)")
     p.add_argument("--tokenizer", type=Path, default=None,
                    help="SentencePiece model, to compare the sidecar with the decoded text (default: the model "
-                        "DATA_DIR/manifest.json names, if any)")
+                        "DATA_DIR/manifest.json names, else the one a downloaded export's manifest names)")
     p.add_argument("--bos-id", type=int, default=None,
                    help="the document separator (default: the tokenizer's, else the manifest's bos_id, else 1)")
     p.add_argument("--official", choices=["auto", *OFFICIAL, "none"], default="auto",

@@ -180,6 +180,29 @@ def test_sidecar_against_the_decoded_text(tmp_path):
     assert r["result"] == "FAIL" and r["sidecar"]["mismatched_docs"] == 1
 
 
+def test_downloaded_export_layout_finds_its_tokenizer(tmp_path):
+    """data/datasets/<name>/ with the tokenizer under data/tokenizers/, named by data/manifest.json."""
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps({"text": f"Line {i} of the export."}) + "\n" for i in range(30)), encoding="utf-8")
+    built = tmp_path / "b"
+    assert bsd.main([str(src), "--output-dir", str(built), "--val-docs", "10", "--byte-sidecar", "--no-audit",
+                     "--tokenizer", str(SAMPLE / "sotu_1024_bpe.model"), "--no-progress", "--workers", "1"]) == 0
+    root = tmp_path / "data"
+    folder = root / "datasets" / "fineweb10B_sp1024"
+    folder.mkdir(parents=True)
+    for shard in built.glob("fineweb_*.bin"):
+        shutil.copy(shard, folder / shard.name)
+    (root / "tokenizers").mkdir()
+    shutil.copy(SAMPLE / "sotu_1024_bpe.model", root / "tokenizers" / "fineweb_1024_bpe.model")
+    (root / "manifest.json").write_text(json.dumps({
+        "datasets": [{"name": "fineweb10B_sp1024", "tokenizer_name": "sp_bpe_1024"}],
+        "tokenizers": [{"name": "sp_bpe_1024", "model_path": "tokenizers/fineweb_1024_bpe.model"}]}))
+    r = audit(folder)
+    assert r["sidecar"]["tokenizer"] == "fineweb_1024_bpe.model" and r["sidecar"]["mismatched_docs"] == 0
+    assert r["coverage"]["official"] == "sp1024" and r["result"] == "FAIL"  # 10 documents are not the official split
+    assert audit(folder, official="none")["result"] == "PASS"
+
+
 def test_official_split_build_holds_out_50000_documents_and_passes(tmp_path):
     src = tmp_path / "c.jsonl"
     src.write_text("".join(json.dumps({"text": f"Document {i} holds {i * 7919 % 100003}."}) + "\n"
@@ -284,3 +307,16 @@ def test_dry_run_and_the_run_log_carry_the_sample_audit_digest(tg, capsys):
     assert tg.dry_run(tg.Config.from_env(TINY_ENV | {"DRY_RUN_STEP_MS": "100"}), 1) == 0
     out = capsys.readouterr().out
     assert f"\ndata_audit:{digest} full:PASS " in out and "sampled_shared:0" in out
+
+
+def test_a_manifest_holding_only_an_audit_is_not_a_tokenizer_check(tg, tmp_path, docs):
+    """Auditing a downloaded export's folder creates DATA_PATH/manifest.json with only "audit":
+    the trainer must not log it as a manifest the tokenizer was checked against."""
+    folder = dataset(tmp_path / "d", *docs)
+    assert aud.main([str(folder), "--no-progress"]) == 0 and list(json.loads((folder / "manifest.json").read_text())) == ["audit"]
+    import sentencepiece as spm
+    cfg = tg.Config.from_env({"DATA_PATH": str(folder), "TOKENIZER_PATH": str(SAMPLE / "sotu_1024_bpe.model"),
+                              "VOCAB_SIZE": "1024"})
+    lines = []
+    tg.check_tokenizer(cfg, spm.SentencePieceProcessor(model_file=cfg.tokenizer_path), lines.append)
+    assert lines[-1] == "tokenizer_manifest_check:none (no manifest describes DATA_PATH)"

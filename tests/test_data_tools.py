@@ -699,6 +699,9 @@ def test_caseops_tokenizer_reserves_the_operators(caseops_build):
     assert [sp.id_to_piece(i) for i in range(4, 8)] == list(OPS)
     assert all(sp.is_byte(i) for i in range(8, 264)) and sp.piece_to_id("\u2581") != sp.unk_id()
     assert manifest["text_transform"] == "lossless_caps_caseops_v1"
+    # the build's audit compared the CaseOps sidecar with the decoded text, document by document
+    side = manifest["audit"]["sidecar"]
+    assert side["caseops"] and side["mismatched_docs"] == 0 and side["total"] == manifest["text_bytes_val"]
 
 
 def test_caseops_sidecar_counts_the_original_bytes_document_by_document(caseops_build):
