@@ -100,7 +100,13 @@ class Config:
                                 "0 = use WARMDOWN_ITERS; setting both is an error", lo=0.0, hi=1.0, group="schedule")
     warmup_steps: int = knob(20, "compile-priming steps whose weights/optimizer/data state are then restored", lo=0, group="schedule")
     train_batch_tokens: int = knob(786432, "global tokens per optimizer step (identical for any world size dividing 8)", lo=1, group="schedule")
-    train_seq_len: int = knob(2048, "training sequence length", lo=2, group="schedule")
+    train_seq_len: int = knob(2048, "training sequence length (with TRAIN_SEQ_SCHEDULE: the largest one)", lo=2, group="schedule")
+    train_seq_schedule: str = knob("", "context growth, 'L@p,...': train at length L until training progress p, stages in order of p "
+                                   "(the last runs to the end), e.g. 1024@0.1,2048@0.7,3072@1.0; every shape is compiled in the "
+                                   "warmup; empty = TRAIN_SEQ_LEN throughout", group="schedule")
+    train_seq_schedule_mode: str = knob("wallclock", "progress of TRAIN_SEQ_SCHEDULE: wallclock (training time over the cap; steps "
+                                        "over ITERATIONS without a cap) or step (steps over ITERATIONS)", choices=("wallclock", "step"), group="schedule")
+    seq_change_warmup_steps: int = knob(0, "after a switch of the training length, the LR scale ramps from 1/N to 1 over N steps", lo=0, group="schedule")
     train_log_every: int = knob(200, "print a step line every N steps (0 = never)", lo=0, group="schedule")
     val_loss_every: int = knob(0, "validate every N steps (0 = only at the end)", lo=0, group="schedule")
     val_batch_size: int = knob(524288, "validation tokens per 8 forward batches, as in the official scripts: one forward holds VAL_BATCH_SIZE/8 tokens whatever the world size", lo=1, group="schedule")
@@ -351,6 +357,12 @@ class Config:
             (self.num_heads % self.num_kv_heads == 0, f"NUM_HEADS={self.num_heads} must be divisible by NUM_KV_HEADS={self.num_kv_heads}"),
             (hd % 2 == 0, f"head dim MODEL_DIM/NUM_HEADS={hd} must be even for RoPE"),
             (self.rope_dims % 2 == 0 and self.rope_dims <= hd, f"ROPE_DIMS={self.rope_dims} must be even and at most the head dim {hd}"),
+            (not self.train_seq_schedule or max(L for _, L in self.seq_plan) == self.train_seq_len,
+             f"TRAIN_SEQ_LEN={self.train_seq_len} must be the largest length of TRAIN_SEQ_SCHEDULE={self.train_seq_schedule} "
+             "(evaluation, GPTQ and the model's tables use it)"),
+            (not self.train_seq_schedule or not self.packed, "TRAIN_SEQ_SCHEDULE needs rows of one length: not with TRAIN_LOADER=docpack"),
+            (not self.train_seq_schedule or all(self.train_batch_tokens % (8 * L) == 0 for _, L in self.seq_plan),
+             f"TRAIN_BATCH_TOKENS={self.train_batch_tokens}/8 must be a multiple of every length of TRAIN_SEQ_SCHEDULE={self.train_seq_schedule}"),
             (self.train_batch_tokens % (8 * self.train_seq_len) == 0,
              f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must be a multiple of 8*TRAIN_SEQ_LEN={8 * self.train_seq_len} "
              "(the global batch is split into 8 equal micro-batches)"),
@@ -402,6 +414,21 @@ class Config:
             problems.append(f"TTT_TARGETS={self.ttt_targets!r}: unknown target {bad[0]!r}; choose from {', '.join(self.TTT_TARGETS)}")
         if problems:
             raise ConfigError(problems)
+
+    @property
+    def seq_plan(self) -> list[tuple[float, int]]:
+        """TRAIN_SEQ_SCHEDULE as (end progress, length) stages, the last ending at 1."""
+        stages = []
+        for part in filter(None, (p.strip() for p in self.train_seq_schedule.split(","))):
+            try:
+                length, end = part.split("@")
+                stages.append((float(end), int(length)))
+            except ValueError:
+                raise ValueError(f"TRAIN_SEQ_SCHEDULE={self.train_seq_schedule!r}: stage {part!r} is not LENGTH@PROGRESS") from None
+            if not (0 < stages[-1][0] <= 1 and stages[-1][1] >= 2):
+                raise ValueError(f"TRAIN_SEQ_SCHEDULE stage {part!r}: the length must be >= 2 and the progress in (0, 1]")
+        stages = sorted(stages) or [(1.0, self.train_seq_len)]
+        return stages[:-1] + [(1.0, stages[-1][1])]
 
     @property
     def mlp_hidden(self) -> int:
@@ -903,6 +930,9 @@ class DistributedTokenLoader:
     def reset(self) -> None:
         self.stream.reset()
 
+    def set_seq_len(self, seq_len: int) -> None:  # TRAIN_SEQ_SCHEDULE: the same spans, cut into other rows
+        self.seq_len = seq_len
+
     def next_batch(self) -> tuple[Tensor, Tensor]:
         span = self.micro_tokens + 1
         chunk = self.stream.take(span * self.ctx.world_size)[self.ctx.rank * span:(self.ctx.rank + 1) * span]
@@ -922,14 +952,21 @@ class ShuffledSequenceLoader:
 
     def __init__(self, files: list[str], ctx: Dist, micro_tokens: int, seq_len: int, seed: int):
         self.shards = [open_shard(f) for f in files]
-        self.ctx, self.rows, self.seq_len, self.seed = ctx, micro_tokens // seq_len, seq_len, seed
+        self.ctx, self.micro_tokens, self.seed, self.first_len = ctx, micro_tokens, seed, seq_len
         if all(len(s) - 1 < seq_len for s in self.shards):
             raise ValueError(f"no training shard is longer than TRAIN_SEQ_LEN={seq_len}")
         self.reset()
 
     def reset(self) -> None:
         self.rng = np.random.Generator(np.random.PCG64(self.seed))
+        self.seq_len, self.rows = self.first_len, self.micro_tokens // self.first_len
         self.new_epoch()
+
+    def set_seq_len(self, seq_len: int) -> None:
+        """TRAIN_SEQ_SCHEDULE: windows of the new length, a fresh epoch from the same generator."""
+        if seq_len != self.seq_len:
+            self.seq_len, self.rows = seq_len, self.micro_tokens // seq_len
+            self.new_epoch()
 
     def new_epoch(self) -> None:
         shard_ids, starts = [], []
@@ -3377,6 +3414,20 @@ def progress(cfg: Config, step: int, elapsed_ms: float) -> float:
     return min(frac, 1.0)
 
 
+def seq_progress(cfg: Config, step: int, elapsed_ms: float) -> float:
+    """Progress that TRAIN_SEQ_SCHEDULE reads (the records' rule): training time over the cap
+    in wallclock mode under a cap, else steps over ITERATIONS."""
+    if cfg.train_seq_schedule_mode == "wallclock" and cfg.train_cap_seconds > 0:
+        return min(elapsed_ms / (1000 * cfg.train_cap_seconds), 1.0)
+    return min(step / max(cfg.iterations, 1), 1.0)
+
+
+def train_seq_len_at(cfg: Config, step: int, elapsed_ms: float) -> int:
+    """The training length of the step about to run: the first stage whose end is not passed."""
+    frac = seq_progress(cfg, step, elapsed_ms)
+    return next(L for end, L in cfg.seq_plan if frac <= end)
+
+
 def looping_due(cfg: Config, step: int, elapsed_ms: float) -> bool:
     """Depth recurrence switches on once training progress reaches ENABLE_LOOPING_AT (the
     trainer's rule; DRY_RUN's schedule simulation applies the same one)."""
@@ -3575,10 +3626,13 @@ class Trainer:
         # With a scheduled loop switch both graphs (plain, then looped) are compiled here, so
         # the switch inside the timed run builds nothing.
         states = [False, True] if self.cfg.num_loops and self.cfg.enable_looping_at > 0 else [start_looping]
+        lengths = sorted({L for _, L in self.cfg.seq_plan})  # TRAIN_SEQ_SCHEDULE: each length's graphs too
         for looping in states:
             set_looping(self.model, looping)
-            for i in range(self.cfg.warmup_steps):
-                self.step(i, 1.0)
+            for length in lengths:
+                self.loader.set_seq_len(length)
+                for i in range(self.cfg.warmup_steps):
+                    self.step(i, 1.0)
         sync(self.ctx)
         set_looping(self.model, start_looping)
         self.model.load_state_dict(model_state, strict=True)
@@ -3587,6 +3641,7 @@ class Trainer:
         self.loader.reset()
         set_qat(self.model, self.qat_live)  # w_q must match the restored weights
         self.log(f"warmup_steps:{self.cfg.warmup_steps} warmup_graphs:{'plain+looped' if len(states) == 2 else 'one'} "
+                 f"{'seq_lens:' + ','.join(map(str, lengths)) + ' ' if self.cfg.train_seq_schedule else ''}"
                  f"warmup_time:{1000 * (time.perf_counter() - t0):.0f}ms (weights, optimizer state and data position restored)")
 
     def validate(self, step: int, train_ms: float, val_tokens: Tensor, val_bytes: Tensor) -> None:
@@ -3599,8 +3654,10 @@ class Trainer:
         final validation is not run here: the caller saves the raw weights first.
         Returns steps, train_ms and `stopped`: None, or why training was cut short."""
         cfg, ctx, log = self.cfg, self.ctx, self.log
-        train_ms, elapsed, step, stop, prev_done = 0.0, 0.0, 0, False, None
+        train_ms, elapsed, step, stop, prev_done, switched = 0.0, 0.0, 0, False, None, None
         signum = bad_step = bad_loss = 0.0
+        if cfg.train_seq_schedule:
+            log(f"train_seq_schedule:{','.join(f'{L}@{p:.3f}' for p, L in cfg.seq_plan)} mode:{cfg.train_seq_schedule_mode}")
         sync(ctx)
         if self.signals is not None:
             self.signals.training = True
@@ -3616,7 +3673,15 @@ class Trainer:
                 self.validate(step, train_ms, val_tokens, val_bytes)
                 sync(ctx)
                 t0 = time.perf_counter()
+            length = train_seq_len_at(cfg, step, elapsed)  # every rank: the agreed elapsed time
+            if length != self.loader.seq_len or step == 0:
+                self.loader.set_seq_len(length)
+                switched = step if step else None
+                if cfg.train_seq_schedule:
+                    log(f"train_seq_len:{length} step:{step} progress:{seq_progress(cfg, step, elapsed):.4f} train_time:{elapsed:.0f}ms")
             scale = schedule_scale(cfg, step, elapsed)
+            if switched is not None and cfg.seq_change_warmup_steps:
+                scale *= min((step - switched + 1) / cfg.seq_change_warmup_steps, 1.0)
             loss = self.step(step, scale)
             step += 1
             averager.update(step, scale)
