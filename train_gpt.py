@@ -213,6 +213,12 @@ class Config:
     gptq_damp: float = knob(0.01, "GPTQ damping added to diag(H), as a fraction of its mean", lo=0.0, group="quant")
     gptq_block_size: int = knob(128, "GPTQ column-block width (error propagation inside a block, one lazy update after it)", lo=1, group="quant")
     gptq_act_order: bool = knob(True, "GPTQ quantizes columns in order of decreasing diag(H)", group="quant")
+    awq_lite_enabled: bool = knob(False, "AWQ-lite (GPTQ only): the AWQ_LITE_GROUP_TOP_K most salient column groups of all GPTQ matrices "
+                                  "(saliency of a column: activation RMS x mean |w|, summed over AWQ_LITE_GROUP_SIZE consecutive "
+                                  "columns) are rounded at AWQ_LITE_BITS on their own row scales inside the solve", group="quant")
+    awq_lite_bits: int = knob(8, "bits of AWQ-lite's protected groups", lo=3, hi=8, group="quant")
+    awq_lite_group_top_k: int = knob(1, "AWQ-lite's protected groups, over the whole model", lo=1, group="quant")
+    awq_lite_group_size: int = knob(64, "columns per AWQ-lite group", lo=1, group="quant")
     matrix_bits: int = knob(0, "bits of the attention and MLP matrices: overrides QUANT_BITS_ATTN and QUANT_BITS_MLP when non-zero", choices=(0,) + BITS, group="quant")
     embed_bits: int = knob(0, "bits of the token embedding: overrides QUANT_BITS_EMBED when non-zero", choices=(0,) + BITS, group="quant")
     matrix_clip_sigmas: float = knob(12.85, "SDClip k (clip = k*std(row)) of matrices without their own k (bigram projection and table), "
@@ -405,6 +411,7 @@ class Config:
              f"GPTQ_RESERVE_SECONDS={self.gptq_reserve_seconds} leaves no training time under MAX_WALLCLOCK_SECONDS={self.max_wallclock_seconds}"),
             (self.quant_clip != "sdclip" or (self.matrix_clip_sigmas > 0 and self.embed_clip_sigmas > 0),
              "QUANT_CLIP=sdclip needs MATRIX_CLIP_SIGMAS > 0 and EMBED_CLIP_SIGMAS > 0"),
+            (not self.awq_lite_enabled or self.quant_method == "gptq", "AWQ_LITE_ENABLED=1 works inside GPTQ: set QUANT_METHOD=gptq"),
             (not self.hessian_clip_lambda or (self.quant_method == "gptq" and self.quant_clip == "sdclip"),
              "HESSIAN_CLIP_LAMBDA needs QUANT_METHOD=gptq and QUANT_CLIP=sdclip (it reads diag(H))"),
         ]
@@ -2283,6 +2290,17 @@ class LowRank:
 
 
 @dataclass
+class HiCols:
+    """AWQ-lite's protected column groups of one matrix: columns starts[k]..starts[k]+size-1 are
+    codes*scales at `bits` (their entries in the main codes are 0)."""
+    starts: list[int]
+    size: int
+    bits: int
+    codes: Tensor   # int8 [rows, len(starts)*size]
+    scales: Tensor  # fp16 [rows]
+
+
+@dataclass
 class Quantized:
     role: str
     bits: int
@@ -2291,6 +2309,7 @@ class Quantized:
     scales: Tensor | None = None  # fp16 [rows]
     data: Tensor | None = None    # fp16 values for bits == 16
     lqer: LowRank | None = None
+    hi: HiCols | None = None
 
     @property
     def numel(self) -> int:
@@ -2358,12 +2377,15 @@ def collect_hessians(model: nn.Module, batches, ctx: Dist) -> tuple[dict[str, Te
     return hs, n
 
 
-def gptq_quantize(w: Tensor, H: Tensor, scales: Tensor, bits: int, damp: float, block: int, act_order: bool) -> Tensor:
+def gptq_quantize(w: Tensor, H: Tensor, scales: Tensor, bits: int, damp: float, block: int, act_order: bool,
+                  hi: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
     """GPTQ codes of w [rows, cols] on the fixed grid q*scales ([rows, 1]), minimizing
     ||X w^T - X (q*s)^T|| for X^T X = H. Column j is rounded, its error e_j / U_jj is
     propagated to columns j+1.. of the block through row j of U (H^-1 = U^T U, U upper),
     and each finished block updates the remaining columns at once. With H proportional to
-    the identity U is diagonal, nothing is propagated and the codes are round-to-nearest."""
+    the identity U is diagonal, nothing is propagated and the codes are round-to-nearest.
+    hi = (column mask, scales [rows, 1], bits): AWQ-lite's columns, rounded on that finer grid
+    in the same pass (their codes are returned in place; their errors propagate as any other)."""
     Q = 2 ** (bits - 1) - 1
     W, H = w.float().clone(), H.float().clone()
     cols = W.size(1)
@@ -2377,13 +2399,18 @@ def gptq_quantize(w: Tensor, H: Tensor, scales: Tensor, bits: int, damp: float, 
         U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     except torch.linalg.LinAlgError as e:
         raise ValueError(f"GPTQ: the damped Hessian is not positive definite ({e}); raise GPTQ_DAMP") from None
-    s = scales.float().to(W.device).view(-1, 1)
+    grids = [(scales.float().to(W.device).view(-1, 1), Q)]
+    fine = [False] * cols
+    if hi is not None:
+        grids.append((hi[1].float().to(W.device).view(-1, 1), 2 ** (hi[2] - 1) - 1))
+        fine = hi[0][perm.cpu()].tolist()
     q = torch.zeros_like(W)
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
         Wb, Ub, Eb = W[:, i1:i2].clone(), U[i1:i2, i1:i2], torch.zeros(W.size(0), i2 - i1, device=W.device)
         for j in range(i2 - i1):
-            qj = torch.clamp(torch.round(Wb[:, j:j + 1] / s), -Q, Q)
+            s, Qj = grids[fine[i1 + j]]
+            qj = torch.clamp(torch.round(Wb[:, j:j + 1] / s), -Qj, Qj)
             q[:, i1 + j:i1 + j + 1] = qj
             err = (Wb[:, j:j + 1] - qj * s) / Ub[j, j]
             Wb[:, j:] -= err * Ub[j:j + 1, j:]
@@ -2436,6 +2463,10 @@ def dequantize(qt: Quantized) -> Tensor:
     if qt.bits == 16:
         return qt.data.float().view(qt.shape)
     w = qt.codes.float() * qt.scales.float()[:, None]
+    if qt.hi is not None:
+        hi = qt.hi.codes.float() * qt.hi.scales.float()[:, None]
+        for k, start in enumerate(qt.hi.starts):
+            w[:, start:start + qt.hi.size] = hi[:, k * qt.hi.size:(k + 1) * qt.hi.size]
     if qt.lqer is not None:
         lr = qt.lqer
         w = w + asym_values(lr.a, lr.a_scale, lr.a.numel()) @ asym_values(lr.b, lr.b_scales, lr.group)
@@ -2449,6 +2480,7 @@ def quantize_state(state: dict[str, Tensor], roles: dict[str, str], cfg: Config,
     if cfg.quant_method == "gptq" and hessians is None:
         raise ValueError("QUANT_METHOD=gptq needs calibration Hessians (collect_hessians); none were given")
     out, pruned, by_gptq, t0 = {}, 0, [], time.perf_counter()
+    protect = awq_lite_groups(state, roles, cfg, hessians, log) if cfg.awq_lite_enabled else {}
     for name in sorted(state):
         t, role = state[name].detach().float(), roles[name]
         bits = cfg.bits(role)
@@ -2458,17 +2490,27 @@ def quantize_state(state: dict[str, Tensor], roles: dict[str, str], cfg: Config,
         t2 = t.reshape(t.size(0), -1).clone()
         if cfg.prune_frac and role != "gate":
             pruned += prune_(t2, cfg.prune_frac)
-        H = hessians.get(name) if cfg.quant_method == "gptq" else None
+        H, hi = hessians.get(name) if cfg.quant_method == "gptq" else None, None
         if H is None:
             q, s = quantize_rows(t2, bits, "amax" if role == "gate" else cfg.quant_clip, cfg.clip_sigmas(role))
         else:
             t2 = t2.to(H.device)
             imp = hessian_importance(t2, H, cfg.gptq_damp, cfg.hessian_clip_lambda) if cfg.hessian_clip_lambda else None
             s = row_scales(t2, bits, cfg.quant_clip, cfg.clip_sigmas(role), imp)
-            q = gptq_quantize(t2, H, s, bits, cfg.gptq_damp, cfg.gptq_block_size, cfg.gptq_act_order)
+            if name in protect:
+                mask = torch.zeros(t2.size(1), dtype=torch.bool)
+                for start in protect[name]:
+                    mask[start:start + cfg.awq_lite_group_size] = True
+                hi = (mask, row_scales(t2, cfg.awq_lite_bits, cfg.quant_clip, cfg.clip_sigmas(role), imp), cfg.awq_lite_bits)
+            q = gptq_quantize(t2, H, s, bits, cfg.gptq_damp, cfg.gptq_block_size, cfg.gptq_act_order, hi)
             s = s.squeeze(1).to(torch.float16)
             by_gptq.append(name)
-        out[name] = Quantized(role, bits, tuple(t.shape), codes=q.cpu(), scales=s.cpu())
+            if hi is not None:  # the protected codes move to their own block; 0 in the main codes
+                mask = hi[0].to(q.device)
+                hi = HiCols(sorted(protect[name]), cfg.awq_lite_group_size, cfg.awq_lite_bits, q[:, mask].cpu().to(torch.int8),
+                            hi[1].squeeze(1).to(torch.float16).cpu())
+                q[:, mask] = 0
+        out[name] = Quantized(role, bits, tuple(t.shape), codes=q.cpu(), scales=s.cpu(), hi=hi)
     if log and cfg.prune_frac:
         log(f"prune_frac:{cfg.prune_frac} pruned_weights:{pruned}")
     if log and cfg.quant_method == "gptq":
@@ -2477,6 +2519,29 @@ def quantize_state(state: dict[str, Tensor], roles: dict[str, str], cfg: Config,
             f"quant_time:{1000 * (time.perf_counter() - t0):.0f}ms")
     if cfg.lqer_enabled:
         add_lqer(out, state, cfg, log)
+    return out
+
+
+def awq_lite_groups(state: dict[str, Tensor], roles: dict[str, str], cfg: Config, hessians: dict[str, Tensor],
+                    log=None) -> dict[str, list[int]]:
+    """AWQ-lite's choice: name -> protected group starts. Candidates are the AWQ_LITE_GROUP_SIZE
+    column groups of every matrix GPTQ will solve at fewer bits than AWQ_LITE_BITS; a column's
+    saliency is its input's RMS (sqrt diag H: every H averages the same batches, so tensors
+    compare) times its mean |w|; the AWQ_LITE_GROUP_TOP_K largest group sums win."""
+    g, cands = cfg.awq_lite_group_size, []
+    for name in sorted(state):
+        w, H = state[name].detach().float(), hessians.get(name)
+        if H is None or w.ndim < 2 or cfg.bits(roles[name]) >= min(cfg.awq_lite_bits, 16):
+            continue
+        w = w.reshape(w.size(0), -1)
+        sal = torch.diagonal(H).float().clamp_min(0).sqrt().cpu() * w.abs().mean(0).cpu()
+        for k in range(w.size(1) // g):
+            cands.append((float(sal[k * g:(k + 1) * g].sum()), name, k * g))
+    out: dict[str, list[int]] = {}
+    for _, name, start in sorted(cands, key=lambda c: -c[0])[:cfg.awq_lite_group_top_k]:
+        out.setdefault(name, []).append(start)
+    if log:
+        log(f"awq_lite bits:{cfg.awq_lite_bits} group:{g} protected:" + (",".join(f"{n}[{s}:{s + g}]" for n, ss in out.items() for s in ss) or "none"))
     return out
 
 
@@ -2513,6 +2578,9 @@ def pack_role(items: list[tuple[str, Quantized]], packing: str) -> tuple[bytes, 
             # Offset to unsigned in int16: at 8 bits codes + 127 does not fit in int8.
             e["codes"] = put(codes.tobytes() if packing == "int8" else pack_bits((codes.astype(np.int16) + Q).astype(np.uint16), qt.bits))
             e["scales"] = put(qt.scales.numpy().tobytes())
+            if qt.hi is not None:  # int8 containers, like LQER's
+                e["awq"] = dict(starts=qt.hi.starts, size=qt.hi.size, bits=qt.hi.bits, codes=put(qt.hi.codes.numpy().tobytes()),
+                                scales=put(qt.hi.scales.numpy().tobytes()))
             if qt.lqer is not None:  # int8 containers: a few KB, zstd squeezes the unused bits
                 lr = qt.lqer
                 e["lqer"] = dict(rank=lr.a.size(1), bits=lr.bits, group=lr.group, a=put(lr.a.numpy().tobytes()),
@@ -2642,6 +2710,17 @@ def decode_tensor(e: dict, payload: np.ndarray, packing: str, where: str) -> Qua
         codes = (unpack_bits(get(e, "codes", (numel * bits + 7) // 8), bits, numel) - Q).astype(np.int8)
     qt = Quantized(e["role"], bits, shape, codes=torch.from_numpy(codes.reshape(rows, -1)),
                    scales=torch.from_numpy(get(e, "scales", 2 * rows).view(np.float16).copy()))
+    if "awq" in e:
+        aw, cols = e["awq"], numel // rows
+        starts, size, hbits = aw["starts"], aw["size"], aw["bits"]
+        if not (isinstance(size, int) and size >= 1 and hbits in range(2, 9) and isinstance(starts, list) and starts
+                and all(isinstance(st, int) and 0 <= st <= cols - size for st in starts)):
+            raise ValueError(f"{where}: tensor {name} has an invalid AWQ-lite header (starts {starts}, size {size}, bits {hbits})")
+        hc = get(aw, "codes", rows * len(starts) * size, "awq ").view(np.int8).reshape(rows, -1)
+        if hc.min() < -(2 ** (hbits - 1) - 1) or hc.max() > 2 ** (hbits - 1) - 1:
+            raise ValueError(f"{where}: tensor {name} has AWQ-lite codes outside their {hbits}-bit range")
+        qt.hi = HiCols(starts, size, hbits, torch.from_numpy(hc.copy()),
+                       torch.from_numpy(get(aw, "scales", 2 * rows, "awq ").view(np.float16).copy()))
     if "lqer" in e:
         lq, cols = e["lqer"], numel // rows
         rank, fbits, group = lq["rank"], lq["bits"], lq["group"]
