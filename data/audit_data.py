@@ -560,6 +560,9 @@ def run_audit(data_dir: str | Path, opts: AuditOptions = AuditOptions(), *, prog
         "tool": "data/audit_data.py",
         "version": AUDIT_VERSION,
         "result": "FAIL" if problems else "PASS",
+        # training documents that are (or, with --fail-on-near-dup, nearly are) validation documents:
+        # what makes train_gpt.py refuse the data; other problems it logs
+        "overlap": len(shared) + (len(near_found) if opts.fail_on_near_dup else 0),
         "digest": audit_digest(shards),
         "bos_id": bos_id,
         "globs": {"train": opts.train_glob, "val": opts.val_glob,

@@ -282,6 +282,16 @@ def test_trainer_trusts_a_matching_full_audit_and_logs_its_digest(tg, tmp_path, 
     assert problems == [] and "data_audit:UNVERIFIED (the full audit" in line and "fineweb_train_000002.bin" in line
 
 
+def test_trainer_logs_other_audit_findings_and_trains(tg, tmp_path, docs):
+    """A split that is not the published one (or a sidecar that disagrees with the text) is the
+    log's to carry, for records_tool validate; only training on validation documents stops a run."""
+    folder = dataset(tmp_path / "d", *docs)
+    assert aud.main([str(folder), "--no-progress", "--official", "sp8192"]) == 1
+    problems, line = trainer_audit(tg, folder)
+    assert problems == [] and " full:FAIL " in line
+    assert "problems: the validation split has 200 documents, the official split 50,000;" in line
+
+
 def test_trainer_refuses_a_sampled_overlap_and_a_failed_full_audit(tg, tmp_path):
     docs = random_docs(2500, seed=3)
     folder = dataset(tmp_path / "d", docs[:500], docs[100:])  # the #2127 layout: found at a shard's head

@@ -513,6 +513,9 @@ def test_validate_reports_the_data_audit_digest_or_unverified(capsys, tmp_path):
     log.write_text(re.sub(r"(?m)^data_audit:\S+ full:PASS", "data_audit:UNVERIFIED (no full audit in x)", text))
     code, out = run_cli(capsys, "validate", folder)
     assert code == 1 and "UNVERIFIED data audit seed 2: UNVERIFIED (no full audit in x)" in out
+    log.write_text(re.sub(r"(?m)^(data_audit:\S+) full:PASS", r"\1 full:FAIL (m) problems: a short split;", text))
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 1 and f"FAIL       data audit seed 2: the full audit of the run's data reports problems: {digest}" in out
     log.write_text(re.sub(r"(?m)^data_audit:.*\n", "", text))
     code, out = run_cli(capsys, "validate", folder)
     assert code == 1 and "UNVERIFIED data audit seed 2: no `data_audit:` line in the log" in out

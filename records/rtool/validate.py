@@ -148,6 +148,8 @@ def check_data_audit(runs: list[RunLog], rep: Report) -> None:
         elif re.fullmatch(r"[0-9a-f]{64}", audit.split()[0]) and " full:PASS " in f" {audit} ":
             rep.add("PASS", f"data audit {r.label}: digest {audit.split()[0]} (a full audit found no validation "
                             "document in the training shards; the run's shards matched it)")
+        elif re.fullmatch(r"[0-9a-f]{64}", audit.split()[0]):
+            rep.add("FAIL", f"data audit {r.label}: the full audit of the run's data reports problems: {audit}")
         else:
             rep.add("UNVERIFIED", f"data audit {r.label}: {audit}")
 
