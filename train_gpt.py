@@ -24,14 +24,18 @@ import dataclasses
 import fnmatch
 import glob
 import hashlib
-import base64
+import ast
+import builtins
 import io
+import itertools
 import json
+import keyword
 import math
 import os
 import platform
 import re
 import signal
+import string
 import struct
 import subprocess
 import sys
@@ -700,6 +704,8 @@ def config_report(problems: list[str]) -> str:
 
 def config_help() -> str:
     lines = ["Environment variables of train_gpt.py (name, default, meaning):"]
+    if "PACKED_SOURCE" in globals():  # the packed copy drops docstrings and knob help (section 10)
+        lines.append("(packed copy: the meanings are left out to save counted bytes; run train_gpt_human.py --help)")
     group = None
     for f in dataclasses.fields(Config):
         if f.metadata["group"] != group:
@@ -3917,28 +3923,147 @@ def peak_memory_lines(allocated: int, reserved: int) -> list[str]:
             f"peak_memory_allocated_mib:{alloc_mib} peak_memory_reserved_mib:{res_mib}"]
 
 
-# records/records_tool.py pack writes a submission's train_gpt.py as this self-extracting wrapper
-# around the readable source (lzma, base85); its bytes are the submission's counted code. The
-# template is the tool's (records/rtool/scripts.py); a test keeps the two the same.
-PACKED_TEMPLATE = ('import lzma as L,base64 as B\nPACKED_SOURCE=L.decompress(B.b85decode("{blob}")).decode()\n'
-                   'exec(compile(PACKED_SOURCE,"train_gpt_human.py","exec"))\n')
+# ----- the counted code -----
+# A submission counts the bytes of its train_gpt.py. records/records_tool.py pack writes it as a
+# self-extracting wrapper around this source minified: docstrings, comments, knob help texts and
+# function-signature annotations dropped (class-level annotations stay: dataclass and NamedTuple
+# fields), 1-space indents, each function's own local variables renamed to short names; then LZMA
+# (preset 9e, lc=3 pb=0: best on this text) stored raw in a latin-1 string literal (only NUL, CR,
+# backslash and the quote escaped), ~3.8x smaller than the readable file. A readable run counts its
+# own packed size (code_sizes), so the packer lives here and uses only the stdlib; the records tool
+# loads these functions from this file, so both count the same bytes.
+PACKED_HEAD = '#coding:latin-1\nimport lzma\nPACKED_SOURCE=lzma.decompress("""'
+PACKED_TAIL = '""".encode("latin-1")).decode()\nexec(compile(PACKED_SOURCE,"<packed train_gpt.py>","exec"))\n'
+PACKED_LZMA = [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "lc": 3, "lp": 0, "pb": 0}]
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
+           ast.GeneratorExp)
 
 
-def packed_code_bytes(source: str) -> int:
-    """Bytes of the packed wrapper of a readable source."""
-    blob = base64.b85encode(lzma.compress(source.encode("utf-8"), preset=9 | lzma.PRESET_EXTREME))
-    return len(PACKED_TEMPLATE) - len("{blob}") + len(blob)
+class _Strip(ast.NodeTransformer):
+    """Drops what never runs: docstrings, knob help texts, function-signature annotations."""
+
+    def _undoc(self, node):
+        self.generic_visit(node)
+        b = node.body
+        if b and isinstance(b[0], ast.Expr) and isinstance(b[0].value, ast.Constant) and isinstance(b[0].value.value, str):
+            node.body = b[1:] or [ast.Pass()]
+        return node
+
+    visit_Module = visit_ClassDef = _undoc
+
+    def visit_FunctionDef(self, node):
+        a = node.args
+        for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+            if arg is not None:
+                arg.annotation = None
+        node.returns = None
+        return self._undoc(node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Call(self, node):
+        if isinstance(node.func, ast.Name) and node.func.id == "knob" and len(node.args) > 1:
+            node.args[1] = ast.Constant("")
+        return self.generic_visit(node)
+
+
+def _rename(sub: list, own: set, taken: set) -> None:
+    """Renames the names in `own` wherever they occur in the nodes `sub` to the shortest names that
+    neither the module (`taken`) nor `sub` uses, the most used first."""
+    counts = {k: 0 for k in own}
+    for n in sub:
+        if isinstance(n, ast.Name) and n.id in counts:
+            counts[n.id] += 1
+    used = taken | {n.id for n in sub if isinstance(n, ast.Name)}
+    fresh = (s for k in (1, 2) for s in map("".join, itertools.product(string.ascii_letters, repeat=k))
+             if s not in used and not keyword.iskeyword(s))
+    new = {}
+    for name in sorted(counts, key=lambda k: (-counts[k], k)):
+        short = next(fresh)
+        if len(short) < len(name):
+            new[name] = short
+    for n in sub:
+        if isinstance(n, ast.Name) and n.id in new:
+            n.id = new[n.id]
+        elif isinstance(n, ast.arg) and n.arg in new:
+            n.arg = new[n.arg]
+
+
+def _short_locals(tree: ast.Module) -> None:
+    """Renames each function's own local variables (bound by assignment in its own scope; not a
+    parameter, global/nonlocal, or a name bound any other way in it or a nested scope), then each
+    comprehension's loop variables, to short names no identifier of the module uses; uses in
+    nested scopes follow. Functions that hold a class, a match or a call of
+    locals/vars/eval/exec are left alone."""
+    taken = set(dir(builtins)) | {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    taken |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
+    # a parameter keeps its name where a call could pass it by name: any keyword or string in the module
+    named = {k.arg for n in ast.walk(tree) if isinstance(n, ast.Call) for k in n.keywords}
+    named |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        # the body only: defaults and decorators run in the enclosing scope
+        body = [n for stmt in fn.body for n in ast.walk(stmt)]  # defaults and decorators run outside
+        other = set()
+        for n in body:
+            if isinstance(n, (ast.ClassDef, ast.Match)) or isinstance(n, ast.Call) and isinstance(n.func, ast.Name) \
+                    and n.func.id in ("locals", "vars", "eval", "exec"):
+                break
+            if isinstance(n, (ast.Global, ast.Nonlocal)):
+                other |= set(n.names)
+            elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ExceptHandler, ast.arg, ast.alias)):
+                other.add(getattr(n, "asname", None) or getattr(n, "name", None) or getattr(n, "arg", None))
+        else:
+            a = fn.args
+            params = [p for p in a.posonlyargs + a.args + [a.vararg, a.kwarg] if p and p.arg not in named | other]
+            own = {p.arg for p in params}
+            other |= {p.arg for p in ast.walk(a) if isinstance(p, ast.arg)} - own
+            stack = list(fn.body)
+            while stack:  # the function's own scope: not nested functions, classes, lambdas, comprehensions
+                n = stack.pop()
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id not in other:
+                    own.add(n.id)
+                if not isinstance(n, _SCOPES):
+                    stack.extend(ast.iter_child_nodes(n))
+            _rename(params + body, own, taken)
+    for comp in [n for n in ast.walk(tree) if isinstance(n, _SCOPES[4:])]:
+        # the first iterable runs in the enclosing scope; walrus targets and lambda parameters bind elsewhere
+        first = [n for n in ast.walk(comp.generators[0].iter)]
+        sub = [n for n in ast.walk(comp) if not any(n is m for m in first)][1:]
+        other = {n.target.id for n in sub if isinstance(n, ast.NamedExpr)} | {n.arg for n in sub if isinstance(n, ast.arg)}
+        other |= {n.id for n in first if isinstance(n, ast.Name)}
+        _rename(sub, {n.id for g in comp.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)} - other, taken)
+
+
+def minify_source(source: str) -> str:
+    """The source that the packed copy holds and runs (see above); raises if re-indenting changed
+    the program (a string literal spanning lines)."""
+    tree = _Strip().visit(ast.parse(source))
+    _short_locals(tree)
+    text = ast.unparse(tree)
+    small = "\n".join(re.sub(r"^(?:    )+", lambda m: " " * (len(m.group()) // 4), line) for line in text.split("\n"))
+    if ast.dump(ast.parse(small)) != ast.dump(ast.parse(text)):
+        raise ValueError("minify_source: re-indenting changed the program")
+    return small + "\n"
+
+
+def pack_source(source: str) -> bytes:
+    """The packed wrapper (the counted train_gpt.py) of a readable source."""
+    data = lzma.compress(minify_source(source).encode("utf-8"), lzma.FORMAT_ALONE, filters=PACKED_LZMA)
+    esc = {b"\\": b"\\\\", b'"': b'\\"', b"\r": b"\\r", b"\0": b"\\0"}  # NUL before an octal digit: \x00
+    lit = re.sub(rb'[\\"\r]|\0([0-7]?)', lambda m: esc.get(m.group()) or b"\\x00" + m.group(1), data)
+    return PACKED_HEAD.encode() + lit + PACKED_TAIL.encode()
 
 
 def code_sizes() -> tuple[int, int]:
-    """(readable, counted) code bytes of this run. A submission counts its train_gpt.py, the packed
-    wrapper: run from the wrapper, that is the file that ran; run as the readable script, it is
-    the size the packed form of this source will have (the records tool packs it so)."""
+    """(source, counted) code bytes of this run. A submission counts its train_gpt.py, the packed
+    wrapper: run from the wrapper, that is the file that ran (and the source its minified text);
+    run as the readable script, it is the size the packed form of this source will have (the
+    records tool packs it so)."""
     ran = Path(__file__).read_bytes()
     source = globals().get("PACKED_SOURCE")
     if source is not None:
         return len(source.encode("utf-8")), len(ran)
-    return len(ran), packed_code_bytes(ran.decode("utf-8"))
+    return len(ran), len(pack_source(ran.decode("utf-8")))
 
 
 def size_lines(label: str, code_bytes: int, model_bytes: int, readable_bytes: int) -> list[str]:
@@ -4371,7 +4496,7 @@ def safe_log(log: Logger, msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
+        print(__doc__ or "Parameter Golf trainer (packed copy).")
         print(config_help())
         return 0
     if argv:
@@ -4404,8 +4529,8 @@ def main(argv: list[str] | None = None) -> int:
             dist.destroy_process_group()
         return 2
     log = Logger(out_dir / f"{run_id}.txt" if ctx.is_main else None)
-    # a packed train_gpt.py (records/records_tool.py pack) runs this source from PACKED_SOURCE: the log embeds the
-    # readable source, while code_sha256 and code_bytes are always those of the file that ran, the counted code
+    # a packed train_gpt.py (records/records_tool.py pack) runs this source minified from PACKED_SOURCE: the log
+    # embeds the text that ran, while code_sha256 and code_bytes are always those of the file that ran, the counted code
     ran = Path(__file__).read_bytes()
     code = globals().get("PACKED_SOURCE") or ran.decode("utf-8")
     log(code, console=False)

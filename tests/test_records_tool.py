@@ -234,8 +234,8 @@ def test_current_train_gpt_log_follows_the_contract(trainer_runs):
 def test_pack_round_trip_and_refusals(capsys, tmp_path):
     src = (OURS / "tiny_train_gpt.py").read_text()
     packed = rt.pack_source(src)
-    assert rt.unpack_source(packed) == src and rt.unpack_source(src.encode()) is None
-    assert packed.startswith(b"import lzma as L,base64 as B\n") and packed.count(b"\n") == 3
+    assert rt.unpack_source(packed) == rt.minify_source(src) and rt.unpack_source(src.encode()) is None
+    assert packed.startswith(b"#coding:latin-1\nimport lzma\n") and len(packed) < len(src)
     code, out = run_cli(capsys, "pack", OURS / "tiny_train_gpt.py", "--out", tmp_path / "p")
     assert code == 0 and "round trip checked" in out
     assert (tmp_path / "p" / "train_gpt.py").read_bytes() == packed
@@ -249,6 +249,10 @@ def test_pack_round_trip_and_refusals(capsys, tmp_path):
     record_style = ("import lzma as L,base64 as B\nexec(L.decompress(B.b85decode('"
                     + base64.b85encode(lzma.compress(src.encode())).decode() + "')))").encode()
     assert rt.unpack_source(record_style) == src
+    ours_before = ('import lzma as L,base64 as B\nPACKED_SOURCE=L.decompress(B.b85decode("'
+                   + base64.b85encode(lzma.compress(src.encode())).decode()
+                   + '")).decode()\nexec(compile(PACKED_SOURCE,"train_gpt_human.py","exec"))\n').encode()
+    assert rt.unpack_source(ours_before) == src and rt.packs_to(src, src)
 
 
 def test_trainer_counts_the_packed_size_the_tool_writes(tg):
@@ -256,16 +260,14 @@ def test_trainer_counts_the_packed_size_the_tool_writes(tg):
     the trainer's template and size rule are the tool's."""
     from conftest import REPO
     src = (REPO / "train_gpt.py").read_text()
-    assert tg.packed_code_bytes(src) == len(rt.pack_source(src))
-    from rtool import scripts
-    assert tg.PACKED_TEMPLATE == scripts._PACK_TEMPLATE
+    assert tg.pack_source(src) == rt.pack_source(src)
     readable, counted = tg.code_sizes()
     assert readable == len((REPO / "train_gpt.py").read_bytes()) and counted == len(rt.pack_source(src))
 
 
 def test_packed_script_runs_bit_for_bit_and_counts_itself(capsys, tmp_path, trainer_runs):
     """The packed train_gpt.py, run on CPU like the readable one, prints the same metrics bit for
-    bit, embeds the readable source and counts (and hashes) its own bytes; new/validate accept it."""
+    bit, embeds the minified source it ran and counts (and hashes) its own bytes; new/validate accept it."""
     run_dir, packed_dir, logs = trainer_runs
     a, b = logs["contract"], logs["packed"]
 
@@ -276,7 +278,7 @@ def test_packed_script_runs_bit_for_bit_and_counts_itself(capsys, tmp_path, trai
     assert a.final_score.line == b.final_score.line
     assert a.val_points == b.val_points and a.train_points == b.train_points
     packed_bytes = (packed_dir / "train_gpt.py").read_bytes()
-    assert b.source == (ROOT / "train_gpt.py").read_text()  # the log stays readable
+    assert b.source == rt.minify_source((ROOT / "train_gpt.py").read_text())  # the log holds the text that ran
     assert b.code_bytes == len(packed_bytes) and b.code_sha256 == rt.sha256_bytes(packed_bytes)
     assert a.code_bytes == len(packed_bytes)  # the readable run counts the packed file it will ship
     assert b.total_bytes == b.model_bytes + len(packed_bytes) and a.model_bytes == b.model_bytes
@@ -288,7 +290,7 @@ def test_packed_script_runs_bit_for_bit_and_counts_itself(capsys, tmp_path, trai
     assert code == 0, out
     folder = tmp_path / "rec" / "2026-05-01_Packed"
     assert (folder / "train_gpt.py").read_bytes() == packed_bytes
-    assert (folder / "train_gpt_human.py").read_text() == b.source
+    assert (folder / "train_gpt_human.py").read_text() == (ROOT / "train_gpt.py").read_text()
     sub = json.loads((folder / "submission.json").read_text())
     assert sub["bytes_code"] == len(packed_bytes) and "code_packed" in sub
     code, out = run_cli(capsys, "validate", folder)
@@ -325,7 +327,7 @@ def test_new_pack_from_a_readable_run(capsys, tmp_path):
     code, out = run_cli(capsys, "validate", folder)
     assert code == 0, out
     assert "code_sha256 is the readable source's: the run executed the same code unpacked" in out
-    (folder / "train_gpt_human.py").write_text(src + "# edited\n")
+    (folder / "train_gpt_human.py").write_text(src + "EDITED = 1\n")
     code, out = run_cli(capsys, "validate", folder)
     assert code == 1 and "FAIL       packed script: train_gpt_human.py is not the source packed in train_gpt.py" in out
 

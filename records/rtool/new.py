@@ -103,7 +103,7 @@ def build_submission(runs: list[RunLog], args, script_bytes: bytes, log_names: l
         "compliance": compliance(runs),
     }
     if unpack_source(script_bytes) is not None:
-        sub["code_packed"] = (f"train_gpt.py is the packed (lzma + base85, self-extracting) form of {HUMAN_NAME}; "
+        sub["code_packed"] = (f"train_gpt.py is the packed (minified, LZMA, self-extracting) form of {HUMAN_NAME}; "
                               "its bytes are the counted code")
     sig = significance_from_args(args, runs)
     if isinstance(sig, SigTest):
@@ -171,8 +171,8 @@ def write_readme(folder: Path, runs: list[RunLog], sub: dict, script_text: str) 
     files_script = ("- `train_gpt.py`: the exact script that produced the logs (verified against each log's embedded "
                     "source and code_sha256)." if "code_packed" not in sub else
                     f"- `train_gpt.py`: the counted code, a self-extracting packed form of `{HUMAN_NAME}` (run it as is).\n"
-                    f"- `{HUMAN_NAME}`: the readable source that produced the logs (verified against each log's "
-                    "embedded source).")
+                    f"- `{HUMAN_NAME}`: the readable source; it packs to `train_gpt.py` (verified against each "
+                    "log's embedded source).")
     text = f"""# {sub['name']}
 
 **val_bpb: {fmt_num(sub['val_bpb'])}** (mean of {len(runs)} seed(s), std {std_txt}) | **val_loss: {fmt_num(sub['val_loss'])}** (std {loss_std_txt}) | **bytes_total: {fmt_bytes(sub['bytes_total'])}** (max over seeds) | {sub['hardware']}
@@ -274,8 +274,16 @@ def cmd_new(args) -> int:
     if not args.blurb.strip():
         return refuse("--blurb is empty: submission.json and the README carry a one-paragraph summary of the method")
     script = script_path.read_bytes()
-    readable = unpack_source(script)  # a packed script given as --script: keep its readable source beside it
-    if args.pack and readable is None:
+    readable = None
+    packed_source = unpack_source(script)
+    if packed_source is not None:  # a packed script given as --script: its readable source must sit beside it
+        human = script_path.parent / HUMAN_NAME
+        if not human.is_file():
+            return refuse(f"{script_path} is packed and {human}, its readable source, is missing")
+        readable = human.read_text(encoding="utf-8")
+        if not packs_to(readable, packed_source):
+            return refuse(f"{human} is not the source packed in {script_path}")
+    elif args.pack:
         readable = script.decode("utf-8", errors="replace")
         script = pack_source(readable)
     runs = [parse_log(p) for p in args.logs]
@@ -307,7 +315,10 @@ def cmd_new(args) -> int:
     if folder.exists() and any(folder.iterdir()) and not args.force:
         return refuse(f"{folder} exists and is not empty (use --force to overwrite)")
     folder.mkdir(parents=True, exist_ok=True)
-    if readable is not None:
+    if packed_source is not None:  # the packed file as given (its bytes are what the logs counted)
+        shutil.copyfile(script_path, folder / "train_gpt.py")
+        (folder / HUMAN_NAME).write_text(readable, encoding="utf-8")
+    elif readable is not None:
         write_packed(readable, folder)
     else:
         shutil.copyfile(script_path, folder / "train_gpt.py")

@@ -4,15 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from .common import *
-from .scripts import HUMAN_NAME, PACKED_NAME, pack_source, unpack_source
+from .scripts import HUMAN_NAME, PACKED_NAME, minify_source, pack_source, unpack_source
 
 
 def write_packed(source: str, folder: Path) -> tuple[bytes, bytes]:
     """Write folder/train_gpt.py (packed) and folder/train_gpt_human.py (readable); returns both."""
-    packed, readable = pack_source(source), source.encode("utf-8")
-    if unpack_source(packed) != source:  # the round trip is checked before anything is written
-        raise RuntimeError("packing did not round-trip: the unpacked source differs from the input")
     compile(source, HUMAN_NAME, "exec")  # a source that does not compile would only fail on the GPU box
+    packed, readable = pack_source(source), source.encode("utf-8")
+    if unpack_source(packed) != minify_source(source):  # the round trip is checked before anything is written
+        raise RuntimeError("packing did not round-trip: the unpacked source differs from the minified input")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / PACKED_NAME).write_bytes(packed)
     (folder / HUMAN_NAME).write_bytes(readable)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import lzma
 import re
+from pathlib import Path
 
 from .common import *
 from .logs import *
@@ -95,47 +96,80 @@ def sha256_bytes(data: bytes) -> str:
 
 
 # ----- packed (self-extracting) scripts -----
-# The layout of the accepted 2026-04-05 record: train_gpt.py is a short wrapper holding the readable
-# source lzma-compressed and base85-encoded, which it decompresses and executes; the readable source
-# sits beside it as train_gpt_human.py. The wrapper's bytes are the counted code. It leaves the
-# source in PACKED_SOURCE, so the trainer logs the readable text while it counts (and hashes) the
-# file that ran (__file__, the wrapper), and it compiles under the readable file's name, so
-# tracebacks show readable lines when train_gpt_human.py is beside it.
+# train_gpt.py of a submission is a short wrapper holding the source minified and LZMA-compressed,
+# raw in a latin-1 string literal; it decompresses and executes it. The readable source sits beside
+# it as train_gpt_human.py. The wrapper's bytes are the counted code. It leaves the source it runs
+# in PACKED_SOURCE, so the trainer logs that text while it counts (and hashes) the file that ran
+# (__file__, the wrapper). The packer is the trainer's own (section 10 of the repository's
+# train_gpt.py: a readable run counts its packed size), loaded from that file, so the tool and the
+# trainer count the same bytes. Older wrappers (lzma + base85 of the readable source, ours and the
+# 2026-04-05 record's) are still read.
 PACKED_NAME, HUMAN_NAME = "train_gpt.py", "train_gpt_human.py"
-_PACK_TEMPLATE = ('import lzma as L,base64 as B\nPACKED_SOURCE=L.decompress(B.b85decode("{blob}")).decode()\n'
-                  'exec(compile(PACKED_SOURCE,"' + HUMAN_NAME + '","exec"))\n')
-_PACKED = re.compile(r'\Aimport lzma as L,base64 as B\nPACKED_SOURCE=L\.decompress\(B\.b85decode\("([^"]*)"\)\)'
-                     r'\.decode\(\)\nexec\(compile\(PACKED_SOURCE,"[\w.]+","exec"\)\)\n\Z')
+TRAINER = Path(__file__).resolve().parents[2] / "train_gpt.py"
+_PACKER_NAMES = ("PACKED_HEAD", "PACKED_TAIL", "PACKED_LZMA", "_SCOPES", "_Strip", "_rename", "_short_locals",
+                 "minify_source", "pack_source")
+_LEGACY_PACKED = re.compile(r'\Aimport lzma as L,base64 as B\nPACKED_SOURCE=L\.decompress\(B\.b85decode\("([^"]*)"\)\)'
+                            r'\.decode\(\)\nexec\(compile\(PACKED_SOURCE,"[\w.]+","exec"\)\)\n\Z')
 _RECORD_PACKED = re.compile(r"\Aimport lzma as L,base64 as B\nexec\(L\.decompress\(B\.b85decode\('([^']*)'\)\)\)\s*\Z")
+_packer: dict = {}
+
+
+def packer() -> dict:
+    """The trainer's packer (PACKED_HEAD, PACKED_TAIL, minify_source, pack_source, ...), executed
+    from the top-level definitions of the repository's train_gpt.py (stdlib only)."""
+    if not _packer:
+        tree = ast.parse(TRAINER.read_text(encoding="utf-8"))
+        defs = {getattr(n, "name", None) or n.targets[0].id: n for n in tree.body
+                if isinstance(n, (ast.FunctionDef, ast.ClassDef)) or isinstance(n, ast.Assign)
+                and isinstance(n.targets[0], ast.Name)}
+        missing = [k for k in _PACKER_NAMES if k not in defs]
+        if missing:
+            raise RuntimeError(f"{TRAINER} lacks the packer's {', '.join(missing)}")
+        ns: dict = {}
+        exec("import ast, builtins, itertools, keyword, lzma, re, string", ns)
+        exec(compile(ast.Module([defs[k] for k in _PACKER_NAMES], []), str(TRAINER), "exec"), ns)
+        _packer.update(ns)
+    return _packer
 
 
 def pack_source(source: str) -> bytes:
-    """The packed wrapper for a readable source (deterministic for one lzma build)."""
-    blob = base64.b85encode(lzma.compress(source.encode("utf-8"), preset=9 | lzma.PRESET_EXTREME)).decode("ascii")
-    return _PACK_TEMPLATE.format(blob=blob).encode("ascii")
+    """The packed wrapper of a readable source (deterministic for one Python and lzma build)."""
+    return packer()["pack_source"](source)
+
+
+def minify_source(source: str) -> str | None:
+    """The text the packed wrapper of `source` holds and runs; None when it does not parse."""
+    try:
+        return packer()["minify_source"](source)
+    except (SyntaxError, ValueError):
+        return None
 
 
 def unpack_source(script: bytes) -> str | None:
-    """The readable source inside a packed wrapper (ours, or the 04-05 record's two-line form);
-    None when the script is not one."""
+    """The source inside a packed wrapper (ours: the minified source; the older base85 forms: the
+    readable one); None when the script is not one."""
+    head, tail = packer()["PACKED_HEAD"].encode(), packer()["PACKED_TAIL"].encode()
     try:
-        text = script.decode("ascii")
-    except UnicodeDecodeError:
+        if script.startswith(head) and script.endswith(tail):
+            lit = script[len(head) - 3:len(script) - len(tail) + 3].decode("latin-1")
+            return lzma.decompress(ast.literal_eval(lit).encode("latin-1")).decode("utf-8")
+        m = _LEGACY_PACKED.match(script.decode("ascii")) or _RECORD_PACKED.match(script.decode("ascii"))
+        return None if m is None else lzma.decompress(base64.b85decode(m.group(1))).decode("utf-8")
+    except (ValueError, SyntaxError, lzma.LZMAError, UnicodeDecodeError):
         return None
-    m = _PACKED.match(text) or _RECORD_PACKED.match(text)
-    if m is None:
-        return None
-    try:
-        return lzma.decompress(base64.b85decode(m.group(1))).decode("utf-8")
-    except (ValueError, lzma.LZMAError, UnicodeDecodeError):
-        return None
+
+
+def packs_to(readable: str, unpacked: str) -> bool:
+    """Whether a readable source is the one a wrapper holding `unpacked` was packed from."""
+    return readable == unpacked or minify_source(readable) == unpacked
 
 
 def verify_script(run: RunLog, script: bytes, script_name: str = "train_gpt.py") -> tuple[str, str]:
     """("PASS"|"FAIL"|"UNVERIFIED", message): the log's embedded source (and, for our logs,
     its code_sha256) against the given script bytes. For a packed script the embedded source is
-    compared with the packed source, and code_sha256 may be the wrapper's (the run executed the
-    packed file) or the readable source's (it ran train_gpt_human.py: the same code)."""
+    the packed source (the run executed the wrapper: code_sha256 is the wrapper's) or a readable
+    source that packs to it (the run executed train_gpt_human.py, the same program: code_sha256 is
+    that source's)."""
     if run.source is None:
         return "UNVERIFIED", f"{run.path.name} does not embed its source; cannot check {script_name}"
     unpacked = unpack_source(script)
@@ -144,13 +178,16 @@ def verify_script(run: RunLog, script: bytes, script_name: str = "train_gpt.py")
     except UnicodeDecodeError:
         return "FAIL", f"{script_name} is not UTF-8 text"
     digest = sha256_bytes(script)
-    ran_readable = unpacked is not None and run.code_sha256 == sha256_bytes(unpacked.encode("utf-8"))
-    if run.code_sha256 is not None and run.code_sha256 != digest and not ran_readable:
+    ran_readable = unpacked is not None and run.source != unpacked and packs_to(run.source, unpacked)
+    if run.code_sha256 is not None and run.code_sha256 != digest and not (
+            ran_readable and run.code_sha256 == sha256_bytes(run.source.encode("utf-8"))):
         return "FAIL", (f"{run.path.name} code_sha256:{run.code_sha256[:12]}... but {script_name} "
                         f"has sha256 {digest[:12]}..." + (" (and its packed source another)" if unpacked else ""))
     what = f"the source packed in {script_name}" if unpacked is not None else script_name
     if run.source == text:
         how = "embeds " + what + " exactly"
+    elif ran_readable:
+        how = "embeds the readable source of " + what + " (it packs to it)"
     elif run.source.rstrip("\n") == text.rstrip("\n"):
         how = "embeds " + what + " (identical up to trailing newlines)"
     else:
@@ -163,4 +200,4 @@ def verify_script(run: RunLog, script: bytes, script_name: str = "train_gpt.py")
         return "PASS", f"{run.path.name} {how} ({len(script):,} bytes){sha}"
     ran = ("; code_sha256 is the packed file's: the run executed it" if run.code_sha256 == digest else
            "; code_sha256 is the readable source's: the run executed the same code unpacked" if ran_readable else "")
-    return "PASS", f"{run.path.name} {how} ({len(text.encode()):,} readable bytes, {len(script):,} packed){ran}"
+    return "PASS", f"{run.path.name} {how} ({len(text.encode()):,} packed source bytes, {len(script):,} packed){ran}"

@@ -110,11 +110,11 @@ def check_scripts(runs: list[RunLog], script: Path | None, rep: Report) -> None:
         human = script.parent / HUMAN_NAME
         if not human.is_file():
             rep.add("FAIL", f"packed script: train_gpt.py is packed but {HUMAN_NAME}, its readable source, is missing")
-        elif human.read_bytes() != readable.encode("utf-8"):
+        elif not packs_to(human.read_text(encoding="utf-8", errors="replace"), readable):
             rep.add("FAIL", f"packed script: {HUMAN_NAME} is not the source packed in train_gpt.py")
         else:
-            rep.add("PASS", f"packed script: train_gpt.py ({len(data):,} bytes, the counted code) unpacks to exactly "
-                            f"{HUMAN_NAME} ({len(readable.encode()):,} bytes)")
+            rep.add("PASS", f"packed script: train_gpt.py ({len(data):,} bytes, the counted code) is the packed form of "
+                            f"{HUMAN_NAME} ({human.stat().st_size:,} bytes)")
     for r in runs:
         status, msg = verify_script(r, data)
         rep.add(status, f"script {r.label}: {msg}")
