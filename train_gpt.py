@@ -27,6 +27,7 @@ import hashlib
 import ast
 import builtins
 import io
+import tokenize
 import itertools
 import json
 import keyword
@@ -3926,21 +3927,21 @@ def peak_memory_lines(allocated: int, reserved: int) -> list[str]:
 # ----- the counted code -----
 # A submission counts the bytes of its train_gpt.py. records/records_tool.py pack writes it as a
 # self-extracting wrapper around this source minified: docstrings, comments, knob help texts and
-# function-signature annotations dropped (class-level annotations stay: dataclass and NamedTuple
-# fields), 1-space indents, each function's own local variables renamed to short names; then LZMA
-# (preset 9e, lc=3 pb=0: best on this text) stored raw in a latin-1 string literal (only NUL, CR,
-# backslash and the quote escaped), ~3.8x smaller than the readable file. A readable run counts its
-# own packed size (code_sizes), so the packer lives here and uses only the stdlib; the records tool
-# loads these functions from this file, so both count the same bytes.
-PACKED_HEAD = '#coding:latin-1\nimport lzma\nPACKED_SOURCE=lzma.decompress("""'
-PACKED_TAIL = '""".encode("latin-1")).decode()\nexec(compile(PACKED_SOURCE,"<packed train_gpt.py>","exec"))\n'
+# groups, function-signature annotations dropped (class-level annotations stay: dataclass and
+# NamedTuple fields, Config's types), function-local and module-function names shortened, spaces
+# squeezed; then LZMA (preset 9e, lc=3 pb=0: best on this text) stored raw in a latin-1 string
+# literal, about 6x smaller than the readable file. A readable run counts its own packed size
+# (code_sizes), so the packer lives here and uses only the stdlib; the records tool loads these
+# functions from this file, so both count the same bytes.
+PACKED_HEAD = '#coding:latin-1\nimport lzma\nPACKED_SOURCE=lzma.decompress('
+PACKED_TAIL = '.encode("latin-1")).decode()\nexec(compile(PACKED_SOURCE,"<packed train_gpt.py>","exec"))\n'
 PACKED_LZMA = [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "lc": 3, "lp": 0, "pb": 0}]
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
            ast.GeneratorExp)
 
 
 class _Strip(ast.NodeTransformer):
-    """Drops what never runs: docstrings, knob help texts, function-signature annotations."""
+    """Drops what never runs: docstrings, knob help texts and groups, function-signature annotations."""
 
     def _undoc(self, node):
         self.generic_visit(node)
@@ -3964,10 +3965,11 @@ class _Strip(ast.NodeTransformer):
     def visit_Call(self, node):
         if isinstance(node.func, ast.Name) and node.func.id == "knob" and len(node.args) > 1:
             node.args[1] = ast.Constant("")
+            node.keywords = [k for k in node.keywords if k.arg != "group"]
         return self.generic_visit(node)
 
 
-def _rename(sub: list, own: set, taken: set) -> None:
+def _rename(sub: list, own: set, taken: set, lengths=(1, 2)) -> None:
     """Renames the names in `own` wherever they occur in the nodes `sub` to the shortest names that
     neither the module (`taken`) nor `sub` uses, the most used first."""
     counts = {k: 0 for k in own}
@@ -3975,7 +3977,7 @@ def _rename(sub: list, own: set, taken: set) -> None:
         if isinstance(n, ast.Name) and n.id in counts:
             counts[n.id] += 1
     used = taken | {n.id for n in sub if isinstance(n, ast.Name)}
-    fresh = (s for k in (1, 2) for s in map("".join, itertools.product(string.ascii_letters, repeat=k))
+    fresh = (s for k in lengths for s in map("".join, itertools.product(string.ascii_letters, repeat=k))
              if s not in used and not keyword.iskeyword(s))
     new = {}
     for name in sorted(counts, key=lambda k: (-counts[k], k)):
@@ -3987,6 +3989,8 @@ def _rename(sub: list, own: set, taken: set) -> None:
             n.id = new[n.id]
         elif isinstance(n, ast.arg) and n.arg in new:
             n.arg = new[n.arg]
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name in new:
+            n.name = new[n.name]
 
 
 def _short_locals(tree: ast.Module) -> None:
@@ -3995,11 +3999,20 @@ def _short_locals(tree: ast.Module) -> None:
     comprehension's loop variables, to short names no identifier of the module uses; uses in
     nested scopes follow. Functions that hold a class, a match or a call of
     locals/vars/eval/exec are left alone."""
+    nodes = list(ast.walk(tree))
+    # a parameter keeps its name where a call could pass it by name: any keyword or string in the module
+    named = {k.arg for n in nodes if isinstance(n, ast.Call) for k in n.keywords}
+    named |= {n.value for n in nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    # module-level functions are renamed too, unless a string, attribute, parameter, import, global
+    # statement or method shares the name
+    keep = named | {n.arg for n in nodes if isinstance(n, ast.arg)} | {n.attr for n in nodes if isinstance(n, ast.Attribute)}
+    keep |= {getattr(n, "asname", None) or n.name for n in nodes if isinstance(n, ast.alias)}
+    keep |= {x for n in nodes if isinstance(n, (ast.Global, ast.Nonlocal)) for x in n.names}
+    keep |= {m.name for n in nodes if isinstance(n, ast.ClassDef) for m in n.body if hasattr(m, "name")}
+    _rename(nodes, {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and "__" not in n.name} - keep,
+            set(dir(builtins)) | {n.arg for n in nodes if isinstance(n, ast.arg)}, (2,))  # locals get 1 letter
     taken = set(dir(builtins)) | {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     taken |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
-    # a parameter keeps its name where a call could pass it by name: any keyword or string in the module
-    named = {k.arg for n in ast.walk(tree) if isinstance(n, ast.Call) for k in n.keywords}
-    named |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
         # the body only: defaults and decorators run in the enclosing scope
         body = [n for stmt in fn.body for n in ast.walk(stmt)]  # defaults and decorators run outside
@@ -4034,24 +4047,54 @@ def _short_locals(tree: ast.Module) -> None:
         _rename(sub, {n.id for g in comp.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)} - other, taken)
 
 
+def _squeeze(text: str) -> str:
+    """ast.unparse's text with 1-space indents and a space only between two words (a name, number,
+    keyword or string prefix); f-strings are copied whole (from 3.12 tokenize splits them)."""
+    lines, out, last, depth = text.split("\n"), [], "\n", 0
+    for t in tokenize.generate_tokens(io.StringIO(text).readline):
+        kind, s = tokenize.tok_name[t.type], t.string
+        if kind == "FSTRING_START":
+            depth, start = depth + 1, t.start if depth == 0 else start
+        if kind == "FSTRING_END":
+            depth -= 1
+            s = lines[start[0] - 1][start[1]:t.end[1]] if depth == 0 and start[0] == t.end[0] else ""
+        if depth or kind in ("INDENT", "DEDENT", "ENDMARKER", "FSTRING_START") or not s and kind != "NEWLINE":
+            continue
+        if kind in ("NEWLINE", "NL"):
+            s = "\n"
+        elif last == "\n":
+            s = " " * (t.start[1] // 4) + s if kind != "FSTRING_END" else " " * (start[1] // 4) + s
+        elif (last[-1].isalnum() or last[-1] == "_") and (s[0].isalnum() or s[0] in "_'\""):
+            s = " " + s
+        out.append(s)
+        last = s
+    return "".join(out)
+
+
 def minify_source(source: str) -> str:
-    """The source that the packed copy holds and runs (see above); raises if re-indenting changed
-    the program (a string literal spanning lines)."""
+    """The source that the packed copy holds and runs (see above); raises if squeezing the text
+    changed the program."""
     tree = _Strip().visit(ast.parse(source))
     _short_locals(tree)
     text = ast.unparse(tree)
-    small = "\n".join(re.sub(r"^(?:    )+", lambda m: " " * (len(m.group()) // 4), line) for line in text.split("\n"))
+    small = _squeeze(text)
     if ast.dump(ast.parse(small)) != ast.dump(ast.parse(text)):
-        raise ValueError("minify_source: re-indenting changed the program")
-    return small + "\n"
+        raise ValueError("minify_source: squeezing the text changed the program")
+    return small
+
+
+def latin1_literal(data: bytes) -> bytes:
+    """A triple-quoted str literal (of a latin-1 source) whose characters are the bytes of `data`:
+    only backslash, CR, NUL and a quote that could close the literal are escaped (NUL before an
+    octal digit as \\x00)."""
+    esc = {b"\\": b"\\\\", b'"': b'\\"', b"\r": b"\\r", b"\0": b"\\0"}
+    return b'"""' + re.sub(rb'[\\\r]|"(?="|\Z)|\0([0-7]?)', lambda m: esc.get(m.group()) or b"\\x00" + m.group(1), data) + b'"""'
 
 
 def pack_source(source: str) -> bytes:
     """The packed wrapper (the counted train_gpt.py) of a readable source."""
     data = lzma.compress(minify_source(source).encode("utf-8"), lzma.FORMAT_ALONE, filters=PACKED_LZMA)
-    esc = {b"\\": b"\\\\", b'"': b'\\"', b"\r": b"\\r", b"\0": b"\\0"}  # NUL before an octal digit: \x00
-    lit = re.sub(rb'[\\"\r]|\0([0-7]?)', lambda m: esc.get(m.group()) or b"\\x00" + m.group(1), data)
-    return PACKED_HEAD.encode() + lit + PACKED_TAIL.encode()
+    return PACKED_HEAD.encode() + latin1_literal(data) + PACKED_TAIL.encode()
 
 
 def code_sizes() -> tuple[int, int]:

@@ -107,7 +107,7 @@ def sha256_bytes(data: bytes) -> str:
 PACKED_NAME, HUMAN_NAME = "train_gpt.py", "train_gpt_human.py"
 TRAINER = Path(__file__).resolve().parents[2] / "train_gpt.py"
 _PACKER_NAMES = ("PACKED_HEAD", "PACKED_TAIL", "PACKED_LZMA", "_SCOPES", "_Strip", "_rename", "_short_locals",
-                 "minify_source", "pack_source")
+                 "_squeeze", "minify_source", "latin1_literal", "pack_source")
 _LEGACY_PACKED = re.compile(r'\Aimport lzma as L,base64 as B\nPACKED_SOURCE=L\.decompress\(B\.b85decode\("([^"]*)"\)\)'
                             r'\.decode\(\)\nexec\(compile\(PACKED_SOURCE,"[\w.]+","exec"\)\)\n\Z')
 _RECORD_PACKED = re.compile(r"\Aimport lzma as L,base64 as B\nexec\(L\.decompress\(B\.b85decode\('([^']*)'\)\)\)\s*\Z")
@@ -126,7 +126,7 @@ def packer() -> dict:
         if missing:
             raise RuntimeError(f"{TRAINER} lacks the packer's {', '.join(missing)}")
         ns: dict = {}
-        exec("import ast, builtins, itertools, keyword, lzma, re, string", ns)
+        exec("import ast, builtins, io, itertools, keyword, lzma, re, string, tokenize", ns)
         exec(compile(ast.Module([defs[k] for k in _PACKER_NAMES], []), str(TRAINER), "exec"), ns)
         _packer.update(ns)
     return _packer
@@ -151,7 +151,7 @@ def unpack_source(script: bytes) -> str | None:
     head, tail = packer()["PACKED_HEAD"].encode(), packer()["PACKED_TAIL"].encode()
     try:
         if script.startswith(head) and script.endswith(tail):
-            lit = script[len(head) - 3:len(script) - len(tail) + 3].decode("latin-1")
+            lit = script[len(head):len(script) - len(tail)].decode("latin-1")
             return lzma.decompress(ast.literal_eval(lit).encode("latin-1")).decode("utf-8")
         m = _LEGACY_PACKED.match(script.decode("ascii")) or _RECORD_PACKED.match(script.decode("ascii"))
         return None if m is None else lzma.decompress(base64.b85decode(m.group(1))).decode("utf-8")
