@@ -3933,6 +3933,9 @@ def peak_memory_lines(allocated: int, reserved: int) -> list[str]:
 # literal, about 6x smaller than the readable file. A readable run counts its own packed size
 # (code_sizes), so the packer lives here and uses only the stdlib; the records tool loads these
 # functions from this file, so both count the same bytes.
+# The packer's own definitions: the packed copy leaves them out (it knows its size: the file that ran).
+PACKER_DEFS = ("PACKER_DEFS", "PACKED_HEAD", "PACKED_TAIL", "PACKED_LZMA", "_SCOPES", "_Strip", "_rename", "_short_locals",
+               "_squeeze", "minify_source", "latin1_literal", "pack_source")
 PACKED_HEAD = '#coding:latin-1\nimport lzma\nPACKED_SOURCE=lzma.decompress('
 PACKED_TAIL = '.encode("latin-1")).decode()\nexec(compile(PACKED_SOURCE,"<packed train_gpt.py>","exec"))\n'
 PACKED_LZMA = [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "lc": 3, "lp": 0, "pb": 0}]
@@ -3950,7 +3953,12 @@ class _Strip(ast.NodeTransformer):
             node.body = b[1:] or [ast.Pass()]
         return node
 
-    visit_Module = visit_ClassDef = _undoc
+    visit_ClassDef = _undoc
+
+    def visit_Module(self, node):
+        node.body = [s for s in node.body if getattr(s, "name", None) not in PACKER_DEFS and not (
+            isinstance(s, ast.Assign) and getattr(s.targets[0], "id", None) in PACKER_DEFS)]
+        return self._undoc(node)
 
     def visit_FunctionDef(self, node):
         a = node.args
@@ -4101,7 +4109,7 @@ def code_sizes() -> tuple[int, int]:
     """(source, counted) code bytes of this run. A submission counts its train_gpt.py, the packed
     wrapper: run from the wrapper, that is the file that ran (and the source its minified text);
     run as the readable script, it is the size the packed form of this source will have (the
-    records tool packs it so)."""
+    records tool packs it so; the packed copy holds no packer, so only a readable run packs)."""
     ran = Path(__file__).read_bytes()
     source = globals().get("PACKED_SOURCE")
     if source is not None:

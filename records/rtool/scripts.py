@@ -106,8 +106,6 @@ def sha256_bytes(data: bytes) -> str:
 # 2026-04-05 record's) are still read.
 PACKED_NAME, HUMAN_NAME = "train_gpt.py", "train_gpt_human.py"
 TRAINER = Path(__file__).resolve().parents[2] / "train_gpt.py"
-_PACKER_NAMES = ("PACKED_HEAD", "PACKED_TAIL", "PACKED_LZMA", "_SCOPES", "_Strip", "_rename", "_short_locals",
-                 "_squeeze", "minify_source", "latin1_literal", "pack_source")
 _LEGACY_PACKED = re.compile(r'\Aimport lzma as L,base64 as B\nPACKED_SOURCE=L\.decompress\(B\.b85decode\("([^"]*)"\)\)'
                             r'\.decode\(\)\nexec\(compile\(PACKED_SOURCE,"[\w.]+","exec"\)\)\n\Z')
 _RECORD_PACKED = re.compile(r"\Aimport lzma as L,base64 as B\nexec\(L\.decompress\(B\.b85decode\('([^']*)'\)\)\)\s*\Z")
@@ -115,19 +113,21 @@ _packer: dict = {}
 
 
 def packer() -> dict:
-    """The trainer's packer (PACKED_HEAD, PACKED_TAIL, minify_source, pack_source, ...), executed
-    from the top-level definitions of the repository's train_gpt.py (stdlib only)."""
+    """The trainer's packer (PACKED_HEAD, PACKED_TAIL, minify_source, pack_source, ...: the names
+    its PACKER_DEFS lists), executed from the top-level definitions of the repository's
+    train_gpt.py (stdlib only)."""
     if not _packer:
         tree = ast.parse(TRAINER.read_text(encoding="utf-8"))
         defs = {getattr(n, "name", None) or n.targets[0].id: n for n in tree.body
                 if isinstance(n, (ast.FunctionDef, ast.ClassDef)) or isinstance(n, ast.Assign)
                 and isinstance(n.targets[0], ast.Name)}
-        missing = [k for k in _PACKER_NAMES if k not in defs]
+        names = ast.literal_eval(defs["PACKER_DEFS"].value) if "PACKER_DEFS" in defs else ("PACKER_DEFS",)
+        missing = [k for k in names if k not in defs]
         if missing:
             raise RuntimeError(f"{TRAINER} lacks the packer's {', '.join(missing)}")
         ns: dict = {}
         exec("import ast, builtins, io, itertools, keyword, lzma, re, string, tokenize", ns)
-        exec(compile(ast.Module([defs[k] for k in _PACKER_NAMES], []), str(TRAINER), "exec"), ns)
+        exec(compile(ast.Module([defs[k] for k in names], []), str(TRAINER), "exec"), ns)
         _packer.update(ns)
     return _packer
 
