@@ -308,12 +308,12 @@ class Config:
             if key in fields:
                 raw_values[key] = environ[key]
                 continue
-            if key in NGRAM_CHANNEL_NAMES:
-                bad = ngram_channel_problem(key, environ[key])
+            if key in RECORD_FIXED_NAMES:
+                bad = record_fixed_problem(key, environ[key])
                 if bad:
                     problems.append(bad)
                 elif notes is not None:
-                    notes.append(f"{key}={environ[key]} accepted: the record's within-word/word-start n-gram channels stay off")
+                    notes.append(f"{key}={environ[key]} accepted: {RECORD_FIXED_NAMES[key]}")
                 continue
             kind, target = check_env_name(key, set(fields))
             if kind == "alias":
@@ -598,14 +598,20 @@ RECORD_NAMES = {
     "ARTIFACT_DIR": "outputs go to OUT_DIR",
     "BOS_ID": "the BOS id is read from the tokenizer (TOKENIZER_PATH)",
 }
-# The 1.0565 record's n-gram helper also has within-word and word-start channels. They gate on
-# the token being scored (illegal) and are not built here; its command switches them off (a TAU
-# above 1 never fires), so these names are accepted exactly when they leave them off.
-NGRAM_CHANNEL_NAMES = {"WITHIN_TAU", "WORD_TAU", "WITHIN_BOOST", "WORD_BOOST", "WORD_ORDER", "WORD_NORMALIZE",
-                       "AGREE_ADD_BOOST", "NGRAM_HINT_PRECOMPUTE_OUTSIDE"}
+# Records' names accepted only with the value that is this script's behaviour (anything else is
+# refused by record_fixed_problem). The 1.0565 record's n-gram helper also has within-word and
+# word-start channels: they gate on the token being scored (illegal) and are not built; its
+# command switches them off (a TAU above 1 never fires), which leaves their other names inert.
+_OFF = "the record's within-word/word-start n-gram channels stay off"
+RECORD_FIXED_NAMES = {**dict.fromkeys(("WITHIN_TAU", "WORD_TAU", "WITHIN_BOOST", "WORD_BOOST", "WORD_ORDER", "WORD_NORMALIZE",
+                                       "AGREE_ADD_BOOST"), _OFF),
+                      "NGRAM_HINT_PRECOMPUTE_OUTSIDE": "the tilt's precompute runs inside the eval clock",
+                      "LQER_ASYM_ENABLED": "LQER is always the asymmetric pack (int2 A, grouped B: LQER_ASYM_GROUP)"}
 
 
-def ngram_channel_problem(key: str, raw: str) -> str | None:
+def record_fixed_problem(key: str, raw: str) -> str | None:
+    if key == "LQER_ASYM_ENABLED" and raw != "1":
+        return f"{key}={raw}: only the asymmetric LQER pack is built (set 1, or LQER_ENABLED=0 for no LQER)"
     if key.endswith("_TAU"):
         try:
             off = float(raw) > 1

@@ -65,3 +65,19 @@ def test_leaky_relu_sq_slope(tg):
     x = torch.randn(3, 64)
     assert torch.allclose(mlp(x, {}), F.leaky_relu(x @ mlp.fc.weight.T, 0.3).square() @ mlp.proj.weight.T, atol=1e-5)
     assert tg.Config.from_env({}).leaky_relu_sq_slope == 0.5
+
+
+def test_record_retune_names(tg):
+    """The 1.0565 record's LQER and TTT retune settings read as ours; LQER_ASYM_ENABLED only as 1."""
+    env = {"LQER_ENABLED": "1", "LQER_RANK": "4", "LQER_TOP_K": "3", "LQER_FACTOR_BITS": "4", "LQER_ASYM_ENABLED": "1",
+           "LQER_ASYM_GROUP": "32", "GPTQ_CALIBRATION_BATCHES": "32", "EVAL_SEQ_LEN": "2560", "TTT_EVAL_SEQ_LEN": "2560",
+           "PHASED_TTT_NUM_PHASES": "1", "PHASED_TTT_PREFIX_DOCS": "2500", "TTT_LORA_RANK": "80", "TTT_LORA_LR": "8e-5",
+           "TTT_BETA2": "0.99", "TTT_WEIGHT_DECAY": "2.0", "TTT_TARGETS": "q,v,o,up,down,head"}
+    notes = []
+    cfg = tg.Config.from_env(env, notes)
+    assert (cfg.lqer_asym_group, cfg.gptq_calibration_batches, cfg.window_len, cfg.ttt_eval_seq_len) == (32, 32, 2560, 2560)
+    assert "k" not in cfg.ttt_target_list and cfg.ttt_lora_lr == 8e-5 and cfg.ttt_weight_decay == 2.0
+    assert any(n.startswith("LQER_ASYM_ENABLED=1 accepted") for n in notes)
+    assert tg.ttt_window_lengths(cfg)[-1] == 2560
+    with pytest.raises(tg.ConfigError, match="LQER_ASYM_ENABLED=0: only the asymmetric"):
+        tg.Config.from_env({**env, "LQER_ASYM_ENABLED": "0"})
