@@ -1150,13 +1150,14 @@ def doc_hash(tokens: np.ndarray) -> bytes:
 
 def shard_sample(path: str) -> tuple[str, list[tuple[int, np.ndarray]]]:
     """(fingerprint, [(offset, tokens)]) of a shard's sample blocks: its first and last AUDIT_BLOCK
-    tokens and evenly spaced ones between; the fingerprint hashes the token count and the blocks."""
+    tokens and evenly spaced ones between (the whole shard when it is no longer than the blocks
+    together); the fingerprint hashes the token count and the blocks."""
     n = shard_length(path)
     tokens = open_shard(path) if n else np.zeros(0, "<u2")
-    starts = sorted({round(k * (n - AUDIT_BLOCK) / (AUDIT_BLOCKS - 1)) for k in range(AUDIT_BLOCKS)}) if n > AUDIT_BLOCK else [0]
+    size = n if n <= AUDIT_BLOCK * AUDIT_BLOCKS else AUDIT_BLOCK
     h, blocks = hashlib.blake2b(n.to_bytes(8, "little"), digest_size=16), []
-    for s in starts:
-        blocks.append((s, np.array(tokens[s:s + AUDIT_BLOCK])))
+    for s in [0] if size == n else [round(k * (n - size) / (AUDIT_BLOCKS - 1)) for k in range(AUDIT_BLOCKS)]:
+        blocks.append((s, np.array(tokens[s:s + size])))
         h.update(blocks[-1][1].tobytes())
     return h.hexdigest(), blocks
 

@@ -60,7 +60,8 @@ HEADER_BYTES = 256 * 4
 TOKEN_DTYPE = np.dtype("<u2")
 
 # The fingerprint and the sampled check read the same fixed blocks of every shard: the first
-# and last BLOCK_TOKENS tokens and evenly spaced ones between (SAMPLE_BLOCKS in all). The head
+# and last BLOCK_TOKENS tokens and evenly spaced ones between (SAMPLE_BLOCKS in all), or the
+# whole shard when it is no longer than that. The head
 # of the first training shard is where a split that holds out too few documents puts them.
 BLOCK_TOKENS = 65536
 SAMPLE_BLOCKS = 8
@@ -120,11 +121,12 @@ def shard_tokens(path: str | Path) -> int:
     return _sibling("build_sp_dataset").read_shard_header(path)
 
 
-def block_starts(n: int) -> list[int]:
-    """Start offsets of the fixed sample blocks of an n-token shard."""
-    if n <= BLOCK_TOKENS:
-        return [0]
-    return sorted({round(k * (n - BLOCK_TOKENS) / (SAMPLE_BLOCKS - 1)) for k in range(SAMPLE_BLOCKS)})
+def sample_blocks(n: int) -> list[tuple[int, int]]:
+    """(start, length) of the fixed sample blocks of an n-token shard: the whole shard when it is
+    no longer than the blocks together, else SAMPLE_BLOCKS blocks of BLOCK_TOKENS (they never overlap)."""
+    if n <= BLOCK_TOKENS * SAMPLE_BLOCKS:
+        return [(0, n)]
+    return [(round(k * (n - BLOCK_TOKENS) / (SAMPLE_BLOCKS - 1)), BLOCK_TOKENS) for k in range(SAMPLE_BLOCKS)]
 
 
 def read_blocks(path: str | Path) -> tuple[str, list[tuple[int, np.ndarray]]]:
@@ -135,8 +137,8 @@ def read_blocks(path: str | Path) -> tuple[str, list[tuple[int, np.ndarray]]]:
     tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n,)) if n else np.zeros(0, TOKEN_DTYPE)
     h = hashlib.blake2b(n.to_bytes(8, "little"), digest_size=16)
     blocks = []
-    for s in block_starts(n):
-        block = np.array(tokens[s:s + BLOCK_TOKENS])
+    for s, size in sample_blocks(n):
+        block = np.array(tokens[s:s + size])
         h.update(block.tobytes())
         blocks.append((s, block))
     return h.hexdigest(), blocks

@@ -246,11 +246,13 @@ def cfg_for(tg, folder: Path):
 
 
 def test_trainer_uses_the_tools_hashes_and_fingerprints(tg, tmp_path):
-    tokens = stream(random_docs(2000, seed=5))  # about 300,000 tokens: every sample block
+    tokens = stream(random_docs(6000, seed=5))  # about 900,000 tokens: 8 separate sample blocks
     [path] = write_split(tmp_path, "train", tokens, shard=10**7)
     fp, blocks = aud.read_blocks(path)
     fp_tg, blocks_tg = tg.shard_sample(str(path))
     assert fp == fp_tg and len(blocks) == aud.SAMPLE_BLOCKS
+    assert aud.sample_blocks(1000) == [(0, 1000)] and aud.read_blocks(path)[0] != aud.read_blocks(write_split(
+        tmp_path / "x", "train", tokens[:-1], shard=10**7)[0])[0]
     assert [(o, b.tolist()) for o, b in blocks] == [(o, b.tolist()) for o, b in blocks_tg]
     assert (tg.AUDIT_BLOCK, tg.AUDIT_BLOCKS) == (aud.BLOCK_TOKENS, aud.SAMPLE_BLOCKS)
     assert tg.doc_hash(tokens[1:50]) == aud.doc_hash(tokens[1:50])
@@ -302,7 +304,7 @@ def test_trainer_refuses_a_sampled_overlap_and_a_failed_full_audit(tg, tmp_path)
     val, train = random_docs(200, seed=1), random_docs(20_000, seed=2)
     folder = dataset(tmp_path / "e", val, train[:1600] + [val[9]] + train[1600:], shard=10**7)
     at = len(stream(train[:1600]))
-    assert not any(s <= at < s + aud.BLOCK_TOKENS for s in aud.block_starts(len(stream(train)) + len(val[9]) + 1))
+    assert not any(s <= at < s + size for s, size in aud.sample_blocks(len(stream(train)) + len(val[9]) + 1))
     assert trainer_audit(tg, folder)[0] == []  # not in a sample block: the sample cannot see it
     assert aud.main([str(folder), "--no-progress"]) == 1
     problems, line = trainer_audit(tg, folder)
@@ -330,3 +332,15 @@ def test_a_manifest_holding_only_an_audit_is_not_a_tokenizer_check(tg, tmp_path,
     lines = []
     tg.check_tokenizer(cfg, spm.SentencePieceProcessor(model_file=cfg.tokenizer_path), lines.append)
     assert lines[-1] == "tokenizer_manifest_check:none (no manifest describes DATA_PATH)"
+
+
+def test_the_tools_sample_mode_finds_what_the_trainer_finds(tg, tmp_path, capsys):
+    docs = random_docs(6000, seed=8)
+    folder = dataset(tmp_path / "d", docs[:500], docs[100:], shard=600_000)  # shards longer than the 8 blocks
+    problems, _ = trainer_audit(tg, folder)
+    r = aud.sampled_check(sorted(folder.glob("fineweb_val_0*.bin")), sorted(folder.glob("fineweb_train_0*.bin")), 1)
+    assert problems and problems[0].startswith(f"{len(r['shared'])} sampled training documents")
+    assert 0 < len(r["shared"]) <= 400 and r["shared"][0] == {"val_doc": 100, "train": "fineweb_train_000000.bin@0",
+                                                            "tokens": len(docs[100]) + 1}
+    assert aud.main([str(folder), "--sample"]) == 1
+    assert f"shared:{len(r['shared'])} " in capsys.readouterr().out
