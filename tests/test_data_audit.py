@@ -344,3 +344,28 @@ def test_the_tools_sample_mode_finds_what_the_trainer_finds(tg, tmp_path, capsys
                                                             "tokens": len(docs[100]) + 1}
     assert aud.main([str(folder), "--sample"]) == 1
     assert f"shared:{len(r['shared'])} " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 250, 4096, 10**6])
+def test_shard_stream_cuts_documents_as_the_whole_stream_does(tmp_path, chunk):
+    """Documents, and each one's shard and offset, do not depend on shard or chunk boundaries,
+    an empty shard, or tokens before the first BOS."""
+    rng = np.random.default_rng(chunk)
+    tokens = np.concatenate([rng.integers(2, 50, 13), stream(random_docs(300, seed=9, lo=0, hi=40))]).astype(np.uint16)
+    cuts = sorted(rng.choice(np.arange(1, len(tokens)), 6, replace=False).tolist())
+    cuts = cuts[:3] + [cuts[3]] + cuts[3:]  # an empty shard in the middle
+    bounds = [0] + cuts + [len(tokens)]
+    paths = []
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        paths.append(tmp_path / f"s_{i:06d}.bin")
+        bsd.write_shard(paths[-1], tokens[a:b])
+    s = aud.ShardStream(paths, 1, chunk)
+    got, lead = [], 0
+    for c in s:
+        lead += c.lead
+        got += [(c.tokens[a:b].tolist(), int(sh), int(off)) for a, b, sh, off in zip(c.starts, c.ends, c.shard, c.offset)]
+    starts = np.flatnonzero(tokens == 1).tolist()
+    shard_of = lambda p: max(i for i, a in enumerate(bounds[:-1]) if a <= p and (bounds[i + 1] > p))
+    want = [(tokens[a:b].tolist(), shard_of(a), a - bounds[shard_of(a)]) for a, b in zip(starts, starts[1:] + [len(tokens)])]
+    assert lead == 13 and got == want
+    assert [i["tokens"] for i in s.info] == [b - a for a, b in zip(bounds, bounds[1:])]
