@@ -4375,7 +4375,7 @@ def project_artifact(model: nn.Module, cfg: Config, rows: int = 32, seed: int = 
         sampled[p.role] = sampled.get(p.role, 0) + t.numel()
     # Synthetic weights have no activations: GPTQ is projected as round-to-nearest on its grid (what GPTQ
     # does with H proportional to I); real GPTQ codes compress about the same (docs/quantization.md).
-    grid_cfg = dataclasses.replace(cfg, quant_method="rtn")
+    grid_cfg = dataclasses.replace(cfg, quant_method="rtn", awq_lite_enabled=False)
     blob, report = encode_artifact(quantize_state(sample, roles, grid_cfg), cfg.export_packing, cfg.export_compressor)
     frames = sum(r["sizes"][r["chosen"]][1] for r in report)
     out, total = [], len(blob) - frames  # magic and header: they list every tensor, sampled or not
@@ -4383,6 +4383,11 @@ def project_artifact(model: nn.Module, cfg: Config, rows: int = 32, seed: int = 
         z = r["sizes"][r["chosen"]][1] * full[r["role"]] / sampled[r["role"]]
         out.append(dict(role=r["role"], params=full[r["role"]], bits=r["bits"], chosen=r["chosen"], bytes=round(z)))
         total += round(z)
+    if cfg.awq_lite_enabled:  # which matrix wins is known only after calibration: the tallest candidate, uncompressed
+        rows = max(p.size(0) for p in model.parameters() if p.ndim == 2 and cfg.bits(p.role) < cfg.awq_lite_bits)
+        n = cfg.awq_lite_group_top_k * cfg.awq_lite_group_size * rows
+        out.append(dict(role="awq_lite", params=n, bits=str(cfg.awq_lite_bits), chosen="int8", bytes=n + 2 * rows * cfg.awq_lite_group_top_k))
+        total += out[-1]["bytes"]
     return total, out
 
 
@@ -4495,6 +4500,8 @@ def dry_run(cfg: Config, world_size: int) -> int:
         verdict = f"the wallclock cap binds: about {steps} of ITERATIONS={cfg.iterations} steps fit in {loop_s}"
     if cfg.num_loops:
         verdict += (f"; the loop switches on at step {switch}" if switch else "; the loop never switches on")
+    if cfg.train_seq_schedule:
+        verdict += f"; every step priced at TRAIN_SEQ_LEN={cfg.train_seq_len} (TRAIN_SEQ_SCHEDULE's shorter stages run faster)"
     print(f"step_budget step_ms:{step_ms:.2f} plain_ms:{plain_ms:.2f} looped_ms:{looped_ms:.2f} steps:{steps} "
           f"iterations:{cfg.iterations} tokens:{steps * cfg.train_batch_tokens} "
           f"flops_per_token:{flops_per_token(cfg, model):.4g} ({source})")

@@ -69,3 +69,13 @@ def test_awq_needs_gptq(tg):
         tg.Config.from_env({"AWQ_LITE_ENABLED": "1", "QUANT_METHOD": "rtn"})
     cfg = tg.Config.from_env({"AWQ_LITE_ENABLED": "1", "AWQ_LITE_BITS": "8", "AWQ_LITE_GROUP_TOP_K": "1", "AWQ_LITE_GROUP_SIZE": "64"})
     assert (cfg.awq_lite_enabled, cfg.awq_lite_bits, cfg.awq_lite_group_top_k, cfg.awq_lite_group_size) == (True, 8, 1, 64)
+
+
+def test_dry_run_projection_counts_the_protected_groups(tg):
+    cfg = tg.Config(**{**calibrated(tg, **AWQ)[0].__dict__})
+    model = tg.build_model(cfg, cpu(tg))
+    plain_bytes, _ = tg.project_artifact(model, tg.Config(**{**cfg.__dict__, "awq_lite_enabled": False}))
+    awq_bytes, report = tg.project_artifact(model, cfg)
+    extra = next(r for r in report if r["role"] == "awq_lite")
+    rows = max(p.size(0) for p in model.parameters() if p.ndim == 2 and cfg.bits(p.role) < 8)
+    assert extra["bytes"] == 16 * rows + 2 * rows and awq_bytes == plain_bytes + extra["bytes"]
