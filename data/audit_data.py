@@ -469,6 +469,7 @@ def run_audit(data_dir: str | Path, opts: AuditOptions = AuditOptions(), *, prog
         parts.append((chunk.tokens, v_start))
         base += len(chunk.tokens)
     bar.close()
+    t_val = time.perf_counter() - t0
     val_tokens = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, TOKEN_DTYPE)
     val_starts = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     v_shard, v_off, v_len = (np.concatenate(a) if a else np.zeros(0, np.int64) for a in (v_shard, v_off, v_len))
@@ -521,6 +522,7 @@ def run_audit(data_dir: str | Path, opts: AuditOptions = AuditOptions(), *, prog
                                    "train_offset": int(chunk.offset[i]), "tokens": int(chunk.ends[i] - chunk.starts[i]),
                                    "anchors": f"{count}/{int(near.anchors[k])}"})
     bar.close()
+    t_train = time.perf_counter() - t0 - t_val
     for entry in shared + near_found:
         entry["train"] = _where(paths["train"], entry.pop("train_shard"), entry.pop("train_offset"))
     if shared:
@@ -582,7 +584,7 @@ def run_audit(data_dir: str | Path, opts: AuditOptions = AuditOptions(), *, prog
         "problems": problems,
         "shards": shards,
     }
-    seconds = time.perf_counter() - t0
+    seconds = (time.perf_counter() - t0, t_val, t_train)
     _print_report(result, shared, near_found, seconds, log)
     if report is not None:
         _write_report(report, shared, near_found)
@@ -632,7 +634,7 @@ def _check_sidecar(paths, val_tokens, val_starts, v_len, bos_id, sp, tok_path, l
     return out
 
 
-def _print_report(r: dict, shared: list, near_found: list, seconds: float, log) -> None:
+def _print_report(r: dict, shared: list, near_found: list, seconds: tuple, log) -> None:
     v, t, c = r["val"], r["train"], r["coverage"]
     log(f"val: {len(r['shards']['val'])} shard(s), {v['tokens']:,} tokens, {v['docs']:,} documents "
         f"({v['empty_docs']} empty, {v['repeated_docs']} repeated within val), docs_digest {v['docs_digest']}")
@@ -660,7 +662,8 @@ def _print_report(r: dict, shared: list, near_found: list, seconds: float, log) 
                if s.get("decoded_text_bytes") is not None else f"not compared ({s.get('note', 'length mismatch')})"))
     for p in r["problems"]:
         log(f"problem: {p}")
-    log(f"audit: {r['result']} digest:{r['digest']} time:{seconds:.1f}s")
+    log(f"audit: {r['result']} digest:{r['digest']} time:{seconds[0]:.1f}s (validation {seconds[1]:.1f}s, "
+        f"training {seconds[2]:.1f}s)")
 
 
 def _write_report(path: Path, shared: list, near_found: list) -> None:
