@@ -135,6 +135,8 @@ class Config:
     logit_softcap: float = knob(30.0, "logits = C*tanh(z/C) (0 disables)", lo=0.0, group="model")
     asym_logit_rescale: bool = knob(False, "separate caps for positive and negative logits, both starting at LOGIT_SOFTCAP: frozen in "
                                     "training, trained only by TTT's global phases (2 stored scalars)", group="model")
+    fused_ce: bool = knob(True, "training loss without fp32 logits of the whole micro-batch: a Triton softcap+cross-entropy kernel "
+                          "over bf16 logits on CUDA, row chunks recomputed in backward elsewhere (0 = the plain fp32 path)", group="model")
     qk_gain_init: float = knob(5.0, "initial per-head query gain after QK RMS-norm", group="model")
     xsa_last_n: int = knob(11, "exclusive self-attention on the last N blocks (0 = off)", lo=0, group="model")
     smear_gate: str = knob("additive", "previous-token smear: off, blend (per-dim gate after the norm), additive (input-dependent, before the norm)", choices=("off", "blend", "additive"), group="model")
@@ -1872,6 +1874,137 @@ class SmearGate(nn.Module):
         return x + m * self.lam.to(x.dtype) * g * x_prev
 
 
+def softcap(u: Tensor, c: float) -> Tensor:
+    return c * torch.tanh(u / c) if c > 0 else u
+
+
+CE_CHUNK_LOGITS = 2 ** 24  # logits per chunk of ChunkedSoftcapCE: 64 MB in fp32 (2048 rows at vocab 8192)
+
+
+class ChunkedSoftcapCE(torch.autograd.Function):
+    """mean cross-entropy of softcap(x @ w^T) over rows of x [N, D], in row chunks of about
+    64 MB of fp32 logits: forward keeps only each row's log-sum-exp, backward recomputes each
+    chunk's logits, so no fp32 [N, V] tensor (or its tanh and softmax copies) ever exists. The
+    matmuls run in x's dtype (bf16 under autocast, as the plain path's head), the rest in fp32."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, y: Tensor, c: float) -> Tensor:
+        rows = max(1, CE_CHUNK_LOGITS // w.size(0))
+        lse, loss = [], x.new_zeros((), dtype=torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            for i in range(0, x.size(0), rows):
+                z = softcap(F.linear(x[i:i + rows], w).float(), c)
+                lse.append(z.logsumexp(-1))
+                loss = loss + (lse[-1] - z.gather(1, y[i:i + rows, None]).squeeze(1)).sum()
+        ctx.save_for_backward(x, w, y, torch.cat(lse))
+        ctx.c, ctx.rows = c, rows
+        return loss / x.size(0)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, w, y, lse = ctx.saved_tensors
+        c, rows, gx, gw = ctx.c, ctx.rows, torch.empty_like(x), torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+        with torch.autocast(x.device.type, enabled=False):
+            for i in range(0, x.size(0), rows):
+                xc, u = x[i:i + rows], F.linear(x[i:i + rows], w).float()
+                t = torch.tanh(u / c) if c > 0 else None
+                p = torch.exp((c * t if c > 0 else u) - lse[i:i + rows, None])
+                p.scatter_add_(1, y[i:i + rows, None], p.new_full((xc.size(0), 1), -1.0))  # softmax - onehot
+                du = (p * (g / x.size(0)) * (1 - t * t if c > 0 else 1)).to(x.dtype)
+                gx[i:i + rows] = du @ w
+                gw += (du.t() @ xc).float()
+        return gx, gw.to(w.dtype), None, None
+
+
+TRITON_CE = None  # the Triton softcap cross-entropy op, built on first CUDA use (triton_softcap_ce)
+
+
+def triton_softcap_ce():
+    """torch.library op pg::softcap_ce(logits [N, V] bf16, y [N], c) -> mean loss, with its
+    backward: two Triton kernels, one program per row streaming the vocab in blocks (online
+    log-sum-exp), softcap applied on the fly; backward writes the bf16 logit gradient. Only
+    the bf16 logits of the micro-batch exist, never fp32 ones. None when triton does not import."""
+    global TRITON_CE
+    if TRITON_CE is not None or not importable("triton"):
+        return TRITON_CE
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def fwd_kernel(logits, stride, y, lse_out, loss_out, V, c, CAP: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        base = logits + row * stride
+        m, s = -float("inf"), 0.0
+        for start in range(0, V, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            u = tl.load(base + cols, mask=cols < V, other=0.0).to(tl.float32)
+            z = c * (2 * tl.sigmoid(2 * u / c) - 1) if CAP else u  # tanh via sigmoid: in every triton release
+            z = tl.where(cols < V, z, -float("inf"))
+            m_new = tl.maximum(m, tl.max(z, 0))
+            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
+            m = m_new
+        lse = m + tl.log(s)
+        u = tl.load(base + tl.load(y + row)).to(tl.float32)
+        tl.store(lse_out + row, lse)
+        tl.store(loss_out + row, lse - (c * (2 * tl.sigmoid(2 * u / c) - 1) if CAP else u))
+
+    @triton.jit
+    def bwd_kernel(logits, stride, y, lse_in, g, grad, V, c, CAP: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        base, lse, target, scale = logits + row * stride, tl.load(lse_in + row), tl.load(y + row), tl.load(g)
+        for start in range(0, V, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            u = tl.load(base + cols, mask=cols < V, other=0.0).to(tl.float32)
+            z = c * (2 * tl.sigmoid(2 * u / c) - 1) if CAP else u
+            p = tl.exp(z - lse) - tl.where(cols == target, 1.0, 0.0)
+            dz = p * scale * ((1 - (z / c) * (z / c)) if CAP else 1.0)
+            tl.store(grad + row * V + cols, dz.to(grad.dtype.element_ty), mask=cols < V)
+
+    def launch(kernel, logits, *args, c):
+        kernel[(logits.size(0),)](logits, logits.stride(0), *args, logits.size(1), c, CAP=c > 0, BLOCK=1024)
+
+    @torch.library.custom_op("pg::softcap_ce", mutates_args=())
+    def op(logits: Tensor, y: Tensor, c: float) -> tuple[Tensor, Tensor]:
+        lse, loss = (torch.empty(logits.size(0), device=logits.device, dtype=torch.float32) for _ in range(2))
+        launch(fwd_kernel, logits, y, lse, loss, c=c)
+        return loss.mean(), lse
+
+    @op.register_fake
+    def _(logits, y, c):
+        return logits.new_empty((), dtype=torch.float32), logits.new_empty(logits.size(0), dtype=torch.float32)
+
+    @torch.library.custom_op("pg::softcap_ce_backward", mutates_args=())
+    def op_backward(logits: Tensor, y: Tensor, lse: Tensor, g: Tensor, c: float) -> Tensor:
+        grad = torch.empty_like(logits)
+        launch(bwd_kernel, logits, y, lse, (g / logits.size(0)).float().reshape(1), grad, c=c)
+        return grad
+
+    @op_backward.register_fake
+    def _(logits, y, lse, g, c):
+        return torch.empty_like(logits)
+
+    def setup(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], inputs[1], output[1])
+        ctx.c = inputs[2]
+
+    def backward(ctx, g, g_lse):
+        logits, y, lse = ctx.saved_tensors
+        return op_backward(logits, y, lse, g, ctx.c), None, None
+
+    op.register_autograd(backward, setup_context=setup)
+    op.kernels = dict(fwd=fwd_kernel, bwd=bwd_kernel)  # for bench/check_triton_ce.py
+    TRITON_CE = op
+    return TRITON_CE
+
+
+def softcap_cross_entropy(x: Tensor, w: Tensor, y: Tensor, c: float) -> Tensor:
+    """The training loss, FUSED_CE=1: mean cross-entropy of softcap(x @ w^T) against y."""
+    if x.is_cuda and triton_softcap_ce() is not None:
+        logits = F.linear(x, w)
+        return TRITON_CE(logits.contiguous(), y, c)[0]
+    return ChunkedSoftcapCE.apply(x, w, y, c)
+
+
 def virtual_layers(cfg: Config, looping: bool) -> list[int]:
     """The physical block run at each virtual layer slot. With depth recurrence on, the
     segment LOOP_START..LOOP_END runs NUM_LOOPS+1 times: 11 blocks, loop 3-5 twice more
@@ -1957,6 +2090,8 @@ class GPT(nn.Module):
             x = x - self.backout.to(x.dtype) * h_mid
         x = self.head_in(rms_norm(x[:, score_from:]))
         head = self.tok_emb if self.lm_head is None else self.lm_head
+        if targets is not None and self.cfg.fused_ce and "head" not in lora and self.softcap is None:
+            return softcap_cross_entropy(x.flatten(0, 1), head.to(x.dtype), targets.reshape(-1), self.cfg.logit_softcap)
         logits = F.linear(x, head.to(x.dtype))
         if "head" in lora:
             A, B = lora["head"]
