@@ -181,7 +181,13 @@ class Config:
     beta1: float = knob(0.9, "AdamW beta1", lo=0.0, lt=1.0, group="optim")
     beta2: float = knob(0.95, "AdamW beta2", lo=0.0, lt=1.0, group="optim")
     adam_eps: float = knob(1e-8, "AdamW epsilon", lo=0.0, group="optim")
-    grad_clip_norm: float = knob(0.3, "global grad-norm clip (0 = off)", lo=0.0, group="optim")
+    grad_clip_norm: float = knob(0.3, "grad-norm clip (0 = off) of the gradient named by GRAD_CLIP_SCOPE", lo=0.0, group="optim")
+    grad_clip_scope: str = knob("global", "what GRAD_CLIP_NORM bounds: global (the step's averaged gradient: the same for any world "
+                                "size) or rank (each rank's own gradient before the all-reduce, as the 1.08-class records clip)",
+                                choices=("global", "rank"), group="optim")
+    embed_dtype: str = knob("fp32", "storage of the token embedding in training: fp32 (a master copy, like every parameter) or "
+                            "bf16 (the table, its AdamW state and updates in bf16, as the 1.08-class records keep it)",
+                            choices=("fp32", "bf16"), group="optim")
     # --- optimizer: the 1.08-class records' additions ---
     muon_row_normalize: bool = knob(True, "MuonEq-R: scale each row of the Nesterov update to unit norm before Newton-Schulz", group="optim")
     muon_ns_coeffs: str = knob("quintic", "Newton-Schulz coefficients: quintic (one fixed tuple every step) or polar_express (a tuple per step, at most 5 steps)", choices=("quintic", "polar_express"), group="optim")
@@ -2027,7 +2033,7 @@ class GPT(nn.Module):
         self.cfg, self.bos_id = cfg, bos_id
         self.backend = "sdpa"  # the attention kernel, set with the blocks' by set_attn_backend
         self.register_buffer("fa3_overflow", torch.zeros((), dtype=torch.int64), persistent=False)  # fa3_segment_cap
-        self.tok_emb = with_role(nn.Parameter(embedding_init(cfg)), "embed")
+        self.tok_emb = with_role(nn.Parameter(embedding_init(cfg).to(torch.bfloat16 if cfg.embed_dtype == "bf16" else torch.float32)), "embed")
         self.bigram = BigramHash(cfg) if cfg.bigram_vocab_size else None
         self.smear = SmearGate(cfg) if cfg.smear_gate != "off" else None
         self.blocks = nn.ModuleList(Block(cfg, max_len, i) for i in range(cfg.num_layers))
@@ -2232,12 +2238,15 @@ POLAR_EXPRESS = (
 )
 
 
+CPU_NS_DTYPE = torch.float32  # bf16 matmuls are slow on most CPUs; bench/parity.py sets bf16 to replay CUDA's numerics
+
+
 @torch.no_grad()
 def orthogonalize(G: Tensor, coeffs: tuple[tuple[float, float, float], ...], eps: float = 1e-7) -> Tensor:
     """Push G's singular values towards 1 with the odd polynomial iteration
     X <- a X + (b A + c A^2) X, A = X X^T, one (a, b, c) per step, after scaling G to unit
-    Frobenius norm. Runs in bf16 on CUDA, fp32 on CPU."""
-    X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
+    Frobenius norm. Runs in bf16 on CUDA (as the records do), CPU_NS_DTYPE on CPU."""
+    X = G.to(torch.bfloat16 if G.is_cuda else CPU_NS_DTYPE)
     X = X / (X.norm() + eps)
     transposed = X.size(0) > X.size(1)
     if transposed:  # iterate on the wide orientation: the Gram matrix is the smaller one
@@ -3770,6 +3779,18 @@ class StopSignals:
         raise Interrupted(signum)
 
 
+@torch.no_grad()
+def average_grads(model: nn.Module, ctx: Dist) -> None:
+    """Average every gradient over the ranks (one all-reduce per dtype), for GRAD_CLIP_SCOPE=rank."""
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for p in model.parameters():
+        if p.grad is not None:
+            by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        flat = all_reduce_(torch.cat([g.reshape(-1) for g in grads]), ctx).div_(ctx.world_size)
+        torch._foreach_copy_(grads, [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)])
+
+
 @dataclass
 class Trainer:
     cfg: Config
@@ -3792,10 +3813,12 @@ class Trainer:
         """One optimizer step over 8/world_size micro-batches; returns the mean loss (a tensor:
         no host sync here)."""
         total = torch.zeros((), device=self.ctx.device)
+        ddp = isinstance(self.train_model, DDP)
+        per_rank = ddp and self.cfg.grad_clip_scope == "rank"  # clip the local gradient, then average it here
         for micro in range(self.grad_accum):
             x, y = self.loader.next_batch()
-            if isinstance(self.train_model, DDP):  # all-reduce gradients only on the last micro-batch
-                self.train_model.require_backward_grad_sync = micro == self.grad_accum - 1
+            if ddp:  # all-reduce gradients only on the last micro-batch
+                self.train_model.require_backward_grad_sync = micro == self.grad_accum - 1 and not per_rank
             with autocast(self.cfg, self.ctx):
                 loss = self.train_model(x, y, packed=self.cfg.packed)
             (loss / self.grad_accum).backward()
@@ -3803,6 +3826,8 @@ class Trainer:
         self.opt.set_schedule(scale, muon_momentum(self.cfg, step))
         if self.cfg.grad_clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
+        if per_rank:
+            average_grads(self.model, self.ctx)
         self.opt.step()
         self.opt.zero_grad()
         if self.qat_live:
