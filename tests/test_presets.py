@@ -14,6 +14,41 @@ PRESETS = {
     # weights and gates sized for the 15-slot looped sequence (7 each): 35,943,512, the count the
     # SP8192 loop records of that week print for this architecture
     "record_0405_1.0856.env": 35_943_512,
+    # 2026-04-27 1.0611 (SmearGate BOS fix, LQER, sparse gate, Polar-Express Muon, phased TTT): its
+    # logs print model_params:35945671
+    "record_0427_1.0611.env": 35_945_671,
+}
+RECORD_0611_LOG = Path(__file__).resolve().parents[2] / "shared" / "reference" / "records" / "2026-04-27_1.0611" / "train_seed42.log"
+# The 1.0611 run's logged hyperparameters that are not Config fields of the same name: how the
+# preset expresses each (checked where a knob carries it), or why none is needed.
+RECORD_0611_OTHER = {
+    "smear_gate_enabled": ("SMEAR_GATE", "additive"),
+    "val_batch_tokens": ("VAL_BATCH_SIZE", "524288"),
+    "rope_yarn": ("ROPE_TRAIN_SEQ_LEN", "0"),  # its NTK rescale is off (ROPE_YARN=0): rope_train_seq_len 2048 is inert
+    "rope_train_seq_len": ("ROPE_TRAIN_SEQ_LEN", "0"),
+    "ttt_k_lora": ("TTT_TARGETS", "q,k,v,o,up,down,head"),
+    "ttt_mlp_lora": ("TTT_TARGETS", "q,k,v,o,up,down,head"),
+    "ttt_o_lora": ("TTT_TARGETS", "q,k,v,o,up,down,head"),
+    "datasets_dir": ("DATA_PATH", "./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"),
+    "tokenizer_path": ("TOKENIZER_PATH", "./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"),
+    "train_files": ("TRAIN_GLOB", "fineweb_train_*.bin"),
+    "val_files": ("VAL_GLOB", "fineweb_val_*.bin"),
+    "val_bytes_files": ("VAL_BYTES_GLOB", ""),  # default: VAL_GLOB with _val_ -> _val_bytes_, the record's name
+    "lqer_asym_enabled": "LQER here is always the asymmetric int2 A / grouped int4 B form",
+    "gated_attn_quant_gate": "the sparse gate's weight (role gate) is always stored int8 per row",
+    "gated_attn_enabled": "off in the record (dense gated attention)",
+    "gated_attn_init_std": "unused with gated attention off",
+    "fused_ce_enabled": "a fused kernel of the same math (bench/parity.py checks the losses)",
+    "ttt_optimizer": "adam: the TTT adapters' optimizer here is AdamW",
+    "ttt_eval_batches": "empty: every TTT batch is scored",
+    "val_doc_fraction": "1.0: the whole validation set is scored",
+    "compressor": "pergroup: the artifact compressor is EXPORT_COMPRESSOR (per-group lrzip is not in this script yet)",
+    "global_ttt_batch_seqs": "a global TTT step is GLOBAL_TTT_CHUNK_TOKENS tokens",
+    "global_ttt_respect_doc_boundaries": "the TTT protocol's document handling (docs/ttt.md)",
+    "run_id": "the run's name", "seed": "the command line's", "data_dir": "a path", "artifact_dir": "a path",
+    "logfile": "a path", "model_path": "a path", "quantized_model_path": "a path", "distributed": "the launcher's",
+    "rank": "the launcher's", "local_rank": "the launcher's", "world_size": "the launcher's",
+    "is_main_process": "the launcher's", "grad_accum_steps": "8 / world size, as here",
 }
 
 
@@ -58,3 +93,35 @@ def test_presets_do_not_depend_on_the_defaults(tg):
     for name in PRESETS:
         missing = sorted(needed - set(read_env(CONFIGS / name)))
         assert not missing, f"{name} leaves {missing} to the defaults"
+
+
+@pytest.mark.skipif(not RECORD_0611_LOG.is_file(), reason="the reference records are not next to the repo")
+def test_record_0611_preset_is_the_logged_run(tg):
+    """Every hyperparameter the 1.0611 run logged (its train_seed42.log dump) is either our
+    field of the same name with the same value in the preset, or listed in RECORD_0611_OTHER with
+    the preset's knob and value that express it (or why none is needed)."""
+    import dataclasses
+    import re
+    dump = RECORD_0611_LOG.read_text().split("Hyperparameters:\n")[1].split("train_shards")[0]
+    logged = dict(re.findall(r"^  (\w+): (.*)$", dump, re.M))
+    env = read_env(CONFIGS / "record_0427_1.0611.env")
+    cfg = tg.Config.from_env(env)
+    fields = {f.name for f in dataclasses.fields(tg.Config)}
+    for name, value in logged.items():
+        if name in RECORD_0611_OTHER:
+            how = RECORD_0611_OTHER[name]
+            if isinstance(how, tuple):
+                assert env[how[0]] == how[1], (name, how)
+            continue
+        assert name in fields, f"the record logs {name}={value}: map it to a knob or list it in RECORD_0611_OTHER"
+        ours = getattr(cfg, name)
+        if isinstance(ours, bool):
+            assert ours == (value == "True"), (name, value, ours)
+        elif isinstance(ours, str):
+            assert ours == value, (name, value, ours)
+        else:
+            assert ours == type(ours)(float(value)), (name, value, ours)
+    # What the record does without a variable: clip each rank's gradient, keep tok_emb in bf16,
+    # Polar-Express Newton-Schulz, documents packed into one row per micro-batch, masked attention.
+    assert (cfg.grad_clip_scope, cfg.embed_dtype, cfg.muon_ns_coeffs) == ("rank", "bf16", "polar_express")
+    assert (cfg.train_loader, cfg.attn_doc_mask, cfg.ttt_enabled) == ("docpack", True, True)
