@@ -10,7 +10,9 @@ The defaults are the 04-09-class SP8192 configuration: the model and optimizer o
 record (11 layers, MLP 4x LeakyReLU^2, XSA everywhere, blocks 3-5 looped twice from 35% of
 training, parallel residuals from layer 7, gated skips, MuonEq-R) with the 1.0611 record's sparse
 attention gate, input-dependent SmearGate and document-masked attention, 35,945,671 parameters,
-exported by GPTQ + SDClip (int6/int8) to fit the cap. configs/*.env replay published records (the March 1.1248 and the 1.0856 one).
+exported by GPTQ + SDClip (int6/int8) to fit the cap; not a record's settings. configs/record_0427_1.0611.env is
+the 1.0611 run (bench/parity.py checks it against that record's script); the 1.1248 and 1.0856 presets set
+those records' published variables (their scripts were not compared).
 
 Sections (grep -n '^# =====' prints this table of contents):
   1 CONFIG  2 DISTRIBUTED+LOGGING  3 DATA  4 BPB  5 MODEL  6 MUON  7 QUANT+EXPORT  8 EVAL
@@ -4481,8 +4483,8 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
     return 0
 
 
-# The published 8xH100 step times of the 1.0611 record (2026-04-27), whose model is our
-# default's: about 96 ms/step before its loop switch (11 block passes) and 144
+# The published 8xH100 step times of the 1.0611 record (2026-04-27), whose architecture our
+# default shares: about 96 ms/step before its loop switch (11 block passes) and 144
 # after (17 passes); 4,917-4,945 steps in 600 s. This project has not measured its own step time on
 # that hardware; DRY_RUN scales these figures by FLOPs per step, plain and looped.
 RECORD_STEP_MS = {"plain": 96.0, "looped": 144.0}
