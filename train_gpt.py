@@ -570,7 +570,6 @@ RECORD_NAMES = {
     "PARALLEL_RESIDUAL_START": "the first block of the parallel residual lanes is PARALLEL_START_LAYER",
     "ROPE_YARN": "not supported",
     "EVAL_NTK_ALPHA": "not supported",
-    "FUSED_CE_ENABLED": "not supported",
     "MTP_NUM_HEADS": "not supported (multi-token prediction)",
     # quantization and export
     "FP16_EMBED_EXPORT": "keep the embedding in fp16 with QUANT_BITS_EMBED=16",
@@ -578,9 +577,9 @@ RECORD_NAMES = {
     "INT6_LAYER_END": "not supported: bits are set per role (QUANT_BITS_ATTN, QUANT_BITS_MLP, ...), not per layer",
     "FP16_KEEP_NAME_PATTERNS": "not supported: tensors are routed by role; QUANT_BITS_<ROLE>=16 keeps a role in fp16",
     "CONTROL_TENSOR_NAME_PATTERNS": "not supported: tensors are routed by role, set where each parameter is created",
-    "USE_ZSTD": "the artifact is always zstd-22",
-    "ZSTD_LEVEL": "the artifact is always zstd-22",
-    "COMPRESSOR": "the artifact is always zstd-22 (EXPORT_PACKING chooses how codes are stored)",
+    "USE_ZSTD": "the artifact's frames are compressed by EXPORT_COMPRESSOR: brotli (the default), zstd (level 22) or lzma",
+    "ZSTD_LEVEL": "zstd, when EXPORT_COMPRESSOR=zstd, always runs at level 22 (the artifact header too)",
+    "COMPRESSOR": "=EXPORT_COMPRESSOR",
     # evaluation and test-time training
     "VAL_BATCH_TOKENS": "=VAL_BATCH_SIZE",
     "EVAL_BATCH_SIZE": "windows per forward batch and rank is EVAL_BATCH_SEQS",
@@ -598,7 +597,8 @@ RECORD_NAMES = {
     "TTT_K_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,k,v,head)",
     "TTT_O_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,v,o,head)",
     "TTT_MLP_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,v,up,down,head)",
-    "PHASED_TTT_ENABLED": "phases run when PHASED_TTT_NUM_PHASES > 0 (with TTT_ENABLED=1)",
+    "PHASED_TTT_ENABLED": "the records' scripts do not read it either (their TTT_ENABLED defaults to 1); here TTT is "
+                          "TTT_ENABLED=1 (default 0) and its phases PHASED_TTT_NUM_PHASES",
     "GLOBAL_TTT_BATCH_SEQS": "a global step holds GLOBAL_TTT_CHUNK_TOKENS / TRAIN_SEQ_LEN rows, split across ranks",
     "GLOBAL_TTT_RESPECT_DOC_BOUNDARIES": "not supported: a global phase trains on TRAIN_SEQ_LEN rows of the scored prefix",
     "TTT_EVAL_ONLY": "score an existing artifact with EVAL_ONLY=<path> (TTT_ENABLED=1 for TTT)",
@@ -615,13 +615,35 @@ RECORD_NAMES = {
 _OFF = "the record's within-word/word-start n-gram channels stay off"
 RECORD_FIXED_NAMES = {**dict.fromkeys(("WITHIN_TAU", "WORD_TAU", "WITHIN_BOOST", "WORD_BOOST", "WORD_ORDER", "WORD_NORMALIZE",
                                        "AGREE_ADD_BOOST"), _OFF),
-                      "NGRAM_HINT_PRECOMPUTE_OUTSIDE": "the tilt's precompute runs inside the eval clock",
-                      "LQER_ASYM_ENABLED": "LQER is always the asymmetric pack (int2 A, grouped B: LQER_ASYM_GROUP)"}
+                      "NGRAM_HINT_PRECOMPUTE_OUTSIDE": "the tilt's precompute reads validation tokens, so it runs "
+                                                       "inside the eval clock",
+                      "LQER_ASYM_ENABLED": "LQER is always the asymmetric pack (int2 A, grouped B: LQER_ASYM_GROUP)",
+                      "GATED_ATTN_QUANT_GATE": "the sparse attention gate is always exported int8 per row",
+                      "SMEAR_GATE_BOS_FIX": "the smear gate never mixes a document's first token with the one before",
+                      "TTT_LORA_EMA_DECAY": "the TTT adapters keep no EMA",
+                      "TTT_UPDATE_EVERY": "the TTT adapters step after every chunk",
+                      "FUSED_CE_ENABLED": "the loss is PyTorch's cross-entropy, the values the records' fused kernel "
+                                          "computes (the kernel only changes speed)"}
+# The value each of those names must have (the records' meaning of this script's behaviour).
+RECORD_FIXED_VALUES = {"LQER_ASYM_ENABLED": "1", "GATED_ATTN_QUANT_GATE": "1", "SMEAR_GATE_BOS_FIX": "1",
+                       "TTT_UPDATE_EVERY": "1", "NGRAM_HINT_PRECOMPUTE_OUTSIDE": "0"}
+# Unknown names of the records' families are refused even when no setting here is close.
+RECORD_FAMILIES = ("LQER_", "GATED_", "TTT_", "GLOBAL_TTT_", "PHASED_TTT_", "SMEAR_", "SPARSE_ATTN_", "NGRAM_", "GPTQ_",
+                   "QAT_", "EMA_", "SWA_", "MUON_", "XSA_", "BIGRAM_", "ZSTD_", "COMPRESS", "LOOP_", "PARALLEL_")
 
 
 def record_fixed_problem(key: str, raw: str) -> str | None:
     if key == "LQER_ASYM_ENABLED" and raw != "1":
         return f"{key}={raw}: only the asymmetric LQER pack is built (set 1, or LQER_ENABLED=0 for no LQER)"
+    if key == "FUSED_CE_ENABLED":
+        return None if raw in ("0", "1") else f"{key}={raw}: expected 0 or 1"
+    if key == "TTT_LORA_EMA_DECAY":
+        try:
+            return None if float(raw) == 0 else f"{key}={raw}: {RECORD_FIXED_NAMES[key]} (only 0 is accepted)"
+        except ValueError:
+            return f"{key}={raw}: expected a number"
+    if key in RECORD_FIXED_VALUES and raw != RECORD_FIXED_VALUES[key]:
+        return f"{key}={raw}: {RECORD_FIXED_NAMES[key]} (only {RECORD_FIXED_VALUES[key]} is accepted)"
     if key.endswith("_TAU"):
         try:
             off = float(raw) > 1
@@ -629,14 +651,13 @@ def record_fixed_problem(key: str, raw: str) -> str | None:
             off = False
         return None if off else (f"{key}={raw}: the record's within-word and word-start n-gram channels read the token "
                                  "being scored (illegal) and are not built; only a value above 1 (never fires) is accepted")
-    if key == "NGRAM_HINT_PRECOMPUTE_OUTSIDE" and raw != "0":
-        return f"{key}={raw}: the tilt's precompute reads validation tokens, so it runs inside the eval clock (set 0)"
     return None  # the other names only tune the channels that stay off
 
 
 # torchrun's and the C libraries' own names: never a typo of ours.
 LAUNCHER_NAMES = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
-                  "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+                  "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                  "NCCL_NET", "PYTORCH_CUDA_ALLOC_CONF"}
 
 
 def within_edits(a: str, b: str, k: int) -> int | None:
@@ -689,6 +710,9 @@ def check_env_name(key: str, fields: set[str]) -> tuple[str, str | None]:
     if key in LAUNCHER_NAMES:
         return "ignore", None
     hints = close_names(key, fields | set(RECORD_NAMES))
+    if not hints and key.startswith(RECORD_FAMILIES):
+        return "problem", (f"unknown environment variable {key}: not a setting here, though its family is the "
+                           "published records' (see --help for the names read, and the records' names refused)")
     if not hints:
         return "ignore", None
     if key.upper() in fields:

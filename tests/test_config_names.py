@@ -21,7 +21,8 @@ def test_names_close_to_ours_get_did_you_mean(tg, typo, meant):
 
 
 @pytest.mark.parametrize("name", ["NUM_GPUS", "MODEL_NAME", "PATH", "HOME", "CUDA_VISIBLE_DEVICES", "NCCL_DEBUG",
-                                  "TORCH_LOGS", "WANDB_PROJECT", "LOCAL_WORLD_SIZE", "MASTER_PORT", "TTT_SOMETHING_ELSE"])
+                                  "TORCH_LOGS", "WANDB_PROJECT", "LOCAL_WORLD_SIZE", "MASTER_PORT", "NCCL_NET",
+                                  "PYTORCH_CUDA_ALLOC_CONF"])
 def test_names_far_from_ours_are_not_our_business(tg, name):
     """NUM_GPUS and MODEL_NAME used to abort the run (they start with NUM_ and MODEL_)."""
     tg.Config.from_env({name: "1"})
@@ -143,3 +144,82 @@ def test_an_existing_run_id_is_refused_unless_overwrite_is_asked(tmp_path):
     log = (tmp_path / "run.txt").read_text()
     assert "the earlier run's log" not in log and "overwrite_run: deleted the earlier run's" in log
     assert not (tmp_path / "run.raw.pt").exists() and (tmp_path / "run.stdout.txt").exists()
+
+
+# The variables of the published commands of the 1.0611 (2026-04-27) and 1.0565 (2026-05-01) records.
+RECORD_0427 = dict(DATA_DIR="./data", VOCAB_SIZE="8192", DATA_PATH="d", TOKENIZER_PATH="t.model", CASEOPS_ENABLED="1",
+                   ITERATIONS="20000", MAX_WALLCLOCK_SECONDS="600", PHASED_TTT_ENABLED="1", PHASED_TTT_PREFIX_DOCS="2500",
+                   PHASED_TTT_NUM_PHASES="3", EMBED_BITS="7", MATRIX_LR="0.026", MIN_LR="0.1", MLP_CLIP_SIGMAS="11.5",
+                   ATTN_CLIP_SIGMAS="13.0", EMBED_CLIP_SIGMAS="14.0", GRAD_CLIP_NORM="0.3", TTT_CHUNK_SIZE="48",
+                   WARMUP_STEPS="20", MUON_BACKEND_STEPS="5", GLOBAL_TTT_MOMENTUM="0.9", WARMDOWN_FRAC="0.85",
+                   BETA2="0.99", TTT_BETA2="0.99", TTT_WEIGHT_DECAY="0.5", TTT_LORA_RANK="80",
+                   SPARSE_ATTN_GATE_SCALE="0.5", GPTQ_RESERVE_SECONDS="0.5", GPTQ_CALIBRATION_BATCHES="16",
+                   VAL_LOSS_EVERY="0", GATED_ATTN_QUANT_GATE="1", SPARSE_ATTN_GATE_ENABLED="1", GATE_WINDOW="12",
+                   SMEAR_GATE_ENABLED="1", LQER_ENABLED="1", LQER_ASYM_ENABLED="1", LQER_RANK="4", LQER_FACTOR_BITS="4",
+                   LQER_ASYM_GROUP="64", LQER_TOP_K="3", FUSED_CE_ENABLED="1", COMPRESSOR="pergroup", NCCL_NET="Socket",
+                   SEED="42")
+RECORD_0501 = dict(PYTORCH_CUDA_ALLOC_CONF="expandable_segments:True", NCCL_NET="Socket", DATA_DIR="./data",
+                   DATA_PATH="d", TOKENIZER_PATH="t.model", CASEOPS_ENABLED="1", VOCAB_SIZE="8192", ASYM_LOGIT_RESCALE="1",
+                   NGRAM_TILT_ENABLED="1", NGRAM_HINT_PRECOMPUTE_OUTSIDE="0", TOKEN_ORDER="16", TOKEN_THRESHOLD="0.800",
+                   TOKEN_BOOST="2.625", WITHIN_TAU="99.0", WITHIN_BOOST="0.0", WORD_TAU="99.0", WORD_BOOST="0.0",
+                   AGREE_ADD_BOOST="0.0", SMEAR_GATE_BOS_FIX="0", TTT_LORA_EMA_DECAY="0.0", TTT_UPDATE_EVERY="1",
+                   PHASED_TTT_PREFIX_DOCS="2500", PHASED_TTT_NUM_PHASES="1", EVAL_SEQ_LEN="2560", TTT_EVAL_SEQ_LEN="2560",
+                   COMPRESSOR="pergroup", MATRIX_CLIP_SIGMAS="12.85", ATTN_CLIP_SIGMAS="13.0", MLP_CLIP_SIGMAS="11.5",
+                   EMBED_BITS="7", EMBED_CLIP_SIGMAS="14.0", MATRIX_LR="0.028", MIN_LR="0.1", WARMDOWN_FRAC="0.85",
+                   BETA2="0.99", FUSED_CE_ENABLED="1", SPARSE_ATTN_GATE_ENABLED="1", SPARSE_ATTN_GATE_SCALE="0.5",
+                   SMEAR_GATE_ENABLED="1", GATE_WINDOW="12", LQER_ENABLED="1", LQER_RANK="4", LQER_TOP_K="3",
+                   LQER_FACTOR_BITS="4", LQER_ASYM_ENABLED="1", LQER_ASYM_GROUP="32", TTT_WARM_START_A="1",
+                   TTT_LORA_RANK="80", TTT_BETA2="0.99", TTT_WEIGHT_DECAY="2.0", TTT_LORA_LR="8e-5",
+                   GPTQ_RESERVE_SECONDS="0.5", GPTQ_CALIBRATION_BATCHES="32", TTT_K_LORA="0", TTT_O_LORA="1",
+                   TTT_MLP_LORA="1", EMA_DECAY="0.9965", SEED="42")
+
+
+@pytest.mark.parametrize("command", [RECORD_0427, RECORD_0501], ids=["1.0611", "1.0565"])
+def test_every_name_of_the_records_commands_is_read_or_refused(tg, command):
+    """Pasting a record's command: each variable is a setting, an alias or an accepted name noted
+    in the log, or it is refused with a reason naming it. Only the launcher's and the libraries'
+    own variables pass unremarked."""
+    fields = {tg.Config.env_name(f) for f in dataclasses.fields(tg.Config)}
+    notes, problems = [], []
+    try:
+        tg.Config.from_env(command, notes)
+    except tg.ConfigError as e:
+        problems = e.problems
+    for name in command:
+        if name in fields or name in tg.LAUNCHER_NAMES:
+            continue
+        said = [line for line in notes + problems if line.startswith(name) or f" {name} " in f" {line} "]
+        assert said, f"{name} is silently ignored"
+    joined = "\n".join(problems)
+    assert "always zstd" not in joined and "COMPRESSOR" not in joined.replace("EXPORT_COMPRESSOR", "")
+    for name in ("LQER_ASYM_ENABLED", "GATED_ATTN_QUANT_GATE", "FUSED_CE_ENABLED", "TTT_UPDATE_EVERY", "TTT_LORA_EMA_DECAY"):
+        if name in command:
+            assert any(n.startswith(f"{name}={command[name]} accepted: ") for n in notes), name
+
+
+def test_compressor_is_our_export_compressor(tg):
+    notes = []
+    assert tg.Config.from_env({"COMPRESSOR": "lzma"}, notes).export_compressor == "lzma"
+    assert "COMPRESSOR=lzma read as EXPORT_COMPRESSOR (published records' name)" in notes
+    for name in ("USE_ZSTD", "ZSTD_LEVEL"):
+        with pytest.raises(tg.ConfigError) as e:
+            tg.Config.from_env({name: "1"})
+        assert "EXPORT_COMPRESSOR" in e.value.problems[0] and "always zstd-22" not in e.value.problems[0]
+    assert "always zstd-22" not in tg.config_help()
+
+
+@pytest.mark.parametrize("name, bad", [("GATED_ATTN_QUANT_GATE", "0"), ("LQER_ASYM_ENABLED", "0"),
+                                       ("TTT_UPDATE_EVERY", "4"), ("TTT_LORA_EMA_DECAY", "0.99"),
+                                       ("SMEAR_GATE_BOS_FIX", "0"), ("FUSED_CE_ENABLED", "2")])
+def test_record_names_fixed_to_our_behaviour_refuse_other_values(tg, name, bad):
+    with pytest.raises(tg.ConfigError) as e:
+        tg.Config.from_env({name: bad})
+    assert len(e.value.problems) == 1 and e.value.problems[0].startswith(f"{name}={bad}: ")
+
+
+@pytest.mark.parametrize("name", ["LQER_SOMETHING", "GATED_ATTN_NEW", "TTT_SOMETHING_ELSE", "SMEAR_GATE_WINDOW",
+                                  "GLOBAL_TTT_FOO", "ZSTD_WINDOW", "COMPRESSION_LEVEL"])
+def test_unknown_names_of_the_records_families_are_refused(tg, name):
+    with pytest.raises(tg.ConfigError) as e:
+        tg.Config.from_env({name: "1"})
+    assert name in e.value.problems[0]
