@@ -38,7 +38,7 @@ RECORD_0611_OTHER = {
     "gated_attn_quant_gate": "the sparse gate's weight (role gate) is always stored int8 per row",
     "gated_attn_enabled": "off in the record (dense gated attention)",
     "gated_attn_init_std": "unused with gated attention off",
-    "fused_ce_enabled": "a fused kernel of the same math (bench/parity.py checks the losses)",
+    "fused_ce_enabled": ("FUSED_CE", "1"),
     "ttt_optimizer": "adam: the TTT adapters' optimizer here is AdamW",
     "ttt_eval_batches": "empty: every TTT batch is scored",
     "val_doc_fraction": "1.0: the whole validation set is scored",
