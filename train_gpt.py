@@ -43,6 +43,7 @@ import struct
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from collections import deque
 from contextlib import nullcontext
@@ -513,10 +514,17 @@ RUN_ID_PATTERN = r"[A-Za-z0-9_+@][A-Za-z0-9_+@-]*"
 
 class ConfigError(ValueError):
     """Every problem of a configuration, found at once; main prints them as one report."""
+    kind = "configuration problem"
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class InputError(ConfigError):
+    """A problem with the run's inputs (tokenizer, shards, sidecar, OUT_DIR, the artifact to
+    score), found before anything is trained: reported like a configuration problem, exit 2."""
+    kind = "problem with the run's inputs"
 
 
 def field_problem(name: str, v, m: dict) -> str | None:
@@ -737,9 +745,10 @@ def _parse(name: str, raw: str, typ) -> object:
         raise ValueError(f"{name}={raw!r}: expected {kind}") from None
 
 
-def config_report(problems: list[str]) -> str:
+def config_report(problems: list[str], kind: str = ConfigError.kind) -> str:
     n = len(problems)
-    return "\n".join([f"train_gpt.py: {n} configuration problem{'s' * (n > 1)}, nothing was run:"]
+    kind = kind.replace("problem", "problems", 1) if n > 1 else kind
+    return "\n".join([f"train_gpt.py: {n} {kind}, nothing was run:"]
                      + [f"  - {p}" for p in problems] + ["See `python train_gpt.py --help` for every setting."])
 
 
@@ -857,7 +866,7 @@ class Logger:
             self.file = open(path, "a", encoding="utf-8") if path is not None else None
         except OSError as e:
             raise OSError(e.errno, f"could not open the log {path}: {e.strerror or e}") from None
-        self.console_only = False
+        self.console_only, self.failure = False, None
 
     def __call__(self, msg: str, console: bool = True) -> None:
         if self.file is None:
@@ -869,9 +878,11 @@ class Logger:
         try:
             self.file.write(msg + "\n")
             self.file.flush()
-        except OSError as e:  # e.g. a full disk: keep printing (the error line must still be seen)
+        except OSError as e:  # e.g. a full disk: the run goes on (its weights and artifact matter more
+            # than the log), every later line reaches the console, and main exits non-zero at the end
             self.console_only = True
-            raise OSError(e.errno, f"could not write the log {self.path}: {e.strerror or e}") from None
+            self.failure = f"could not write the log {self.path}: {e.strerror or e}; its later lines are only on the console"
+            print(f"error:{self.failure}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.file is not None:
@@ -909,9 +920,51 @@ def load_shard(path: str | Path) -> Tensor:
     return torch.from_numpy(tokens.astype(np.int32))
 
 
-def open_shard(path: str | Path) -> np.ndarray:
-    """The shard's tokens as a read-only uint16 memory map (checked like load_shard)."""
-    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_INTS * 4, shape=(shard_length(path),))
+def file_stamp(st: os.stat_result) -> tuple[int, int]:
+    return st.st_size, st.st_mtime_ns
+
+
+def changed_message(path: str, was: tuple[int, int], now: tuple[int, int]) -> str:
+    return (f"shard {path} changed during the run ({was[0]} bytes -> {now[0]} bytes"
+            f"{', rewritten' if now[1] != was[1] else ''}): data under a running job must not be replaced "
+            "(copy new shards to another directory)")
+
+
+class ShardReader:
+    """A training shard held open for the shuffled loader. It reads with os.pread, never through a
+    memory map: a shard truncated under a running job (what `cp` over it does) killed a mapped
+    reader with SIGBUS, no error line and no weights saved. Every batch re-checks the size and
+    modification time of the shards it read (an fstat each, nothing next to a training step),
+    so a changed shard is a ValueError naming it, which the run's stop path turns into one error
+    line with the weights saved."""
+
+    def __init__(self, path: str | Path):
+        self.path, self.n = str(path), shard_length(path)
+        self.fd = os.open(self.path, os.O_RDONLY)
+        self.stamp = file_stamp(os.fstat(self.fd))
+        if self.stamp[0] != HEADER_INTS * 4 + 2 * self.n:  # replaced between the header check and the open
+            raise ValueError(changed_message(self.path, (HEADER_INTS * 4 + 2 * self.n, self.stamp[1]), self.stamp))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __del__(self):
+        try:
+            os.close(self.fd)
+        except (AttributeError, OSError):
+            pass
+
+    def check(self) -> None:
+        now = file_stamp(os.fstat(self.fd))
+        if now != self.stamp:
+            raise ValueError(changed_message(self.path, self.stamp, now))
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        data = os.pread(self.fd, 2 * count, HEADER_INTS * 4 + 2 * start)
+        if len(data) != 2 * count:
+            self.check()  # names the change; a short read of an unchanged file cannot happen
+            raise ValueError(f"shard {self.path}: short read at token {start}")
+        return np.frombuffer(data, dtype="<u2")
 
 
 def shard_length(path: str | Path) -> int:
@@ -950,12 +1003,21 @@ class TokenStream:
     """Reads shards in order, forever (wrapping around), handing out contiguous spans."""
 
     def __init__(self, files: list[str]):
-        self.files = files
+        self.files, self.stamps = files, {}
         self.reset()
+
+    def load(self, i: int) -> Tensor:
+        """Shard i, read whole; a shard that changed since the stream first read it is an error
+        naming it (the run stops and saves its weights), not a silent switch of data."""
+        path = self.files[i]
+        was, now = self.stamps.setdefault(path, file_stamp(os.stat(path))), file_stamp(os.stat(path))
+        if now != was:
+            raise ValueError(changed_message(path, was, now))
+        return load_shard(path)
 
     def reset(self) -> None:
         self.file_idx, self.pos = 0, 0
-        self.tokens = load_shard(self.files[0])
+        self.tokens = self.load(0)
 
     def take(self, n: int) -> Tensor:
         parts, empty_in_a_row = [], 0
@@ -965,7 +1027,7 @@ class TokenStream:
                 if empty_in_a_row > len(self.files):  # a full cycle without a token: it would loop forever
                     raise ValueError(f"all {len(self.files)} training shards are empty")
                 self.file_idx = (self.file_idx + 1) % len(self.files)
-                self.tokens, self.pos = load_shard(self.files[self.file_idx]), 0
+                self.tokens, self.pos = self.load(self.file_idx), 0
             k = min(n, len(self.tokens) - self.pos)
             parts.append(self.tokens[self.pos:self.pos + k])
             self.pos, n = self.pos + k, n - k
@@ -1005,7 +1067,7 @@ class ShuffledSequenceLoader:
     and reset() replays it from the start. Windows left over at an epoch's end are skipped."""
 
     def __init__(self, files: list[str], ctx: Dist, micro_tokens: int, seq_len: int, seed: int):
-        self.shards = [open_shard(f) for f in files]
+        self.shards = [ShardReader(f) for f in files]
         self.ctx, self.micro_tokens, self.seed, self.first_len = ctx, micro_tokens, seed, seq_len
         if all(len(s) - 1 < seq_len for s in self.shards):
             raise ValueError(f"no training shard is longer than TRAIN_SEQ_LEN={seq_len}")
@@ -1043,7 +1105,10 @@ class ShuffledSequenceLoader:
             self.new_epoch()
         mine = self.windows[self.cursor + self.ctx.rank * self.rows:self.cursor + (self.ctx.rank + 1) * self.rows]
         self.cursor += need
-        chunk = torch.from_numpy(np.stack([self.shards[i][s:s + self.seq_len + 1] for i, s in mine]).astype(np.int32))
+        rows = [self.shards[i].read(s, self.seq_len + 1) for i, s in mine]
+        for i in set(mine[:, 0].tolist()):
+            self.shards[i].check()
+        chunk = torch.from_numpy(np.stack(rows).astype(np.int32))
         if self.ctx.device.type == "cuda":
             chunk = chunk.pin_memory()
         chunk = chunk.to(self.ctx.device, non_blocking=True).to(torch.int64)
@@ -1130,8 +1195,7 @@ def preflight_data(cfg: Config, ctx: Dist, log: Logger, train_files: list[str], 
         problems += audit_problems
         log(audit_line)
     if problems:
-        raise ValueError(f"data preflight found {len(problems)} problem{'s' * (len(problems) > 1)}:\n  - "
-                         + "\n  - ".join(problems))
+        raise InputError([f"data preflight: {p}" for p in problems])
     n_val = sum(info["tokens"] for split, info in facts if split == "val")
     log(f"preflight: train_shards:{len(train_files)} train_tokens:{n_train} val_shards:{len(val_files)} "
         f"val_tokens:{n_val} max_token_id:{max(info['max_id'] for _, info in facts)} vocab_size:{cfg.vocab_size} "
@@ -3745,6 +3809,20 @@ class WeightAverager:
         self.count = 0
 
     @torch.no_grad()
+    def averaged_state(self, model: nn.Module) -> dict[str, Tensor]:
+        """The model's state dict with the averaged weights in place of the live ones (what
+        swap_in would load), built on the side: the averaged weights can be saved the moment
+        training ends, before anything else runs, without touching the model."""
+        if self.kind == "ema" and self.count:
+            correction = 1 - self.cfg.ema_decay ** self.count
+            avg = {id(p): a / correction for p, a in zip(self.params, self.avg)}
+        elif self.kind == "swa" and self.count:
+            avg = {id(p): a / self.count for p, a in zip(self.params, self.avg)}
+        else:
+            avg = {}
+        return {k: avg.get(id(v), v).detach() for k, v in model.state_dict(keep_vars=True).items()}
+
+    @torch.no_grad()
     def swap_in(self) -> str:
         """Load the averaged weights into the model; returns what was loaded (for the log)."""
         if self.kind == "ema" and self.count:
@@ -3778,15 +3856,18 @@ class RunStopped(Exception):
 
 
 class StopSignals:
-    """SIGTERM (what torchrun, schedulers and preemption send) and SIGINT (Ctrl-C). During
-    training a signal only sets a flag: the loop stops after a step that every rank agrees on,
-    and the live weights are saved like at the end of a run. Outside training, or at a second
-    signal, the handler raises Interrupted at once."""
+    """SIGTERM (what torchrun, schedulers and preemption send) and SIGINT (Ctrl-C). While the
+    run has trained weights not yet on disk (mode "training", then "saving"), a signal only sets
+    a flag: the loop stops after a step that every rank agrees on, and the weights are saved.
+    Ctrl-C on `timeout N torchrun ...` delivers two signals to each rank (SIGINT from the
+    terminal, then torchrun's SIGTERM): both are flags. A third during training stops the step
+    at once (the run's stop path still saves what exists); during the saves every signal waits
+    for them to finish. Outside these modes the handler raises Interrupted at once."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.signum, self.training, self.previous = 0, False, {}
+        self.signum, self.count, self.mode, self.previous = 0, 0, None, {}
 
     def install(self) -> "StopSignals":
         for s in self.SIGNALS:
@@ -3799,8 +3880,8 @@ class StopSignals:
         self.previous = {}
 
     def handle(self, signum: int, frame) -> None:
-        if self.training and not self.signum:
-            self.signum = signum
+        if self.mode == "saving" or (self.mode == "training" and self.count < 2):
+            self.signum, self.count = self.signum or signum, self.count + 1
             return
         raise Interrupted(signum)
 
@@ -3830,6 +3911,7 @@ class Trainer:
     qat_live: bool = False
     signals: "StopSignals | None" = None  # SIGTERM/SIGINT flag, acted on at a step boundary
     losses: deque = field(default_factory=deque)  # (step, loss) not yet checked for finiteness
+    steps_done: int = 0  # optimizer steps finished, for the stop path when training fails
 
     @property
     def grad_accum(self) -> int:
@@ -3942,7 +4024,7 @@ class Trainer:
             log(f"train_seq_schedule:{','.join(f'{L}@{p:.3f}' for p, L in cfg.seq_plan)} mode:{cfg.train_seq_schedule_mode}")
         sync(ctx)
         if self.signals is not None:
-            self.signals.training = True
+            self.signals.mode = "training"  # until the trained weights are saved (run)
         t0 = time.perf_counter()
         while True:
             if step == cfg.iterations or stop or signum or bad_step:
@@ -3967,6 +4049,7 @@ class Trainer:
             loss = self.step(step, scale)
             step += 1
             averager.update(step, scale)
+            self.steps_done = step
             self.queue_loss(step, loss)
             # Every wallclock decision (warmdown LR, QAT start, stop) uses one training time that
             # all ranks agree on, the slowest rank's, from one host-side collective: with per-rank
@@ -4012,8 +4095,6 @@ class Trainer:
         if not bad_step:  # the last steps' losses, now that everything has finished
             bad_step, bad_loss = self.first_nonfinite(all_done=True)
             bad_step = host_max_all([bad_step], ctx)[0]
-        if self.signals is not None:
-            self.signals.training = False  # from here on a signal stops at once (raw weights come next)
         stopped = None
         if problem := fa3_overflow_problem(self.model):
             stopped = (problem, 1)
@@ -4325,7 +4406,8 @@ def size_lines(label: str, code_bytes: int, model_bytes: int, readable_bytes: in
 def atomic_write(path: Path, data) -> None:
     """Write bytes to `path` through a temporary file in the same directory and an atomic
     rename: a crash or a full disk never leaves a partial file under the final name (an older
-    complete file stays as it was). An OSError names the path and the cause."""
+    complete file stays as it was). The temporary file is removed on any exception, a signal's
+    included (Interrupted, KeyboardInterrupt). An OSError names the path and the cause."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -4333,21 +4415,42 @@ def atomic_write(path: Path, data) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         try:
             tmp.unlink()
         except OSError:
             pass
-        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}") from None
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"could not write {path}: {e.strerror or e}") from None
+        raise
 
 
-def save_state(model: nn.Module, path: Path, log: Logger, what: str, note: str = "") -> None:
+def save_state(model: nn.Module | dict, path: Path, log: Logger, what: str, note: str = "") -> None:
     # Serialized in memory first: torch.save on a file turns a full disk into an opaque
     # RuntimeError, a plain write keeps the OSError and its cause.
+    state = model.state_dict() if isinstance(model, nn.Module) else model
     buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
     atomic_write(path, buf.getbuffer())
     log(f"{what}:{path} bytes:{path.stat().st_size}{note}")
+
+
+def save_trained(model: nn.Module, averager: WeightAverager, out: Path, ctx: Dist, log: Logger, note: str) -> list[str]:
+    """Rank 0 writes the trained weights, live (.raw.pt) then averaged (.avg.pt, what gets
+    exported): the first thing after training ends, however it ended, before any evaluation or
+    calibration. A write that fails (a full disk) is logged and does not stop the next one: the
+    averaged weights, or later the much smaller artifact, may still fit. Returns the failures."""
+    failures = []
+    targets = [("raw_model", Path(f"{out}.raw.pt"), model.state_dict)]
+    if averager.kind:
+        targets.append(("averaged_model", Path(f"{out}.avg.pt"), lambda: averager.averaged_state(model)))
+    for what, path, state in targets if ctx.is_main else []:
+        try:
+            save_state(state(), path, log, what, note)
+        except OSError as e:
+            failures.append(f"{what} not saved ({e})")
+            safe_log(log, f"error:{failures[-1]}")
+    return failures
 
 
 def runs_sliding(cfg: Config) -> bool:
@@ -4431,25 +4534,53 @@ def run_eval_only(cfg: Config, ctx: Dist, log: Logger, bos_id: int, val_tokens: 
     return 0
 
 
+@dataclass
+class Inputs:
+    """What the score and the training read, checked (check_inputs)."""
+    bos_id: int
+    train_files: list[str]
+    val_tokens: Tensor
+    val_bytes: Tensor
+
+
+def check_inputs(cfg: Config, ctx: Dist, log, train: bool = True) -> Inputs:
+    """Every check of the run's inputs before anything is built: the compressor, the tokenizer
+    (against the manifests, VOCAB_SIZE and the U+2581 piece), the data preflight (train: every
+    shard; see preflight_data) and the validation tokens and their bytes (sidecar or LUT, with
+    the plausibility checks). The real run and DRY_RUN call this same function, so a dry run
+    passes exactly when the run would start. Any problem is an InputError: the config report's
+    kind, one line naming the file or setting, exit 2."""
+    try:
+        if cfg.export_compressor == "brotli" and train:
+            brotli_module()  # a missing compressor fails now, not after training
+        if train and cfg.quant_method == "gptq" and cfg.gptq_calibration_batches % ctx.world_size:
+            raise ValueError(f"GPTQ_CALIBRATION_BATCHES={cfg.gptq_calibration_batches} must be a multiple of the world size {ctx.world_size}")
+        sp = load_tokenizer(cfg)
+        check_tokenizer(cfg, sp, log)
+        bos_id = sp.bos_id()
+        lut = build_byte_lut(sp, cfg.vocab_size).to(ctx.device)
+        train_files = []
+        if train:
+            micro_tokens = cfg.train_batch_tokens // 8
+            train_files = shard_files(cfg.data_path, cfg.train_glob, "train")
+            val_files = val_token_files(cfg)  # the byte sidecar, if any, is checked by load_val_bytes
+            preflight_data(cfg, ctx, log, train_files, val_files, sp, (micro_tokens + 1) * ctx.world_size)
+        val_tokens = load_validation_tokens(cfg, log).to(ctx.device)  # moved once, not per eval batch
+        val_bytes = load_val_bytes(cfg, val_tokens, lut, bos_id, log)  # every eval sums this at its targets
+    except InputError:
+        raise
+    except (OSError, ValueError, RuntimeError) as e:
+        raise InputError([str(e)]) from None
+    return Inputs(bos_id, train_files, val_tokens, val_bytes)
+
+
 def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | None = None) -> int:
-    if cfg.export_compressor == "brotli":
-        brotli_module()  # a missing compressor fails now, not after training
-    if cfg.quant_method == "gptq" and cfg.gptq_calibration_batches % ctx.world_size:
-        raise ValueError(f"GPTQ_CALIBRATION_BATCHES={cfg.gptq_calibration_batches} must be a multiple of the world size {ctx.world_size}")
-    sp = load_tokenizer(cfg)
-    check_tokenizer(cfg, sp, log)
-    bos_id = sp.bos_id()
-    lut = build_byte_lut(sp, cfg.vocab_size).to(ctx.device)
+    inputs = check_inputs(cfg, ctx, log, train=not cfg.eval_only)
+    bos_id, train_files, val_tokens, val_bytes = inputs.bos_id, inputs.train_files, inputs.val_tokens, inputs.val_bytes
     if cfg.eval_only:
-        val_tokens = load_validation_tokens(cfg, log).to(ctx.device)
-        return run_eval_only(cfg, ctx, log, bos_id, val_tokens, load_val_bytes(cfg, val_tokens, lut, bos_id, log))
+        return run_eval_only(cfg, ctx, log, bos_id, val_tokens, val_bytes)
     grad_accum = 8 // ctx.world_size
     micro_tokens = cfg.train_batch_tokens // (ctx.world_size * grad_accum)
-    train_files = shard_files(cfg.data_path, cfg.train_glob, "train")
-    val_files = val_token_files(cfg)  # the byte sidecar, if any, is checked by load_val_bytes
-    preflight_data(cfg, ctx, log, train_files, val_files, sp, (micro_tokens + 1) * ctx.world_size)
-    val_tokens = load_validation_tokens(cfg, log).to(ctx.device)  # moved once, not per eval batch
-    val_bytes = load_val_bytes(cfg, val_tokens, lut, bos_id, log)  # every eval sums this at its targets
     log(f"train_shards:{len(train_files)} val_tokens:{len(val_tokens)} bos_id:{bos_id}")
 
     model = build_model(cfg, ctx, bos_id)
@@ -4472,15 +4603,7 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
         log(f"eval_prewarm_time:{prewarm_eval(eval_model, cfg, ctx, len(val_tokens)):.0f}ms "
             "(eval graphs compiled on dummy tokens before the timer)")
     averager = WeightAverager(model, cfg)
-    stats = trainer.run(val_tokens, val_bytes, averager)
-    # The live weights go to disk before anything else runs (the final validation included):
-    # whatever fails below, or whatever cut training short, the trained work is kept.
-    if ctx.is_main:
-        save_state(model, Path(f"{out}.raw.pt"), log, "raw_model",
-                   f" (training stopped at step {stats['steps']})" if stats["stopped"] else "")
-    barrier(ctx)  # every rank waits for the save: a rank exiting first would make torchrun kill rank 0
-    if stats["stopped"]:
-        raise RunStopped(f"{stats['stopped'][0]}; the live weights are in {out}.raw.pt", stats["stopped"][1])
+    stats, unsaved = train_and_save(trainer, averager, val_tokens, val_bytes, out, signals)
     if ctx.device.type == "cuda":
         for line in peak_memory_lines(torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()):
             log(line)
@@ -4492,8 +4615,6 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
         log_eval(log, "final_live_prequant", evaluate(eval_model, val_tokens, val_bytes, cfg, ctx))
     log(f"averaged_weights: {averager.swap_in()}")
     hessians = calibrate_gptq(model, loader, cfg, ctx, log, stats["train_ms"]) if cfg.quant_method == "gptq" else None
-    if averager.kind and ctx.is_main:
-        save_state(model, Path(f"{out}.avg.pt"), log, "averaged_model")
     pre = evaluate(eval_model, val_tokens, val_bytes, cfg, ctx)
     log_eval(log, "final_prequant", pre)
 
@@ -4504,7 +4625,49 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
     del hessians
     barrier(ctx)  # the artifact is on disk before any rank reads it
     score_and_report(art_path, label, cfg, ctx, bos_id, val_tokens, val_bytes, pre, log, stats)
+    if unsaved:  # a full disk: the artifact fitted, the weights did not
+        raise RunStopped(f"{'; '.join(unsaved)}; the artifact {art_path} was written and scored", 1)
     return 0
+
+
+def train_and_save(trainer: Trainer, averager: WeightAverager, val_tokens: Tensor, val_bytes: Tensor, out: Path,
+                   signals: StopSignals | None) -> tuple[dict, list[str]]:
+    """Training and the one stop path of every way it ends: the trained weights, live then
+    averaged, go to disk before anything else that can fail (save_trained), whether training
+    ended normally, was cut short (non-finite loss, stop signals: all ranks stop after the same
+    step) or failed (a shard changed under the run, a dead peer, a third signal). Signals wait
+    while the weights are written. Then a stop becomes one error line (RunStopped) and a
+    non-zero exit. Returns the training stats and the saves that failed (a full disk)."""
+    ctx, log = trainer.ctx, trainer.log
+    failure = None
+    try:
+        stats = trainer.run(val_tokens, val_bytes, averager)
+    except BaseException as e:
+        failure, stats = e, dict(steps=trainer.steps_done, train_ms=0.0, stopped=None)
+    if signals is not None:
+        signals.mode = "saving"
+    early = failure is not None or stats["stopped"]
+    unsaved = save_trained(trainer.model, averager, out, ctx, log,
+                           f" (training stopped at step {stats['steps']})" if early else "")
+    saved = (f"the weights trained so far are in {out}.raw.pt" + (f" and {out}.avg.pt" if averager.kind else "")
+             if not unsaved else "; ".join(unsaved))
+    if failure is not None:  # no collective from here on: a peer may be gone
+        if isinstance(failure, Interrupted):
+            raise RunStopped(f"interrupted by {signal.Signals(failure.signum).name} during step {stats['steps'] + 1} "
+                             f"(a third stop signal); {saved}", 128 + failure.signum) from failure
+        if not isinstance(failure, (ValueError, OSError)):  # not an input fault: a bug or a peer's death
+            traceback.print_exception(failure, file=sys.stderr)
+        raise RunStopped(f"training failed after step {stats['steps']}: {type(failure).__name__}: {failure}; {saved}",
+                         1) from failure
+    barrier(ctx)  # every rank waits for the save: a rank exiting first would make torchrun kill rank 0
+    if signals is not None:
+        signals.mode = None  # from here on a signal stops at once: the trained weights are on disk
+        signum = int(host_max_all([float(signals.signum)], ctx)[0])  # one that came during the saves
+        if signum and not stats["stopped"]:
+            stats["stopped"] = (f"interrupted by {signal.Signals(signum).name} after training ended", 128 + signum)
+    if stats["stopped"]:
+        raise RunStopped(f"{stats['stopped'][0]}; {saved}", stats["stopped"][1])
+    return stats, unsaved
 
 
 # The published 8xH100 step times of the 1.0611 record (2026-04-27), whose architecture our
@@ -4701,8 +4864,9 @@ def dry_run(cfg: Config, world_size: int) -> int:
     return 1 if failed else 0
 
 
-# What a run writes into OUT_DIR, as suffixes after "<RUN_ID>." (the artifact's is its label).
-RUN_OUTPUT_SUFFIX = r"txt|raw\.pt|avg\.pt|(int\d+|fp16)(-(int\d+|fp16))*_zstd\d+"
+# What a run writes into OUT_DIR, as suffixes after "<RUN_ID>." (the artifact's is its label, whatever
+# its compressor: format_label's bits then _<compressor name><level, if any>).
+RUN_OUTPUT_SUFFIX = r"txt|raw\.pt|avg\.pt|(int\d+|fp16)(-(int\d+|fp16))*_[a-z]+\d*"
 
 
 def run_outputs(out_dir: Path, run_id: str) -> list[Path]:
@@ -4713,20 +4877,38 @@ def run_outputs(out_dir: Path, run_id: str) -> list[Path]:
                   if p.name.startswith(run_id + ".") and re.fullmatch(RUN_OUTPUT_SUFFIX, p.name[len(run_id) + 1:]))
 
 
+def run_files_problem(cfg: Config, out_dir: Path, run_id: str) -> tuple[str | None, list[Path]]:
+    """Why RUN_ID cannot start in OUT_DIR (or None), and the earlier files OVERWRITE_RUN=1 would
+    delete. Read-only: the run (claim_run_files) and DRY_RUN both ask it. An earlier run's log
+    would get a second run appended, and its weights and artifact would be replaced; EVAL_ONLY
+    never deletes the artifact it is asked to score, OVERWRITE_RUN or not."""
+    existing = run_outputs(out_dir, run_id)
+    if cfg.eval_only and any(p.resolve() == Path(cfg.eval_only).resolve() for p in existing):
+        return (f"EVAL_ONLY={cfg.eval_only} is a file of RUN_ID={run_id}, which this run would "
+                f"{'delete (OVERWRITE_RUN=1)' if cfg.overwrite_run else 'write over'}; choose another RUN_ID"), existing
+    if existing and not cfg.overwrite_run:
+        return (f"RUN_ID={run_id} already has files in {out_dir}: {', '.join(p.name for p in existing)}; "
+                "choose another RUN_ID, or set OVERWRITE_RUN=1 to delete them and start again"), existing
+    probe = out_dir if out_dir.is_dir() else next((p for p in out_dir.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK):
+        return f"OUT_DIR={out_dir}: {probe} is not writable", existing
+    return None, existing
+
+
 def claim_run_files(cfg: Config, ctx: Dist, out_dir: Path, run_id: str) -> tuple[str | None, list[str]]:
-    """Rank 0 makes OUT_DIR and checks that RUN_ID is new there: an earlier run's log would get a
-    second run appended and its weights and artifact would be replaced. With OVERWRITE_RUN=1 the
-    earlier files are deleted instead (so no stale file of the old run survives). Every rank gets
-    the verdict: (reason to refuse or None, deleted files)."""
+    """Rank 0 makes OUT_DIR, checks that RUN_ID can start there (run_files_problem) and that it
+    can write there, and with OVERWRITE_RUN=1 deletes the earlier run's files (so no stale file
+    of the old run survives). Every rank gets the verdict: (reason to refuse or None, deleted files)."""
     verdict = [None, []]
     if ctx.is_main:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            existing = run_outputs(out_dir, run_id)
-            if existing and not cfg.overwrite_run:
-                verdict[0] = (f"RUN_ID={run_id} already has files in {out_dir}: {', '.join(p.name for p in existing)}; "
-                              "choose another RUN_ID, or set OVERWRITE_RUN=1 to delete them and start again")
-            for p in existing if cfg.overwrite_run else []:
+            verdict[0], existing = run_files_problem(cfg, out_dir, run_id)
+            if verdict[0] is None:
+                probe = out_dir / f".{run_id}.{os.getpid()}.probe"  # a read-only mount passes os.access as root
+                probe.write_bytes(b"")
+                probe.unlink()
+            for p in existing if cfg.overwrite_run and verdict[0] is None else []:
                 p.unlink()
                 verdict[1].append(str(p))
         except OSError as e:
@@ -4734,6 +4916,32 @@ def claim_run_files(cfg: Config, ctx: Dist, out_dir: Path, run_id: str) -> tuple
     if ctx.enabled:
         dist.broadcast_object_list(verdict, src=0)
     return verdict[0], verdict[1]
+
+
+def source_sha256() -> str:
+    """sha256 of the readable source that runs (the same for this file and its packed copy):
+    what ranks compare at start and what an artifact records about the code that wrote it."""
+    return hashlib.sha256((globals().get("PACKED_SOURCE") or Path(__file__).read_text(encoding="utf-8")).encode()).hexdigest()
+
+
+def check_ranks_agree(cfg: Config, ctx: Dist) -> None:
+    """All ranks compare their resolved configuration and code before anything else: a rank
+    started with other settings (another VAL_MAX_TOKENS, say) used to train and score without a
+    word. Any difference is a ConfigError on every rank, naming each differing setting with
+    both values."""
+    if not ctx.enabled:
+        return
+    mine = dict(cfg.items()) | {"code sha256": source_sha256()}
+    everyone = [None] * ctx.world_size
+    dist.all_gather_object(everyone, mine, group=ctx.control)
+    problems = []
+    for r, theirs in enumerate(everyone[1:], 1):
+        for k in sorted(set(mine) | set(theirs)):
+            if theirs.get(k) != everyone[0].get(k):
+                problems.append(f"rank {r} runs with {k}={theirs.get(k)!r}, rank 0 with {k}={everyone[0].get(k)!r}: "
+                                "every rank must be started with the same settings and code")
+    if problems:
+        raise ConfigError(problems)
 
 
 def safe_log(log: Logger, msg: str) -> None:
@@ -4765,6 +4973,13 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.dry_run:  # before any process group: under torchrun rank 0 checks, the others just exit
         return dry_run(cfg, int(os.environ.get("WORLD_SIZE", "1"))) if os.environ.get("RANK", "0") == "0" else 0
     ctx = setup_distributed()
+    try:
+        check_ranks_agree(cfg, ctx)
+    except ConfigError as e:
+        if ctx.is_main:
+            print(config_report(e.problems), file=sys.stderr, flush=True)
+        dist.destroy_process_group()
+        return 2
     run_id = cfg.run_id
     if not run_id:  # every rank must agree on the run id: rank 0 picks it
         holder = [uuid.uuid4().hex[:12]]
@@ -4775,7 +4990,7 @@ def main(argv: list[str] | None = None) -> int:
     refusal, removed = claim_run_files(cfg, ctx, out_dir, run_id)
     if refusal:
         if ctx.is_main:
-            print(config_report([refusal]), file=sys.stderr, flush=True)
+            print(config_report([refusal], InputError.kind), file=sys.stderr, flush=True)
         if ctx.enabled:
             dist.destroy_process_group()
         return 2
@@ -4803,7 +5018,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = run(cfg, ctx, log, out_dir / run_id, signals)
         barrier(ctx)  # no rank tears the process group down while a peer still uses it
+        if log.failure:  # everything else was written; the log is incomplete (a full disk)
+            print(f"train_gpt.py: {log.failure}", file=sys.stderr, flush=True)
+            return rc or 1
         return rc
+    except ConfigError as e:  # a problem with the inputs, found before training: no traceback, exit 2
+        safe_log(log, f"error:{type(e).__name__}: {'; '.join(e.problems)}")
+        if ctx.is_main:
+            print(config_report(e.problems, e.kind), file=sys.stderr, flush=True)
+        return 2
     except (RunStopped, Interrupted) as e:  # complete messages: an error line, no traceback
         code = e.exit_code if isinstance(e, RunStopped) else 128 + e.signum
         safe_log(log, f"error:{type(e).__name__}: {e}")

@@ -185,7 +185,8 @@ def test_bad_setting_fails_before_training(tmp_path):
 def test_missing_data_is_a_clear_error(tmp_path):
     proc = run_script(tmp_path, {"DATA_PATH": str(tmp_path / "nowhere")}, check=False)
     assert proc.returncode != 0 and "is not a directory" in proc.stderr
-    assert "error:FileNotFoundError" in (tmp_path / "run.txt").read_text()  # the failure is in the log too
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr  # a user error: the config report's kind
+    assert "error:InputError: DATA_PATH=" in (tmp_path / "run.txt").read_text()  # the failure is in the log too
 
 
 def test_over_cap_artifact_raises_after_saving_everything(tg, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 artifacts, optimizer caches and quantizer edge cases (each test failed on the code before
 its fix)."""
 import json
+import re
 import struct
 
 import numpy as np
@@ -250,15 +251,17 @@ def tg_load(path):
 
 @pytest.mark.parametrize("make", [bad_val_token, truncated_later_train_shard, train_glob_matches_val,
                                   val_copied_into_train, tokenizer_not_the_manifests])
-def test_data_preflight_fails_before_step_one(tg, tmp_path, monkeypatch, make):
-    """Each of these trained (or crashed late, or scored on trained-on data) with the old code."""
+def test_data_preflight_fails_before_step_one(tg, tmp_path, monkeypatch, capsys, make):
+    """Each of these trained (or crashed late, or scored on trained-on data) with the old code.
+    They are user errors: the config report's kind on stderr, exit 2, no traceback."""
     data = sample_copy(tmp_path)
     extra, pattern = make(data)
     in_process_env(monkeypatch, tmp_path, DATA_PATH=str(data), TOKENIZER_PATH=str(data / "sotu_1024_bpe.model"), **extra)
-    with pytest.raises(ValueError, match=pattern):
-        tg.main([])
+    assert tg.main([]) == 2
+    err = capsys.readouterr().err
+    assert re.search(pattern, err) and "problem with the run's inputs, nothing was run" in err and "Traceback" not in err
     log = (tmp_path / "run.txt").read_text()
-    assert "data preflight found" in log and "step:1/" not in log and not (tmp_path / "run.raw.pt").exists()
+    assert "error:InputError: data preflight: " in log and "step:1/" not in log and not (tmp_path / "run.raw.pt").exists()
 
 
 def test_all_empty_training_shards_are_an_error_not_a_hang(tmp_path):
@@ -315,48 +318,62 @@ def test_a_full_disk_leaves_no_partial_file_and_names_path_and_cause(tg, tmp_pat
     assert not (tmp_path / "x.art").exists()
 
 
-def test_sigterm_during_a_two_process_run_saves_loadable_weights(tg, tmp_path):
-    """SIGTERM to torchrun (what a scheduler or preemption sends) used to leave no .raw.pt and
-    no error line. Now both ranks stop after the same step, rank 0 saves the live weights, the
-    log ends with the error line and the exit status is non-zero."""
+def test_ctrl_c_on_timeout_torchrun_saves_loadable_weights(tg, tmp_path):
+    """Ctrl-C on `timeout N torchrun ...`: the terminal's SIGINT reaches timeout, torchrun and both
+    ranks, and torchrun then sends SIGTERM to the ranks. The second signal used to abort mid-step:
+    no .raw.pt, all training lost. Now both signals are flags: both ranks stop after the same
+    step, rank 0 saves the live and the averaged weights, the log ends with one error line and
+    the exit status is non-zero."""
     env = clean_environ() | TINY_ENV | {"OUT_DIR": str(tmp_path), "RUN_ID": "run", "ITERATIONS": "100000",
                                         "WARMDOWN_ITERS": "0", "TRAIN_LOG_EVERY": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train_gpt.py")]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = ["timeout", "300", sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "train_gpt.py")]
+    # A session of its own: the process group a terminal's Ctrl-C signals.
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     log = tmp_path / "run.txt"
     deadline = time.time() + 400
     while time.time() < deadline and not (log.exists() and "step:3/100000 train_loss" in log.read_text()):
         assert proc.poll() is None, proc.stdout.read()[-3000:]
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
-    text = log.read_text()
+    text = log.read_text().split("=" * 100)[1]  # the events, after the embedded source
     assert proc.returncode != 0, out[-3000:]
-    assert "error:RunStopped: interrupted by SIGTERM after step" in text, text[-3000:]
-    assert "raw_model:" in text and "(training stopped at step" in text
-    state = torch.load(tmp_path / "run.raw.pt", weights_only=True)
+    assert "error:RunStopped: interrupted by SIGINT after step" in text, text[-3000:]
+    assert text.count("error:") == 1 and 'train_gpt.py", line' not in out  # torchrun prints its own traceback
+    assert "raw_model:" in text and "averaged_model:" in text and "(training stopped at step" in text
     cfg = tg.Config.from_env({k: v for k, v in TINY_ENV.items()})
-    tg.build_model(cfg, cpu(tg)).load_state_dict(state, strict=True)
+    for name in ("run.raw.pt", "run.avg.pt"):
+        tg.build_model(cfg, cpu(tg)).load_state_dict(torch.load(tmp_path / name, weights_only=True), strict=True)
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_signal_handler_flags_during_training_and_stops_at_once_otherwise(tg):
-    """SIGINT (Ctrl-C) and SIGTERM share one handler: a flag during training (acted on at an
-    agreed step boundary), an immediate Interrupted outside it or at a second signal."""
+def test_signal_handler_flags_while_weights_are_unsaved_and_stops_at_once_otherwise(tg):
+    """SIGINT (Ctrl-C) and SIGTERM share one handler. During training the first two signals are
+    flags (Ctrl-C on torchrun delivers two), a third raises at once; while the trained weights are
+    written every signal waits; outside these modes a signal raises Interrupted at once."""
     before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
+
+    def deliver(s):
+        os.kill(os.getpid(), s)
+        time.sleep(0.05)
+
     signals = tg.StopSignals().install()
     try:
-        signals.training = True
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.1)
-        assert signals.signum == signal.SIGINT
+        signals.mode = "training"
+        deliver(signal.SIGINT)
+        deliver(signal.SIGTERM)
+        assert (signals.signum, signals.count) == (signal.SIGINT, 2)
         with pytest.raises(tg.Interrupted, match="interrupted by SIGTERM"):
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.1)
-        signals.training, signals.signum = False, 0
+            deliver(signal.SIGTERM)
+        signals.mode = "saving"
+        for _ in range(3):
+            deliver(signal.SIGTERM)
+        assert signals.count == 5
+        signals.mode, signals.signum, signals.count = None, 0, 0
         with pytest.raises(tg.Interrupted, match="interrupted by SIGINT"):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.1)
+            deliver(signal.SIGINT)
     finally:
         signals.restore()
     assert signal.getsignal(signal.SIGINT) is before
