@@ -1003,14 +1003,14 @@ class TokenStream:
     """Reads shards in order, forever (wrapping around), handing out contiguous spans."""
 
     def __init__(self, files: list[str]):
-        self.files, self.stamps = files, {}
+        self.files, self.stamps = files, {f: file_stamp(os.stat(f)) for f in files}  # as the preflight saw them
         self.reset()
 
     def load(self, i: int) -> Tensor:
         """Shard i, read whole; a shard that changed since the stream first read it is an error
         naming it (the run stops and saves its weights), not a silent switch of data."""
         path = self.files[i]
-        was, now = self.stamps.setdefault(path, file_stamp(os.stat(path))), file_stamp(os.stat(path))
+        was, now = self.stamps[path], file_stamp(os.stat(path))
         if now != was:
             raise ValueError(changed_message(path, was, now))
         return load_shard(path)
@@ -4448,7 +4448,7 @@ def save_trained(model: nn.Module, averager: WeightAverager, out: Path, ctx: Dis
         try:
             save_state(state(), path, log, what, note)
         except OSError as e:
-            failures.append(f"{what} not saved ({e})")
+            failures.append(f"{what} not saved ({e.strerror or e})")
             safe_log(log, f"error:{failures[-1]}")
     return failures
 
