@@ -2841,8 +2841,19 @@ def pack_role(items: list[tuple[str, Quantized]], packing: str) -> tuple[bytes, 
     return b"".join(chunks), entries
 
 
-def encode_artifact(qstate: dict[str, Quantized], packing: str, compressor: str = "zstd") -> tuple[bytes, list[dict]]:
-    """The artifact bytes and a per-role report (params, bits, raw and compressed bytes per packing)."""
+def model_settings(cfg: Config) -> dict[str, object]:
+    """The settings that define the model an artifact's weights belong to (every MODEL knob but the
+    attention kernel, the vocabulary, and TRAIN_SEQ_LEN: the RoPE span and the default eval window),
+    recorded in the artifact's header so EVAL_ONLY rebuilds the same model without being told."""
+    keep = [f for f in dataclasses.fields(Config)
+            if (f.metadata["group"] == "model" and f.name != "attn_backend") or f.name in ("vocab_size", "train_seq_len")]
+    return {Config.env_name(f): getattr(cfg, f.name) for f in keep}
+
+
+def encode_artifact(qstate: dict[str, Quantized], packing: str, compressor: str = "zstd",
+                    meta: dict | None = None) -> tuple[bytes, list[dict]]:
+    """The artifact bytes and a per-role report (params, bits, raw and compressed bytes per packing).
+    `meta` (the model settings and the source's sha256, artifact_meta) goes into the header."""
     frames, tensors, blobs, report = [], [], [], []
     for role in ROLES:
         items = [(n, q) for n, q in qstate.items() if q.role == role]
@@ -2864,7 +2875,7 @@ def encode_artifact(qstate: dict[str, Quantized], packing: str, compressor: str 
         report.append(dict(role=role, params=sum(q.numel for _, q in items), chosen=chosen,
                            bits="/".join(map(str, sorted({q.bits for _, q in items}))),
                            sizes={o: (len(t[1]), len(t[0])) for o, t in tried.items()}))
-    header = compress(json.dumps(dict(version=3, compressor=compressor, frames=frames, tensors=tensors)).encode())
+    header = compress(json.dumps(dict(version=3, compressor=compressor, frames=frames, tensors=tensors, **(meta or {}))).encode())
     return ARTIFACT_MAGIC + struct.pack("<I", len(header)) + header + b"".join(blobs), report
 
 
@@ -3022,6 +3033,27 @@ def artifact_label(cfg: Config, roles: set[str]) -> str:
     return format_label({cfg.bits(r) for r in roles if r not in ("scalar", "softcap")}, cfg.export_compressor)
 
 
+def artifact_meta(cfg: Config) -> dict:
+    """What an artifact's header says about the run that wrote it: the model settings and the
+    sha256 of the readable source (the same for the script and its packed copy)."""
+    return dict(model=model_settings(cfg), code_sha256=source_sha256())
+
+
+def read_artifact_meta(blob: bytes, where: str = "artifact") -> dict:
+    """The header's model settings and code hash ({} for an artifact written before they were recorded)."""
+    if len(blob) < 8 or blob[:4] != ARTIFACT_MAGIC:
+        raise ValueError(f"{where}: not a train_gpt.py artifact (bad magic)")
+    (hlen,) = struct.unpack("<I", blob[4:8])
+    try:
+        header = json.loads(decompress(blob[8:8 + hlen], where))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where}: corrupt header ({e})") from None
+    meta = {k: header[k] for k in ("model", "code_sha256") if isinstance(header, dict) and k in header}
+    if not isinstance(meta.get("model", {}), dict) or not isinstance(meta.get("code_sha256", ""), str):
+        raise ValueError(f"{where}: corrupt header (model settings or code hash of the wrong type)")
+    return meta
+
+
 def artifact_file_label(blob: bytes, where: str = "artifact") -> str:
     """The format label of an existing artifact, from the bits its header records (not from
     the current QUANT_BITS_* settings, which a re-scoring run need not repeat)."""
@@ -3043,7 +3075,8 @@ def export_artifact(state: dict[str, Tensor], roles: dict[str, str], cfg: Config
     """Quantize, encode, write the file and log the per-role budget. `hessians` (from
     collect_hessians) are needed with QUANT_METHOD=gptq."""
     t0 = time.perf_counter()
-    blob, report = encode_artifact(quantize_state(state, roles, cfg, log, hessians), cfg.export_packing, cfg.export_compressor)
+    blob, report = encode_artifact(quantize_state(state, roles, cfg, log, hessians), cfg.export_packing,
+                                   cfg.export_compressor, artifact_meta(cfg))
     atomic_write(path, blob)
     for r in report:
         sizes = " ".join(f"{o}_raw_bytes:{raw} {o}_compressed_bytes:{z}" for o, (raw, z) in r["sizes"].items())
@@ -4518,6 +4551,51 @@ def score_and_report(art_path: Path, label: str, cfg: Config, ctx: Dist, bos_id:
                            f"exceeds the {ARTIFACT_CAP_BYTES}-byte cap; everything was saved under {art_path.parent}")
 
 
+def eval_only_environ(environ: dict) -> tuple[dict, list[str]]:
+    """EVAL_ONLY takes the model from the artifact's header (model_settings), so re-scoring needs
+    no model variables: the header's settings are added to the environment before it is parsed.
+    A model variable that is set and differs from the header (MLP_ACT, LOGIT_SOFTCAP, ROPE_DIMS,
+    NUM_LOOPS... change no tensor shape and used to score another number without a word), or an
+    artifact written by other code, is refused before anything is loaded, naming each variable
+    with both values. Returns the environment to parse and the log's notes; raises InputError."""
+    path = Path(environ["EVAL_ONLY"])
+    if not path.is_file():
+        raise InputError([f"EVAL_ONLY={path} does not exist"])
+    try:
+        meta = read_artifact_meta(path.read_bytes(), str(path))
+    except (OSError, ValueError) as e:
+        raise InputError([str(e)]) from None
+    if "model" not in meta:
+        return environ, [f"EVAL_ONLY={path}: its header records no model settings (an artifact from before they were "
+                         "recorded): the model is built from this run's variables, which must be the training run's"]
+    fields = {Config.env_name(f): f for f in dataclasses.fields(Config)}
+    aliases = {v[1:]: k for k, v in RECORD_NAMES.items() if k in environ and v.startswith("=")}
+    problems, added = [], {}
+    for name, value in sorted(meta["model"].items()):
+        if name not in fields:
+            problems.append(f"the artifact {path} was trained with {name}={value!r}, which this train_gpt.py does not have")
+            continue
+        given = name if name in environ else aliases.get(name)
+        if given is None:
+            added[name] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+            continue
+        try:
+            mine = _parse(name, environ[given], fields[name].type)
+        except ValueError:
+            continue  # the config report names it
+        if mine != value:
+            problems.append(f"{given}={mine!r} is set, but the artifact {path} was trained with {name}={value!r} "
+                            "(EVAL_ONLY reads the model settings from the artifact: unset it)")
+    here = source_sha256()
+    if meta.get("code_sha256") and meta["code_sha256"] != here:
+        problems.append(f"the artifact {path} was written by a train_gpt.py whose source has sha256 "
+                        f"{meta['code_sha256']}; this one has {here}: score it with the script that trained it")
+    if problems:
+        raise InputError(problems)
+    return environ | added, [f"EVAL_ONLY: the model settings come from the header of {path} ({len(added)} not set "
+                             f"here, code sha256 {meta.get('code_sha256', 'not recorded')})"]
+
+
 def run_eval_only(cfg: Config, ctx: Dist, log: Logger, bos_id: int, val_tokens: Tensor, val_bytes: Tensor) -> int:
     """EVAL_ONLY: score an existing artifact exactly as a training run scores its own (same
     functions, same log lines), under the current eval settings. Reviewers re-score records
@@ -4725,7 +4803,8 @@ def project_artifact(model: nn.Module, cfg: Config, rows: int = 32, seed: int = 
     # Synthetic weights have no activations: GPTQ is projected as round-to-nearest on its grid (what GPTQ
     # does with H proportional to I); real GPTQ codes compress about the same (docs/quantization.md).
     grid_cfg = dataclasses.replace(cfg, quant_method="rtn", awq_lite_enabled=False)
-    blob, report = encode_artifact(quantize_state(sample, roles, grid_cfg), cfg.export_packing, cfg.export_compressor)
+    blob, report = encode_artifact(quantize_state(sample, roles, grid_cfg), cfg.export_packing, cfg.export_compressor,
+                                   artifact_meta(cfg))
     frames = sum(r["sizes"][r["chosen"]][1] for r in report)
     out, total = [], len(blob) - frames  # magic and header: they list every tensor, sampled or not
     for r in report:
@@ -4961,14 +5040,17 @@ def main(argv: list[str] | None = None) -> int:
     if argv:
         raise SystemExit(f"train_gpt.py takes no arguments (got {argv}); configure it with environment variables, "
                          "see --help")
-    notes, problems = [], launcher_problems(os.environ)
+    notes, problems, environ, kind = [], launcher_problems(os.environ), dict(os.environ), ConfigError.kind
     try:
-        cfg = Config.from_env(notes=notes)
+        if environ.get("EVAL_ONLY"):  # the model comes from the artifact, before anything is built or logged
+            environ, notes = eval_only_environ(environ)
+        cfg = Config.from_env(environ, notes=notes)
     except ConfigError as e:
         problems = e.problems + problems
+        kind = e.kind
     if problems:
         if os.environ.get("RANK", "0") == "0":  # one report, not one per rank
-            print(config_report(problems), file=sys.stderr, flush=True)
+            print(config_report(problems, kind if len(problems) == 1 else ConfigError.kind), file=sys.stderr, flush=True)
         return 2
     if cfg.dry_run:  # before any process group: under torchrun rank 0 checks, the others just exit
         return dry_run(cfg, int(os.environ.get("WORLD_SIZE", "1"))) if os.environ.get("RANK", "0") == "0" else 0

@@ -585,13 +585,13 @@ def test_overwrite_clean_up_covers_every_compressors_artifact(tg, tmp_path):
     assert [p.name for p in tg.run_outputs(tmp_path, "run")] == sorted(names)
 
 
-def test_eval_only_never_deletes_the_artifact_it_scores(tg, tmp_path, monkeypatch, capsys):
+def test_eval_only_never_deletes_the_artifact_it_scores(tg, tmp_path, monkeypatch, capsys, tiny_artifact):
     """EVAL_ONLY with OVERWRITE_RUN=1 and the artifact's own RUN_ID deleted the artifact."""
-    art = tmp_path / "run.int6-int8_brotli11"
-    art.write_bytes(b"the trained artifact")
-    in_process_env(monkeypatch, tmp_path, EVAL_ONLY=str(art), OVERWRITE_RUN="1")
+    art = tmp_path / tiny_artifact[0].name
+    shutil.copy(tiny_artifact[0], art)
+    in_process_env(monkeypatch, tmp_path, EVAL_ONLY=str(art), OVERWRITE_RUN="1", **QUICK)
     assert tg.main([]) == 2
-    assert art.read_bytes() == b"the trained artifact"
+    assert art.read_bytes() == tiny_artifact[0].read_bytes()
     assert f"EVAL_ONLY={art} is a file of RUN_ID=run, which this run would delete (OVERWRITE_RUN=1)" in capsys.readouterr().err
 
 
@@ -615,3 +615,53 @@ def test_user_errors_are_one_report_exit_2_no_traceback(tg, tmp_path, monkeypatc
     assert tg.main([]) == 2
     err = capsys.readouterr().err
     assert err.startswith("train_gpt.py: 1 ") and want in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tg, tmp_path_factory):
+    """A 2-step run's artifact and its log (trained once for the EVAL_ONLY tests)."""
+    out = tmp_path_factory.mktemp("trained")
+    mp = pytest.MonkeyPatch()
+    in_process_env(mp, out, ITERATIONS="2", MLP_ACT="leaky_relu2", LOGIT_SOFTCAP="30", **QUICK)
+    try:
+        assert tg.main([]) == 0
+    finally:
+        mp.undo()
+    return out / "run.int6-int8_brotli11", (out / "run.txt").read_text()
+
+
+def eval_only_env(tg, monkeypatch, tmp_path, art, **model):
+    in_process_env(monkeypatch, tmp_path, EVAL_ONLY=str(art), RUN_ID="again", **QUICK)
+    for name in tg.model_settings(tg.Config()):
+        monkeypatch.delenv(name, raising=False)
+    for k, v in model.items():
+        monkeypatch.setenv(k, v)
+
+
+def test_eval_only_needs_no_model_variables(tg, tmp_path, monkeypatch, tiny_artifact):
+    """The model comes from the artifact's header: without NUM_LAYERS, MODEL_DIM, ... the re-score
+    equals the training run's (it used to fail in load_state_dict with a raw traceback)."""
+    art, trained = tiny_artifact
+    eval_only_env(tg, monkeypatch, tmp_path, art)
+    assert tg.main([]) == 0
+    again = (tmp_path / "again.txt").read_text()
+    want = re.search(r"final_score_exact .*", trained).group(0)
+    assert want in again and "config:NUM_LAYERS=2" in again and "EVAL_ONLY: " in again
+
+
+@pytest.mark.parametrize("model, wants", [
+    ({"MLP_ACT": "relu2", "LOGIT_SOFTCAP": "20"},  # no tensor shape changes: exit 0 and another score
+     ["MLP_ACT='relu2' is set, but the artifact {art} was trained with MLP_ACT='leaky_relu2'",
+      "LOGIT_SOFTCAP=20.0 is set, but the artifact {art} was trained with LOGIT_SOFTCAP=30.0"]),
+    ({"NUM_LAYERS": "3"}, ["NUM_LAYERS=3 is set, but the artifact {art} was trained with NUM_LAYERS=2"]),
+    ({"CODE": "other"}, ["was written by a train_gpt.py whose source has sha256"]),
+], ids=["no-shape-change", "shape-change", "other-code"])
+def test_eval_only_refuses_a_model_that_is_not_the_artifacts(tg, tmp_path, monkeypatch, capsys, tiny_artifact, model, wants):
+    art, _ = tiny_artifact
+    if model.pop("CODE", None):
+        monkeypatch.setattr(tg, "source_sha256", lambda: "0" * 64)
+    eval_only_env(tg, monkeypatch, tmp_path, art, **model)
+    assert tg.main([]) == 2
+    err = capsys.readouterr().err
+    assert all(w.format(art=art) in err for w in wants) and "Traceback" not in err, err
+    assert not (tmp_path / "again.txt").exists()  # stopped before anything was loaded or written
