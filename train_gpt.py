@@ -920,6 +920,12 @@ def load_shard(path: str | Path) -> Tensor:
     return torch.from_numpy(tokens.astype(np.int32))
 
 
+def open_shard(path: str | Path) -> np.ndarray:
+    """The shard's tokens as a read-only uint16 memory map (checked like load_shard), for the
+    preflight's one pass before training; the training loaders read through ShardReader."""
+    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_INTS * 4, shape=(shard_length(path),))
+
+
 def file_stamp(st: os.stat_result) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
@@ -1460,6 +1466,52 @@ def lut_target_bytes(tokens: Tensor, lut: ByteLUT) -> Tensor:
     return out
 
 
+def sidecar_problems(sidecar: Tensor, lut_bytes: Tensor, where: str) -> list[str]:
+    """Plausibility of a byte sidecar against the tokenizer's pieces (lut_bytes: the LUT rule's
+    bytes per position). A token's original text is the piece's text up to case (CaseOps: a case
+    operator has 0 bytes, a lower-cased piece the length of its original), so a sidecar entry
+    above its piece's bytes + 2 is implausible, as is a total far from the pieces' total. An
+    all-zero sidecar used to pass, train the whole run, then die in the first eval dividing by
+    zero bytes; a sidecar of other shards with the same token count scored silently."""
+    lut = lut_bytes[1:].to(torch.int64)
+    side = sidecar[1:].to(lut.device, torch.int64)
+    total, expected = int(side.sum()), int(lut.sum())
+    if total == 0:
+        return [f"byte sidecar {where}: every entry is 0 (the val tokens would count no bytes)"]
+    problems = []
+    if not 0.5 * expected <= total <= 1.5 * expected:
+        problems.append(f"byte sidecar {where}: {total} bytes in all, but the tokenizer's pieces spell {expected}: "
+                        "outside the plausible 0.5x-1.5x (a sidecar of other shards, or another tokenizer)")
+    over = int((side > lut + 2).sum())
+    if over > 0.01 * len(side):
+        problems.append(f"byte sidecar {where}: {over} of {len(side)} tokens count more bytes than their piece "
+                        "spells (+2): it does not belong to these val tokens")
+    return problems
+
+
+def tokenizer_problems(sp: spm.SentencePieceProcessor, val_tokens: Tensor, where: str, sample: int = 16384) -> list[str]:
+    """The tokenizer against the shards' own tokens, for data without a manifest: the documents
+    among the first `sample` val tokens (split at BOS) decoded and encoded again give the same ids
+    when the shards were made with this tokenizer (SentencePiece's encoding of its own decoded
+    output is stable), and almost never otherwise (proxy sp1024 shards under the sample's sp1024
+    tokenizer: 0% of the tokens, each under its own: 100%). Returns problems."""
+    ids, bos = val_tokens[:sample].tolist(), sp.bos_id()
+    docs, cur = [], []
+    for t in ids:
+        if t == bos:
+            docs.append(cur)
+            cur = []
+        else:
+            cur.append(t)
+    docs = [d for d in docs + [cur] if len(d) > 1]
+    total = sum(len(d) for d in docs)
+    same = sum(len(d) for d in docs if sp.encode(sp.decode(d)) == d)
+    if total and same < 0.5 * total:
+        return [f"TOKENIZER_PATH={where}: decoding the first {total} val tokens and encoding them again gives other ids "
+                f"for {100 * (1 - same / total):.0f}% of them: the shards were not made with this tokenizer"]
+    return []
+
+
 def load_val_bytes(cfg: Config, val_tokens: Tensor, lut: ByteLUT, bos_id: int, log: Logger) -> Tensor:
     """The per-position byte tensor of the validation stream (see the section comment).
 
@@ -1486,6 +1538,9 @@ def load_val_bytes(cfg: Config, val_tokens: Tensor, lut: ByteLUT, bos_id: int, l
     if at_bos.any():
         raise ValueError(f"byte sidecar {os.path.join(cfg.data_path, side_glob)} gives {int((at_bos != 0).sum())} BOS "
                          "positions a nonzero byte count: it is not aligned with the val tokens")
+    problems = sidecar_problems(sidecar, lut_target_bytes(val_tokens, lut), os.path.join(cfg.data_path, side_glob))
+    if problems:
+        raise InputError(problems)
     log(f"bpb_bytes:sidecar files:{len(files)} glob:{side_glob} bytes:{int(sidecar.sum())}"
         + ("" if cfg.caseops_enabled else " (detected; CASEOPS_ENABLED=0)"))
     return sidecar
@@ -4621,18 +4676,19 @@ class Inputs:
     val_bytes: Tensor
 
 
-def check_inputs(cfg: Config, ctx: Dist, log, train: bool = True) -> Inputs:
+def check_inputs(cfg: Config, ctx: Dist, log, train: bool = True, world_size: int = 0) -> Inputs:
     """Every check of the run's inputs before anything is built: the compressor, the tokenizer
     (against the manifests, VOCAB_SIZE and the U+2581 piece), the data preflight (train: every
     shard; see preflight_data) and the validation tokens and their bytes (sidecar or LUT, with
     the plausibility checks). The real run and DRY_RUN call this same function, so a dry run
     passes exactly when the run would start. Any problem is an InputError: the config report's
-    kind, one line naming the file or setting, exit 2."""
+    kind, one line naming the file or setting, exit 2. `world_size`: DRY_RUN's, checked in one process."""
+    world_size = world_size or ctx.world_size
     try:
         if cfg.export_compressor == "brotli" and train:
             brotli_module()  # a missing compressor fails now, not after training
-        if train and cfg.quant_method == "gptq" and cfg.gptq_calibration_batches % ctx.world_size:
-            raise ValueError(f"GPTQ_CALIBRATION_BATCHES={cfg.gptq_calibration_batches} must be a multiple of the world size {ctx.world_size}")
+        if train and cfg.quant_method == "gptq" and cfg.gptq_calibration_batches % world_size:
+            raise ValueError(f"GPTQ_CALIBRATION_BATCHES={cfg.gptq_calibration_batches} must be a multiple of the world size {world_size}")
         sp = load_tokenizer(cfg)
         check_tokenizer(cfg, sp, log)
         bos_id = sp.bos_id()
@@ -4642,8 +4698,13 @@ def check_inputs(cfg: Config, ctx: Dist, log, train: bool = True) -> Inputs:
             micro_tokens = cfg.train_batch_tokens // 8
             train_files = shard_files(cfg.data_path, cfg.train_glob, "train")
             val_files = val_token_files(cfg)  # the byte sidecar, if any, is checked by load_val_bytes
-            preflight_data(cfg, ctx, log, train_files, val_files, sp, (micro_tokens + 1) * ctx.world_size)
+            preflight_data(cfg, ctx, log, train_files, val_files, sp, (micro_tokens + 1) * world_size)
         val_tokens = load_validation_tokens(cfg, log).to(ctx.device)  # moved once, not per eval batch
+        if not (Path(cfg.data_path) / "manifest.json").is_file():  # else the manifest names the tokenizer
+            problems = tokenizer_problems(sp, val_tokens.cpu(), cfg.tokenizer_path)
+            if problems:
+                raise InputError(problems)
+            log(f"tokenizer_shard_check: the val tokens round-trip through {cfg.tokenizer_path} (no manifest)")
         val_bytes = load_val_bytes(cfg, val_tokens, lut, bos_id, log)  # every eval sums this at its targets
     except InputError:
         raise
@@ -4896,15 +4957,23 @@ def dry_run(cfg: Config, world_size: int) -> int:
                 f"({'<' if top < cfg.vocab_size else '>='} VOCAB_SIZE={cfg.vocab_size})", None)
     check("val_shards", val_data)
 
-    def preflight():  # the run's own data preflight: every shard read, splits disjoint, the manifest
+    def run_inputs():  # the run's own input checks (check_inputs): the same function, so the same verdict
         lines = []
-        preflight_data(cfg, Dist(0, 1, 0, torch.device("cpu")), lines.append,
-                       shard_files(cfg.data_path, cfg.train_glob, "train"), val_token_files(cfg),
-                       load_tokenizer(cfg), (cfg.train_batch_tokens // 8 + 1) * world_size)
-        for line in lines[:-1]:  # the data_audit: line
-            print(line)
-        return True, lines[-1].removeprefix("preflight: "), None
-    check("data_preflight", preflight)
+        check_inputs(cfg, Dist(0, 1, 0, torch.device("cpu")), lines.append, world_size=world_size)
+        pre = next(line for line in lines if line.startswith("preflight: "))
+        for line in lines:
+            if line.startswith(("data_audit:", "bpb_bytes:", "tokenizer_manifest_check:", "tokenizer_shard_check:")):
+                print(line)
+        return True, pre.removeprefix("preflight: "), None
+    check("data_preflight", run_inputs)
+
+    def run_files():  # what the run refuses about RUN_ID and OUT_DIR, without touching anything
+        problem, existing = run_files_problem(cfg, Path(cfg.out_dir), cfg.run_id) if cfg.run_id else (None, [])
+        if problem:
+            return False, problem, None
+        return True, (f"OUT_DIR={cfg.out_dir} RUN_ID={cfg.run_id or '(a fresh id)'}" +
+                      (f"; OVERWRITE_RUN=1 will delete {', '.join(p.name for p in existing)}" if existing else "")), None
+    check("run_files", run_files)
 
     if cfg.dry_run_step_ms:
         plain_ms = looped_ms = cfg.dry_run_step_ms

@@ -841,3 +841,31 @@ def test_runs_as_a_program_and_agrees_helper():
     assert proc.returncode == 0 and "--best-loss" in proc.stdout
     assert rt.agrees(1.1556, 1.15555486) and not rt.agrees(1.1555, 1.15555486)
     assert rt.agrees(600, 599.974) and rt.agrees(15555017, 15555017) and not rt.agrees(15900000, 15965978)
+
+
+def test_new_and_validate_count_the_bytes_of_the_script_the_folder_ships(capsys, tmp_path):
+    """A folder shipping the readable train_gpt.py got the packed size (what the log projects) as
+    bytes_code/bytes_total in submission.json, and validate passed it."""
+    script = tmp_path / "train_gpt.py"
+    source = rt.parse_log(REAL / "real_s1.txt").source
+    script.write_text(source)
+    packed = len(rt.pack_source(source))
+    logs = []
+    for s in (1, 2, 3):  # as the trainer logs a readable run: the counted code is the packed size
+        log = tmp_path / f"real_s{s}.txt"
+        log.write_text(re.sub(r"(?m)^code_bytes:(\d+) model_bytes:(\d+) total_bytes:(\d+)",
+                              lambda m: f"code_bytes:{packed} model_bytes:{m[2]} total_bytes:{int(m[2]) + packed}",
+                              (REAL / f"real_s{s}.txt").read_text()))
+        logs.append(log)
+    runs = [rt.parse_log(p) for p in logs]
+    assert runs[0].code_bytes == packed != script.stat().st_size
+    folder = make_record(capsys, tmp_path, logs=logs, script=script, desc="Shipped", extra=("--allow-partial-val",))
+    sub = json.loads((folder / "submission.json").read_text())
+    shipped = (folder / "train_gpt.py").stat().st_size
+    assert sub["bytes_code"] == shipped and sub["bytes_total"] == max(r.model_bytes for r in runs) + shipped
+    code, out = run_cli(capsys, "validate", folder)
+    assert not [f for f in lines_with(out, "FAIL") if "bytes" in f], out
+    sub["bytes_code"], sub["bytes_total"] = runs[0].code_bytes + 1, runs[0].total_bytes + 1  # not the shipped file's
+    (folder / "submission.json").write_text(json.dumps(sub))
+    code, out = run_cli(capsys, "validate", folder)
+    assert code == 1 and any("bytes_code: json" in f for f in lines_with(out, "FAIL")), out

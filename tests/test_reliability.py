@@ -665,3 +665,66 @@ def test_eval_only_refuses_a_model_that_is_not_the_artifacts(tg, tmp_path, monke
     err = capsys.readouterr().err
     assert all(w.format(art=art) in err for w in wants) and "Traceback" not in err, err
     assert not (tmp_path / "again.txt").exists()  # stopped before anything was loaded or written
+
+
+def zero_sidecar(tg, data, tokens):
+    return np.zeros(len(tokens), dtype=np.int64), "every entry is 0"
+
+
+def other_shards_sidecar(tg, data, tokens):
+    sp = tg.spm.SentencePieceProcessor(model_file=str(data / "sotu_1024_bpe.model"))
+    lut = tg.lut_target_bytes(torch.from_numpy(tokens), tg.build_byte_lut(sp, 1024)).numpy()
+    other = np.roll(lut, 1000)
+    other[tokens == sp.bos_id()] = 0  # aligned at the document starts: only the byte counts are wrong
+    return other, "tokens count more bytes than their piece spells"
+
+
+@pytest.mark.parametrize("make", [zero_sidecar, other_shards_sidecar])
+def test_an_implausible_byte_sidecar_fails_before_training(tg, tmp_path, monkeypatch, capsys, make):
+    """An all-zero sidecar passed every check, trained the whole run, then the first eval died
+    dividing by zero bytes (and the EMA weights were lost); a sidecar of other text with the
+    right length was scored."""
+    data = sample_copy(tmp_path)
+    tokens = tg_load(data / "sotu_val_000000.bin")
+    side, want = make(tg, data, tokens)
+    write_shard(data / "sotu_val_bytes_000000.bin", side)
+    in_process_env(monkeypatch, tmp_path, DATA_PATH=str(data), TOKENIZER_PATH=str(data / "sotu_1024_bpe.model"))
+    assert tg.main([]) == 2
+    err = capsys.readouterr().err
+    assert f"byte sidecar {data / 'sotu_val_bytes_*.bin'}: " in err and want in err
+    assert "step:1/" not in (tmp_path / "run.txt").read_text()
+
+
+def test_the_sidecar_check_passes_the_tokenizers_own_bytes(tg):
+    sp = tg.spm.SentencePieceProcessor(model_file=str(SAMPLE / "sotu_1024_bpe.model"))
+    tokens = torch.from_numpy(tg_load(SAMPLE / "sotu_val_000000.bin"))
+    lut = tg.lut_target_bytes(tokens, tg.build_byte_lut(sp, 1024))
+    assert tg.sidecar_problems(lut, lut, "x") == [] and tg.tokenizer_problems(sp, tokens, "x") == []
+
+
+def test_a_tokenizer_that_did_not_make_the_shards_fails_without_a_manifest(tg, tmp_path, monkeypatch, capsys):
+    """Without a manifest any tokenizer of the right size was accepted and scored. Val ids mapped
+    to other pieces stand for shards made with another tokenizer of the same vocabulary size."""
+    data = sample_copy(tmp_path)
+    (data / "manifest.json").unlink()
+    tokens = tg_load(data / "sotu_val_000000.bin")
+    other = np.where(tokens == 1, 1, (tokens * 7 + 3) % 1024)
+    other[other == 1] = 2
+    write_shard(data / "sotu_val_000000.bin", np.where(tokens == 1, 1, other))
+    in_process_env(monkeypatch, tmp_path, DATA_PATH=str(data), TOKENIZER_PATH=str(data / "sotu_1024_bpe.model"))
+    assert tg.main([]) == 2
+    assert "the shards were not made with this tokenizer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["caseops without sidecar", "RUN_ID with files"])
+def test_dry_run_fails_where_the_run_would_refuse(tg, tmp_path, monkeypatch, capsys, case):
+    """DRY_RUN said PASS for CaseOps data without a byte sidecar and for a RUN_ID whose files exist."""
+    extra = {"CASEOPS_ENABLED": "1"} if case == "caseops without sidecar" else {}
+    if case == "RUN_ID with files":
+        (tmp_path / "run.txt").write_text("an earlier run")
+    in_process_env(monkeypatch, tmp_path, DRY_RUN="1", **extra)
+    assert tg.main([]) == 1
+    out = capsys.readouterr().out
+    want = ("check data_preflight: FAIL CASEOPS_ENABLED=1 but no byte sidecar matches" if extra
+            else "check run_files: FAIL RUN_ID=run already has files in")
+    assert want in out and "dry_run_result: FAIL (1 failed)" in out

@@ -13,22 +13,32 @@ from .scripts import *
 from .stats import *
 from .pack import write_packed
 
-def summarize_runs(runs: list[RunLog]) -> dict:
-    """Numbers that go into submission.json (and that validate recomputes)."""
+def shipped_total(r: RunLog, shipped_code: int | None) -> int | None:
+    """A run's total bytes with the code counted as the file the folder ships (`shipped_code`
+    bytes): a folder that ships the readable train_gpt.py counts its bytes, not the packed size
+    the log projected. Without a model size in the log, the log's total."""
+    if shipped_code is None or r.model_bytes is None:
+        return r.total_bytes
+    return r.model_bytes + shipped_code
+
+
+def summarize_runs(runs: list[RunLog], shipped_code: int | None = None) -> dict:
+    """Numbers that go into submission.json (and that validate recomputes). `shipped_code`: the
+    size of the folder's train_gpt.py, which bytes_code and bytes_total count."""
     losses, bpbs = score_values(runs, "val_loss"), score_values(runs, "val_bpb")
     per_seed = {}
     for r in runs:
         per_seed[seed_key(r)] = {
             "val_loss": r.score.val_loss if r.score else None,
             "val_bpb": r.score.val_bpb if r.score else None,
-            "artifact_bytes": r.total_bytes,
+            "artifact_bytes": shipped_total(r, shipped_code),
             "steps": r.steps,
             "step_avg_ms": None if r.step_avg_ms is None else round(r.step_avg_ms, 2),
             "train_time_s": None if r.train_time_ms is None else round(r.train_time_ms / 1000.0, 3),
             "eval_time_s": None if r.eval_time_ms is None else round(r.eval_time_ms / 1000.0, 3),
         }
-    totals = [r.total_bytes for r in runs if r.total_bytes is not None]
-    codes = [r.code_bytes for r in runs if r.code_bytes is not None]
+    totals = [t for t in (shipped_total(r, shipped_code) for r in runs) if t is not None]
+    codes = [shipped_code] if shipped_code is not None else [r.code_bytes for r in runs if r.code_bytes is not None]
     steps = [r.steps for r in runs if r.steps is not None]
     avgs = [r.step_avg_ms for r in runs if r.step_avg_ms is not None]
     pre = [m for m in (prequant_metric(r) for r in runs) if m is not None]
@@ -81,7 +91,7 @@ def check_same_config(runs: list[RunLog]) -> list[str]:
 
 
 def build_submission(runs: list[RunLog], args, script_bytes: bytes, log_names: list[str]) -> dict:
-    s = summarize_runs(runs)
+    s = summarize_runs(runs, len(script_bytes))  # the bytes of the train_gpt.py the folder ships
     first = runs[0]
     hardware = (f"{first.device_count}x {first.device_name}" if first.device_name else NOT_IN_LOG)
     sub = {

@@ -197,7 +197,8 @@ def check_submission(folder: Path, rec: Record, rep: Report) -> None:
         rep.add("FAIL", "submission.json: " + ", ".join(f"{k} = {json.dumps(_lookup(sub, k))}" for k in bad_scores)
                 + ": a score must be a finite number (a NaN or inf score is a diverged run, null is no score)")
         return
-    s = summarize_runs(runs)
+    script = rec.folder / "train_gpt.py"
+    s = summarize_runs(runs, script.stat().st_size if script is not None and script.is_file() else None)
     by_seed = {seed_key(r): r for r in runs}
     bad, unverified, checked = [], [], 0
     for key in ("name", "github_id", "val_bpb"):
