@@ -296,7 +296,7 @@ class Config:
     autocast: str = knob("bf16", "precision of forward passes on CPU and CUDA: bf16 autocast (fp32 master weights and optimizer state), or off (fp32 throughout)", choices=("bf16", "off"), group="speed")
     # --- workflow: re-score an artifact, check a configuration ---
     eval_only: str = knob("", "path of an artifact to score with the current eval settings, without training (the model "
-                          "variables must be those of the run that wrote it)", group="workflow")
+                          "settings come from the artifact's header; a model variable set to another value is refused)", group="workflow")
     dry_run: bool = knob(False, "check the configuration and exit in seconds: parameters per role, projected artifact "
                          "bytes, data and tokenizer checks, whether ITERATIONS or the wallclock ends training", group="workflow")
     dry_run_step_ms: float = knob(0.0, "8xH100 step time (ms) for DRY_RUN's step budget (0 = scale the 1.0611 record's "
