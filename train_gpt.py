@@ -4606,6 +4606,12 @@ def score_and_report(art_path: Path, label: str, cfg: Config, ctx: Dist, bos_id:
                            f"exceeds the {ARTIFACT_CAP_BYTES}-byte cap; everything was saved under {art_path.parent}")
 
 
+# Model settings an EVAL_ONLY run may change on purpose: document masking is an eval protocol (a
+# cross-eval scores a masked-trained model unmasked and back), and the loop's start only
+# schedules training (evaluation always loops). A difference is logged, not refused.
+EVAL_TIME_MODEL_SETTINGS = ("ATTN_DOC_MASK", "ENABLE_LOOPING_AT")
+
+
 def eval_only_environ(environ: dict) -> tuple[dict, list[str]]:
     """EVAL_ONLY takes the model from the artifact's header (model_settings), so re-scoring needs
     no model variables: the header's settings are added to the environment before it is parsed.
@@ -4625,7 +4631,7 @@ def eval_only_environ(environ: dict) -> tuple[dict, list[str]]:
                          "recorded): the model is built from this run's variables, which must be the training run's"]
     fields = {Config.env_name(f): f for f in dataclasses.fields(Config)}
     aliases = {v[1:]: k for k, v in RECORD_NAMES.items() if k in environ and v.startswith("=")}
-    problems, added = [], {}
+    problems, added, notes = [], {}, []
     for name, value in sorted(meta["model"].items()):
         if name not in fields:
             problems.append(f"the artifact {path} was trained with {name}={value!r}, which this train_gpt.py does not have")
@@ -4638,7 +4644,9 @@ def eval_only_environ(environ: dict) -> tuple[dict, list[str]]:
             mine = _parse(name, environ[given], fields[name].type)
         except ValueError:
             continue  # the config report names it
-        if mine != value:
+        if mine != value and name in EVAL_TIME_MODEL_SETTINGS:
+            notes.append(f"EVAL_ONLY: {given}={mine!r} differs from the artifact's {name}={value!r}: scored as set (an eval-time setting)")
+        elif mine != value:
             problems.append(f"{given}={mine!r} is set, but the artifact {path} was trained with {name}={value!r} "
                             "(EVAL_ONLY reads the model settings from the artifact: unset it)")
     here = source_sha256()
@@ -4648,7 +4656,7 @@ def eval_only_environ(environ: dict) -> tuple[dict, list[str]]:
     if problems:
         raise InputError(problems)
     return environ | added, [f"EVAL_ONLY: the model settings come from the header of {path} ({len(added)} not set "
-                             f"here, code sha256 {meta.get('code_sha256', 'not recorded')})"]
+                             f"here, code sha256 {meta.get('code_sha256', 'not recorded')})"] + notes
 
 
 def run_eval_only(cfg: Config, ctx: Dist, log: Logger, bos_id: int, val_tokens: Tensor, val_bytes: Tensor) -> int:

@@ -649,6 +649,16 @@ def test_eval_only_needs_no_model_variables(tg, tmp_path, monkeypatch, tiny_arti
     assert want in again and "config:NUM_LAYERS=2" in again and "EVAL_ONLY: " in again
 
 
+def test_eval_only_may_change_the_eval_time_model_settings(tg, tmp_path, monkeypatch, tiny_artifact):
+    """Document masking is an eval protocol (the cross-evals score a masked-trained model
+    unmasked): a difference is a logged note, not a refusal."""
+    art, _ = tiny_artifact
+    eval_only_env(tg, monkeypatch, tmp_path, art, ATTN_DOC_MASK="0")
+    assert tg.main([]) == 0
+    again = (tmp_path / "again.txt").read_text()
+    assert "config:ATTN_DOC_MASK=False" in again and "ATTN_DOC_MASK=False differs from the artifact's ATTN_DOC_MASK=True" in again
+
+
 @pytest.mark.parametrize("model, wants", [
     ({"MLP_ACT": "relu2", "LOGIT_SOFTCAP": "20"},  # no tensor shape changes: exit 0 and another score
      ["MLP_ACT='relu2' is set, but the artifact {art} was trained with MLP_ACT='leaky_relu2'",
