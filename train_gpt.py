@@ -4298,8 +4298,11 @@ def peak_memory_lines(allocated: int, reserved: int) -> list[str]:
 # The packer's own definitions: the packed copy leaves them out (it knows its size: the file that ran).
 PACKER_DEFS = ("PACKER_DEFS", "PACKED_HEAD", "PACKED_TAIL", "PACKED_LZMA", "_SCOPES", "_Strip", "_rename", "_short_locals",
                "_squeeze", "minify_source", "latin1_literal", "pack_source")
-PACKED_HEAD = '#coding:latin-1\nimport lzma\nPACKED_SOURCE=lzma.decompress('
-PACKED_TAIL = '.encode("latin-1")).decode()\nexec(compile(PACKED_SOURCE,"<packed train_gpt.py>","exec"))\n'
+# The wrapper puts the source into linecache under its compile name, so inspect.getsource (which
+# triton.jit needs) finds the text that runs.
+PACKED_HEAD = '#coding:latin-1\nimport lzma,linecache as C\nPACKED_SOURCE=lzma.decompress('
+PACKED_TAIL = ('.encode("latin-1")).decode()\nN="<packed train_gpt.py>"\n'
+               'C.cache[N]=(0,None,PACKED_SOURCE.splitlines(True),N)\nexec(compile(PACKED_SOURCE,N,"exec"))\n')
 PACKED_LZMA = [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "lc": 3, "lp": 0, "pb": 0}]
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
            ast.GeneratorExp)
@@ -4325,9 +4328,10 @@ class _Strip(ast.NodeTransformer):
     def visit_FunctionDef(self, node):
         a = node.args
         for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
-            if arg is not None:
+            if arg is not None and not node.decorator_list:  # triton.jit and custom_op read the signature
                 arg.annotation = None
-        node.returns = None
+        if not node.decorator_list:
+            node.returns = None
         return self._undoc(node)
 
     visit_AsyncFunctionDef = visit_FunctionDef
@@ -4379,6 +4383,7 @@ def _short_locals(tree: ast.Module) -> None:
     keep |= {getattr(n, "asname", None) or n.name for n in nodes if isinstance(n, ast.alias)}
     keep |= {x for n in nodes if isinstance(n, (ast.Global, ast.Nonlocal)) for x in n.names}
     keep |= {m.name for n in nodes if isinstance(n, ast.ClassDef) for m in n.body if hasattr(m, "name")}
+    keep |= {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.decorator_list}  # registries read names
     _rename(nodes, {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and "__" not in n.name} - keep,
             set(dir(builtins)) | {n.arg for n in nodes if isinstance(n, ast.arg)}, (2,))  # locals get 1 letter
     taken = set(dir(builtins)) | {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
@@ -4397,7 +4402,8 @@ def _short_locals(tree: ast.Module) -> None:
                 other.add(getattr(n, "asname", None) or getattr(n, "name", None) or getattr(n, "arg", None))
         else:
             a = fn.args
-            params = [p for p in a.posonlyargs + a.args + [a.vararg, a.kwarg] if p and p.arg not in named | other]
+            params = [p for p in a.posonlyargs + a.args + [a.vararg, a.kwarg]
+                      if p and p.arg not in named | other and not fn.decorator_list]
             own = {p.arg for p in params}
             other |= {p.arg for p in ast.walk(a) if isinstance(p, ast.arg)} - own
             stack = list(fn.body)

@@ -46,7 +46,15 @@ TRICKY = textwrap.dedent('''
         def m(self, v):
             doubled = v * 2
             return doubled + self.attr
-    print(f(3, 4, 5, gamma=6, z=1), g(4), total, caller(), K().m(5))
+    def deco(fn):
+        return fn
+    @deco
+    def kernel(logits: "Tensor", block: "constexpr") -> "Tensor":  # triton.jit and custom_op read this
+        partial = logits * 2
+        return partial + block
+    import inspect
+    print(f(3, 4, 5, gamma=6, z=1), g(4), total, caller(), K().m(5), kernel(1, 2), kernel.__annotations__)
+    print(inspect.getsource(kernel).count("return"))  # the source of a function is found (triton.jit needs it)
 ''')
 
 
@@ -54,11 +62,17 @@ def run_py(src: str) -> str:
     return subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, check=True).stdout
 
 
-def test_minified_program_runs_the_same(tg):
+def test_minified_program_runs_the_same(tg, tmp_path):
     small = tg.minify_source(TRICKY)
-    assert run_py(small) == run_py(TRICKY)
+    packed = tmp_path / "packed.py"
+    packed.write_bytes(tg.pack_source(TRICKY))
+    readable = tmp_path / "readable.py"
+    readable.write_text(TRICKY)
+    run = lambda path: subprocess.run([sys.executable, str(path)], capture_output=True, text=True, check=True).stdout
+    assert run(packed) == run(readable) and "'block': 'constexpr'" in run(readable)
     assert "docstring" not in small and "squares" not in small and "items" not in small  # stripped, renamed
     assert "name" in small and "size" in small and "attr:int" in small  # keyword parameters, class fields stay
+    assert "def kernel(logits:'Tensor',block:'constexpr')->'Tensor':" in small  # a decorated signature stays
 
 
 def _functions(table: symtable.SymbolTable, skip=()):
