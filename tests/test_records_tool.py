@@ -235,7 +235,7 @@ def test_pack_round_trip_and_refusals(capsys, tmp_path):
     src = (OURS / "tiny_train_gpt.py").read_text()
     packed = rt.pack_source(src)
     assert rt.unpack_source(packed) == rt.minify_source(src) and rt.unpack_source(src.encode()) is None
-    assert packed.startswith(b"#coding:latin-1\nimport lzma\n") and len(packed) < len(src)
+    assert packed.startswith(b"#coding:latin-1\nimport lzma,linecache as C\n") and len(packed) < len(src)
     code, out = run_cli(capsys, "pack", OURS / "tiny_train_gpt.py", "--out", tmp_path / "p")
     assert code == 0 and "round trip checked" in out
     assert (tmp_path / "p" / "train_gpt.py").read_bytes() == packed
