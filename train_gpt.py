@@ -4256,12 +4256,21 @@ def compile_model(model: nn.Module, cfg: Config, ctx: Dist) -> nn.Module:
     return torch.compile(model, dynamic=False, fullgraph=True)
 
 
+DDP_BUCKET_MB = 25  # DDP's default: the 143 MB of default-model gradients go out in about 6 all-reduces
+
+
 def wrap_for_training(model: GPT, cfg: Config, ctx: Dist) -> tuple[nn.Module, nn.Module]:
+    """DDP around the compiled model. Dynamo's DDPOptimizer (optimize_ddp, set here rather than
+    trusted as a default) sees the active DDP module while compiling and splits the forward
+    into one subgraph per gradient bucket, so each bucket's all-reduce starts as soon as its
+    subgraph's backward finishes and runs under the rest of the backward; one fullgraph
+    backward would produce every gradient at its very end (tests/test_ddp_overlap.py)."""
     compiled = compile_model(model, cfg, ctx)
     train_model = compiled
     if ctx.enabled:
+        torch._dynamo.config.optimize_ddp = "ddp_optimizer"
         train_model = DDP(compiled, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
-                          broadcast_buffers=False)
+                          broadcast_buffers=False, bucket_cap_mb=DDP_BUCKET_MB)
     return train_model, compiled
 
 
@@ -4936,6 +4945,14 @@ def dry_run(cfg: Config, world_size: int) -> int:
         model = GPT(cfg, max_len=max(cfg.train_row_len, cfg.window_len, cfg.ttt_eval_seq_len))
     print(f"model_params:{count_params(model)} " + " ".join(
         f"{r}:{sum(p.numel() for _, p in ps)}" for r, ps in params_by_role(model).items() if ps))
+    def attention():  # what a CUDA run of this torch picks (the same function the run calls)
+        try:
+            backend = resolve_attn_backend(cfg, torch.device("cuda"))
+        except ImportError as e:
+            return False, str(e), None
+        masked = "document-masked" if cfg.attn_doc_mask else "causal"
+        return True, f"attn_backend:{backend} on CUDA with torch {torch.__version__} ({masked}; ATTN_BACKEND={cfg.attn_backend})", None
+    check("attention", attention)
     grad_accum = 8 // world_size
     print(f"world_size:{world_size} grad_accum_steps:{grad_accum} "
           f"micro_batch_seqs:{cfg.train_batch_tokens // (8 * cfg.train_seq_len)} (per rank and micro-step)")

@@ -3,6 +3,8 @@ masked SDPA in values and gradients on rows and packed rows with grouped KV head
 mask is the one FlexAttention itself derives from the mask, built once per forward, and one
 compiled graph serves batches with any document boundaries; FA3's cu_seqlens has a fixed length
 and an overfull batch is counted, never merged silently; how auto resolves."""
+import importlib.util
+
 import pytest
 import torch
 
@@ -144,3 +146,13 @@ def test_auto_backend_resolution(tg, monkeypatch):
     monkeypatch.setattr(tg, "importable", lambda m: False)  # a torch without flex_attention
     with pytest.raises(ImportError, match="flex_attention"):
         tg.resolve_attn_backend(tiny_cfg(tg, ATTN_BACKEND="flex"), cuda)
+
+
+def test_dry_run_says_which_backend_runs(tg, capsys, monkeypatch):
+    monkeypatch.setattr(tg, "importable", lambda m: m != "flash_attn_interface")
+    tg.dry_run(tg.Config.from_env({}), 8)
+    assert "check attention: PASS attn_backend:flex on CUDA with torch " in capsys.readouterr().out
+    if importlib.util.find_spec("flash_attn_interface") is not None:
+        return
+    tg.dry_run(tg.Config.from_env({"ATTN_BACKEND": "fa3"}), 8)
+    assert "check attention: FAIL ATTN_BACKEND=fa3 but flash_attn_interface does not import" in capsys.readouterr().out
