@@ -146,3 +146,20 @@ def test_grad_clip_scope_rank_clips_before_the_average():
     g, r = out[("global", 0)], out[("rank", 0)]
     assert abs(float(g.norm()) - 0.3) < 1e-5
     assert abs(float(r.norm()) - 0.3 / 2 ** 0.5) < 1e-5
+
+
+def test_help_runs_without_the_record(capsys):
+    with pytest.raises(SystemExit) as e:
+        parity.parse_args(["--help"])
+    assert e.value.code == 0 and "--muon-precision" in capsys.readouterr().out
+
+
+def test_weight_map_covers_both_models(tg):
+    """Every parameter of our model is mapped exactly once (the record's side is checked when
+    the weights are copied)."""
+    cfg = parity.our_config(tg, {"NUM_LAYERS": "5", "LOOP_START": "1", "LOOP_END": "2", "PARALLEL_START_LAYER": "3",
+                                 "XSA_LAST_N": "5", "VOCAB_SIZE": "512"})
+    with torch.device("meta"):
+        model = tg.GPT(cfg, max_len=64)
+    ours = [a for a, _, _ in parity.weight_map(cfg)]
+    assert sorted(ours) == sorted(n for n, _ in model.named_parameters())
