@@ -6,8 +6,8 @@ Every knob is an environment variable; `python train_gpt.py --help` lists them a
 their defaults and meanings. The run writes logs/<RUN_ID>.txt (the log is the record: it
 holds this source, versions, the resolved config and one key:value line per event).
 
-The defaults are the 04-09-class SP8192 configuration: the model and optimizer of the 1.081
-record (11 layers, MLP 4x LeakyReLU^2, XSA everywhere, blocks 3-5 looped twice from 35% of
+The defaults are the 04-09-class SP8192 configuration: the model and optimizer settings published
+with the 1.081 record (11 layers, MLP 4x LeakyReLU^2, XSA everywhere, blocks 3-5 looped twice from 35% of
 training, parallel residuals from layer 7, gated skips, MuonEq-R) with the 1.0611 record's sparse
 attention gate, input-dependent SmearGate and document-masked attention, 35,945,671 parameters,
 exported by GPTQ + SDClip (int6/int8) to fit the cap; not a record's settings. configs/record_0427_1.0611.env is
