@@ -422,6 +422,26 @@ def test_a_signal_after_training_finds_the_averaged_weights_saved(tg, tmp_path, 
     assert loads_into_the_model(tg, tmp_path / "run.avg.pt") and loads_into_the_model(tg, tmp_path / "run.raw.pt")
 
 
+def test_a_signal_while_the_weights_are_written_waits_for_them(tg, tmp_path, monkeypatch):
+    """SIGTERM while .raw.pt was written left no .raw.pt and a complete hidden .tmp file. Now
+    signals wait while the trained weights are written: both files complete, then the stop."""
+    in_process_env(monkeypatch, tmp_path, ITERATIONS="2", **QUICK)
+    plain = tg.atomic_write
+
+    def signalled_write(path, data):
+        if path.name == "run.raw.pt":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the handler runs here, mid-save
+        return plain(path, data)
+
+    monkeypatch.setattr(tg, "atomic_write", signalled_write)
+    assert tg.main([]) == 128 + signal.SIGTERM
+    log = events(tmp_path / "run.txt")
+    assert "error:RunStopped: interrupted by SIGTERM after training ended" in log
+    assert loads_into_the_model(tg, tmp_path / "run.raw.pt") and loads_into_the_model(tg, tmp_path / "run.avg.pt")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 TRUNCATE_DRIVER = """
 import os, sys
 sys.path.insert(0, {repo!r})
