@@ -17,7 +17,7 @@ peak, compile included. Times on a shared CPU are noisy; RSS is not. CUDA behave
 Triton flex): this is small-scale evidence, not a GPU projection.
 
     python bench/attention_bench.py --tokens ../shared/proxy8192/proxy_val_000000.bin \\
-        --out bench/results/gpufast/attention_bench.json
+        --out bench/results/attention/attention_bench.json
 """
 from __future__ import annotations
 
