@@ -156,3 +156,17 @@ def test_dry_run_says_which_backend_runs(tg, capsys, monkeypatch):
         return
     tg.dry_run(tg.Config.from_env({"ATTN_BACKEND": "fa3"}), 8)
     assert "check attention: FAIL ATTN_BACKEND=fa3 but flash_attn_interface does not import" in capsys.readouterr().out
+
+
+def test_attention_bench_runs_a_case(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from conftest import REPO, SAMPLE
+    out = tmp_path / "bench.jsonl"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "attention_bench.py"), "--tokens",
+                           str(SAMPLE / "sotu_val_000000.bin"), "--out", str(out), "--reps", "1",
+                           "--only", "attn:sdpa_masked:256:fwd"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = json.loads(out.read_text().splitlines()[0])  # the prefix also selects the fwdbwd case
+    assert row["case"] == "attn:sdpa_masked:256:fwd" and row["B"] == 32 and row["steady_extra_mb"] > 0 and row["ms"] > 0
