@@ -39,7 +39,6 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -679,7 +678,7 @@ def run_parity(args: argparse.Namespace) -> Run:
     for fn in EXTRA_COMPARISONS:
         fn(run)
     progress(f"all done ({time.perf_counter() - t0:.1f}s)")
-    run.report["setup"] = dict(record=Path(args.record).name if False else str(Path(args.record).parent.name),
+    run.report["setup"] = dict(record=Path(args.record).parent.name,
                                data=label, model_dim=cfg.model_dim, num_layers=cfg.num_layers, vocab=cfg.vocab_size,
                                params=tg.count_params(run.ours), micro_tokens=args.micro_tokens, steps=args.steps,
                                seed=args.seed, threads=args.threads, overrides=dict(kv.split("=", 1) for kv in args.set))
