@@ -125,3 +125,24 @@ def test_record_0611_preset_is_the_logged_run(tg):
     # Polar-Express Newton-Schulz, documents packed into one row per micro-batch, masked attention.
     assert (cfg.grad_clip_scope, cfg.embed_dtype, cfg.muon_ns_coeffs) == ("rank", "bf16", "polar_express")
     assert (cfg.train_loader, cfg.attn_doc_mask, cfg.ttt_enabled) == ("docpack", True, True)
+
+
+def dry_run_total(tg, name: str) -> int:
+    """What `env $(cat configs/NAME) DRY_RUN=1 python train_gpt.py` checks against the cap:
+    the projected model bytes plus the counted (packed) code."""
+    cfg = tg.Config.from_env(read_env(CONFIGS / name))
+    with torch.device("meta"):
+        model = tg.GPT(cfg, max_len=max(cfg.train_row_len, cfg.window_len, cfg.ttt_eval_seq_len))
+    return tg.project_artifact(model, cfg)[0] + tg.code_sizes()[1]
+
+
+@pytest.mark.parametrize("name", [
+    "record_0321_1.1248.env", "record_0405_1.0856.env",
+    # the record compressed with lrzip per group (COMPRESSOR=pergroup, about 280 KB smaller than
+    # brotli by its README), which this script does not build yet: brotli projects over the cap
+    pytest.param("record_0427_1.0611.env", marks=pytest.mark.xfail(strict=True, reason="needs EXPORT_COMPRESSOR=pergroup")),
+])
+def test_every_preset_fits_its_dry_run(tg, name):
+    assert sorted(p.name for p in CONFIGS.glob("*.env")) == sorted(PRESETS)  # a new preset joins this list
+    total = dry_run_total(tg, name)
+    assert total < tg.ARTIFACT_CAP_BYTES, f"{name} projects {total:,} bytes"
