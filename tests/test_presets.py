@@ -146,3 +146,21 @@ def test_every_preset_fits_its_dry_run(tg, name):
     assert sorted(p.name for p in CONFIGS.glob("*.env")) == sorted(PRESETS)  # a new preset joins this list
     total = dry_run_total(tg, name)
     assert total < tg.ARTIFACT_CAP_BYTES, f"{name} projects {total:,} bytes"
+
+
+def test_projection_tail_tool_prints_the_dry_run_projection(tg, capsys):
+    """bench/projection_tail.py at the trainer's PROJECTION_ROW_MAX prints what DRY_RUN projects."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("projection_tail", CONFIGS.parent / "bench" / "projection_tail.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    row_max = tg.PROJECTION_ROW_MAX
+    try:
+        assert tool.main(["--values", str(row_max)]) == 0
+    finally:
+        tool.tg.PROJECTION_ROW_MAX = row_max
+    line = capsys.readouterr().out.splitlines()[-1].split()
+    cfg = tg.Config.from_env(read_env(CONFIGS / "record_0321_1.1248.env"))
+    with torch.device("meta"):
+        model = tg.GPT(cfg, max_len=cfg.train_seq_len)
+    assert int(line[1]) == tg.project_artifact(model, cfg)[0]
