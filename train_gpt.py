@@ -27,6 +27,7 @@ import fnmatch
 import glob
 import hashlib
 import ast
+import bisect
 import builtins
 import io
 import tokenize
@@ -258,12 +259,13 @@ class Config:
     ttt_enabled: bool = knob(False, "score-first test-time training (per-document LoRA, optional global phases) as the final score", group="eval")
     ttt_lora_rank: int = knob(80, "LoRA rank of the per-document TTT adapters", lo=1, group="eval")
     ttt_lora_lr: float = knob(1e-4, "AdamW LR of the TTT adapters", lo=0.0, group="eval")
-    ttt_targets: str = knob("q,k,v,o,up,down,head", "comma list of adapted weights: q, k, v, o, up, down, head", group="eval")
+    ttt_targets: str = knob("q,k,v,o,mlp,head", "comma list of adapters: q, k, v, up, down, head (LoRA on that weight); o, mlp "
+                             "(the record's: from the attention / MLP input, added to its output)", group="eval")
     ttt_chunk_size: int = knob(48, "tokens scored per TTT chunk (an update follows each chunk but a document's last)", lo=1, group="eval")
     ttt_eval_seq_len: int = knob(2048, "context window (in-document) of TTT scoring", lo=2, group="eval")
     ttt_grad_steps: int = knob(1, "adapter updates per scored chunk", lo=1, group="eval")
     # --- per-document TTT (the 1.0611 record's names and settings) ---
-    ttt_batch_size: int = knob(64, "documents adapted at once (one adapter each; rows padded to this fixed size)", lo=1, group="eval")
+    ttt_batch_size: int = knob(64, "documents adapted at once (one adapter each), batched by length", lo=1, group="eval")
     ttt_lora_alpha: float = knob(144.0, "adapter output scaled by TTT_LORA_ALPHA/TTT_LORA_RANK (0 = unscaled B*A)", lo=0.0, group="eval")
     ttt_lora_per_slot: bool = knob(True, "with depth recurrence, one adapter per virtual layer slot (the 1.0611 record: 17), "
                                    "not one per physical block shared by its passes", group="eval")
@@ -280,14 +282,17 @@ class Config:
     ttt_with_sliding: bool = knob(False, "with TTT_ENABLED=1 also run the sliding-window eval (a diagnostic whose time counts against the budget)", group="eval")
     # --- phased TTT: global SGD on the base weights over already-scored documents ---
     phased_ttt_num_phases: int = knob(3, "global-SGD phases over the first PHASED_TTT_PREFIX_DOCS documents (0 = per-document LoRA only)", lo=0, group="eval")
-    phased_ttt_prefix_docs: int = knob(2500, "documents (in stream order) whose scores come before the last phase", lo=1, group="eval")
-    global_ttt_lr: float = knob(1e-3, "SGD LR of a global phase (cosine to 0 over its chunks)", lo=0.0, group="eval")
+    phased_ttt_prefix_docs: int = knob(2500, "documents (longest first, the record's order) scored before the last phase", lo=1, group="eval")
+    global_ttt_lr: float = knob(1e-3, "SGD LR of a global phase (a cosine over its chunks)", lo=0.0, group="eval")
     global_ttt_momentum: float = knob(0.9, "SGD momentum of a global phase (restarts every phase)", lo=0.0, hi=1.0, group="eval")
-    global_ttt_warmup_chunks: int = knob(0, "global-SGD steps of a phase whose LR rises linearly from GLOBAL_TTT_WARMUP_START_LR "
+    global_ttt_warmup_chunks: int = knob(0, "first chunks of a phase whose LR rises linearly from GLOBAL_TTT_WARMUP_START_LR "
                                          "to GLOBAL_TTT_LR before the cosine (0 = no warmup)", lo=0, group="eval")
     global_ttt_warmup_start_lr: float = knob(0.0, "LR of a phase's first global-SGD step when GLOBAL_TTT_WARMUP_CHUNKS > 0",
                                              lo=0.0, group="eval")
-    global_ttt_chunk_tokens: int = knob(32768, "tokens per global-SGD step, summed over ranks", lo=1, group="eval")
+    global_ttt_chunk_tokens: int = knob(32768, "tokens per global-SGD chunk, summed over ranks (a phase's last chunk is not trained)", lo=1, group="eval")
+    global_ttt_batch_seqs: int = knob(32, "most TRAIN_SEQ_LEN sequences a rank trains per global-SGD step (more per chunk: more steps)", lo=1, group="eval")
+    ttt_phase_extra_batches: int = knob(-1, "batches scored after a phase's documents are and before it runs (-1 = WORLD_SIZE-1: "
+                                        "the record's, whose other ranks each finish the batch they hold)", lo=-1, group="eval")
     global_ttt_epochs: int = knob(1, "passes of a global phase over its documents", lo=1, group="eval")
     global_ttt_grad_clip: float = knob(1.0, "grad-norm clip of a global step (0 = off)", lo=0.0, group="eval")
     # --- speed path ---
@@ -302,7 +307,7 @@ class Config:
     dry_run_step_ms: float = knob(0.0, "8xH100 step time (ms) for DRY_RUN's step budget (0 = scale the 1.0611 record's "
                                   "published 96/144 ms/step before/after its loop switch by FLOPs per step)", lo=0.0, group="workflow")
 
-    TTT_TARGETS = ("q", "k", "v", "o", "up", "down", "head")
+    TTT_TARGETS = ("q", "k", "v", "o", "mlp", "up", "down", "head")
 
     @staticmethod
     def env_name(f: dataclasses.Field) -> str:
@@ -481,6 +486,14 @@ class Config:
         return self.train_batch_tokens // 8 if self.packed else self.train_seq_len
 
     @property
+    def max_len(self) -> int:
+        """The longest row any forward sees (RoPE tables): a training row, an eval window, or a
+        global TTT step's packed row on one rank (ATTN_DOC_MASK=1)."""
+        sgd = min(self.global_ttt_batch_seqs, self.global_ttt_chunk_tokens // self.train_seq_len) * self.train_seq_len
+        return max(self.train_row_len, self.window_len, self.ttt_eval_seq_len,
+                   sgd if self.phased_ttt_num_phases and self.attn_doc_mask else 0)
+
+    @property
     def ttt_target_list(self) -> list[str]:
         return [t.strip() for t in self.ttt_targets.split(",") if t.strip()]
 
@@ -607,8 +620,8 @@ RECORD_NAMES = {
     "TTT_MLP_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,v,up,down,head)",
     "PHASED_TTT_ENABLED": "the records' scripts do not read it either (their TTT_ENABLED defaults to 1); here TTT is "
                           "TTT_ENABLED=1 (default 0) and its phases PHASED_TTT_NUM_PHASES",
-    "GLOBAL_TTT_BATCH_SEQS": "a global step holds GLOBAL_TTT_CHUNK_TOKENS / TRAIN_SEQ_LEN rows, split across ranks",
-    "GLOBAL_TTT_RESPECT_DOC_BOUNDARIES": "not supported: a global phase trains on TRAIN_SEQ_LEN rows of the scored prefix",
+    "GLOBAL_TTT_RESPECT_DOC_BOUNDARIES": "the global phases attend within documents (cut every TRAIN_SEQ_LEN tokens) exactly when "
+                                         "ATTN_DOC_MASK=1, the record's default; set ATTN_DOC_MASK",
     "TTT_EVAL_ONLY": "score an existing artifact with EVAL_ONLY=<path> (TTT_ENABLED=1 for TTT)",
     "PREQUANT_ONLY": "not supported: every run exports and scores its artifact",
     # data and run
@@ -1653,9 +1666,12 @@ class Linear(nn.Module):
         if self.qat:
             w = w + (self.w_q - w).detach() * self.qat_on
         y = F.linear(x, w.to(x.dtype))
-        if lora is not None:  # per-sequence low-rank adapter (test-time training): A [B, r, in], B [B, out, r]
-            y = y + (x @ lora[0].transpose(1, 2).to(x.dtype)) @ lora[1].transpose(1, 2).to(x.dtype)
-        return y
+        return y if lora is None else y + adapter(x, lora)
+
+
+def adapter(x: Tensor, lora: tuple[Tensor, Tensor]) -> Tensor:
+    """Per-sequence low-rank adapter of test-time training: x A^T B^T, A [B, r, in], B [B, out, r]."""
+    return (x @ lora[0].transpose(1, 2).to(x.dtype)) @ lora[1].transpose(1, 2).to(x.dtype)
 
 
 class Rotary(nn.Module):
@@ -1929,7 +1945,8 @@ class Attention(nn.Module):
             y = y - (y * vn).sum(-1, keepdim=True) * vn
         if gate is not None:
             y = y.reshape(B, T, self.h, self.hd) * gate.to(y.dtype).unsqueeze(-1)
-        return self.proj(y.reshape(B, T, self.h * self.hd), lora.get("o"))
+        out = self.proj(y.reshape(B, T, self.h * self.hd))
+        return out if "o" not in lora else out + adapter(x, lora["o"])  # TTT: the record's o adapter reads the input
 
 
 class MLP(nn.Module):
@@ -1942,7 +1959,8 @@ class MLP(nn.Module):
     def forward(self, x: Tensor, lora: dict) -> Tensor:
         u = self.fc(x, lora.get("up"))
         u = F.relu(u) if self.slope is None else F.leaky_relu(u, self.slope)
-        return self.proj(u.square(), lora.get("down"))
+        out = self.proj(u.square(), lora.get("down"))
+        return out if "mlp" not in lora else out + adapter(x, lora["mlp"])
 
 
 class Block(nn.Module):
@@ -2245,8 +2263,7 @@ class GPT(nn.Module):
             return softcap_cross_entropy(x.flatten(0, 1), head.to(x.dtype), targets.reshape(-1), self.cfg.logit_softcap)
         logits = F.linear(x, head.to(x.dtype))
         if "head" in lora:
-            A, B = lora["head"]
-            logits = logits + (x @ A.transpose(1, 2).to(x.dtype)) @ B.transpose(1, 2).to(x.dtype)
+            logits = logits + adapter(x, lora["head"])
         logits = logits.float()
         if self.softcap is not None:  # tanh keeps the sign: each cap shapes its own half
             cp, cn = self.softcap[0], self.softcap[1]
@@ -3428,19 +3445,20 @@ def make_lora(model: GPT, cfg: Config, n: int, device: torch.device) -> dict[str
     """Fresh per-document adapters: A ~ U(+-1/sqrt(in)), B = 0, so each starts as a no-op."""
     model, shapes = unwrap(model), {}
     for prefix, i in lora_units(model, cfg):
-        block = model.blocks[i]
-        mods = dict(q=block.attn.c_q, k=block.attn.c_k, v=block.attn.c_v, o=block.attn.proj, up=block.mlp.fc, down=block.mlp.proj)
-        for t in cfg.ttt_target_list:
-            if t in mods:
-                out_f, in_f = mods[t].weight.shape
-                shapes[prefix + t] = (in_f, out_f)
+        a, m, d = model.blocks[i].attn, model.blocks[i].mlp, cfg.model_dim
+        dims = dict(q=a.c_q.weight.shape[::-1], k=a.c_k.weight.shape[::-1], v=a.c_v.weight.shape[::-1], o=(d, d), mlp=(d, d),
+                    up=m.fc.weight.shape[::-1], down=m.proj.weight.shape[::-1])
+        shapes.update({prefix + t: tuple(dims[t]) for t in cfg.ttt_target_list if t in dims})
     if "head" in cfg.ttt_target_list:
         shapes["head"] = (cfg.model_dim, cfg.vocab_size)
     # The same A for every document, from a fixed seed: a document's adapter must not depend on
     # which other documents share its batch (their lengths are information from later tokens).
     r, g = cfg.ttt_lora_rank, torch.Generator().manual_seed(0)
-    return {k: (((torch.rand(r, i, generator=g) * 2 - 1) * i ** -0.5).to(device).repeat(n, 1, 1).requires_grad_(),
+    lora = {k: (((torch.rand(r, i, generator=g) * 2 - 1) * i ** -0.5).to(device).repeat(n, 1, 1).requires_grad_(),
                 torch.zeros(n, o, r, device=device, requires_grad=True)) for k, (i, o) in shapes.items()}
+    for t in (t for pair in lora.values() for t in pair):
+        torch._dynamo.maybe_mark_dynamic(t, 0)  # batches of any size share one compiled graph
+    return lora
 
 
 def scaled_lora(lora: dict, cfg: Config) -> dict:
@@ -3450,62 +3468,63 @@ def scaled_lora(lora: dict, cfg: Config) -> dict:
     return {k: (A, B * scale) for k, (A, B) in lora.items()}
 
 
-def ttt_window_lengths(cfg: Config) -> list[int]:
-    """Window lengths of the TTT forward: TTT_CHUNK_SIZE doubled up to TTT_EVAL_SEQ_LEN. Each
-    chunk's batch is padded on the right to the smallest length that holds its longest window,
-    so a handful of compiled graphs, all built before the timer, serve the whole eval."""
-    out, length = [], cfg.ttt_chunk_size
-    while length < cfg.ttt_eval_seq_len:
-        out.append(length)
-        length *= 2
-    return out + [cfg.ttt_eval_seq_len]
+def ttt_queue(spans: list[tuple[int, int]], cfg: Config) -> list[tuple[int, list[tuple[int, int]]]]:
+    """The 1.0611 record's batch queue: documents sorted by length (stable), cut into batches of
+    TTT_BATCH_SIZE from the shortest (similar lengths pad little), then handed out longest batch
+    first (by its longest document; stable), so the long batches are not left for the end.
+    Returns (the batch's index in length order, its documents) in hand-out order."""
+    docs = sorted(spans, key=lambda s: s[1] - s[0])
+    batches = [docs[i:i + cfg.ttt_batch_size] for i in range(0, len(docs), cfg.ttt_batch_size)]
+    return sorted(enumerate(batches), key=lambda b: b[1][-1][0] - b[1][-1][1])  # stable: ties keep length order
 
 
-def ttt_phase_bounds(n_docs: int, cfg: Config) -> list[int]:
-    """Document counts (stream order) after which a global phase runs: PREFIX*(p+1)/PHASES,
-    capped below the number of documents (a phase after the last one would help nobody)."""
-    p = cfg.phased_ttt_num_phases
-    return sorted({b for b in (cfg.phased_ttt_prefix_docs * (i + 1) // p for i in range(p)) if 0 < b < n_docs})
-
-
-def ttt_plan(spans: list[tuple[int, int]], cfg: Config, ctx: Dist) -> tuple[list[list], list[int]]:
-    """The documents cut at the phase bounds into segments, in stream order, so a phase trains
-    only on documents that every rank has finished scoring. Inside a segment the documents are
-    sorted longest first and cut into batches of TTT_BATCH_SIZE (similar lengths pad little),
-    dealt round-robin to ranks. Every rank gets the same number of slots per segment (None =
-    idle), so the ranks reach each decision point and each phase together. Returns this rank's
-    batches per segment and each phase's end (its documents' predictions are [0, end))."""
-    bounds = ttt_phase_bounds(len(spans), cfg)
-    cuts, segments = [0] + bounds + [len(spans)], []
-    for lo, hi in zip(cuts, cuts[1:]):
-        docs = sorted(spans[lo:hi], key=lambda s: s[0] - s[1])  # stable: equal lengths stay in stream order
-        batches = [docs[i:i + cfg.ttt_batch_size] for i in range(0, len(docs), cfg.ttt_batch_size)]
-        slots = math.ceil(len(batches) / ctx.world_size) * ctx.world_size
-        segments.append([batches[i] if i < len(batches) else None for i in range(ctx.rank, slots, ctx.world_size)])
-    return segments, [spans[b - 1][1] for b in bounds]
+def ttt_phases(queue: list, n_docs: int, cfg: Config, world_size: int) -> list[tuple[int, list[tuple[int, int]]]]:
+    """(point, documents) of each global phase that runs: phase p runs once the first `point`
+    batches of the queue are scored and before any later one is. Its document count is
+    b = min(PREFIX_DOCS, all)*(p+1)/PHASES (the record's 833/1,666/2,500); `point` is the first
+    batch count whose documents reach b (at least one more than the last phase's), plus
+    TTT_PHASE_EXTRA_BATCHES (-1: the world size - 1, the batches the record's other ranks
+    are holding when the count is reached). The phase trains on the b documents of those
+    batches that come first in length order (the record's rule: the shortest of them). After a
+    phase the next count is checked from the first batch completed after it on.
+    A phase whose point is the end of the queue is dropped: it would help no document."""
+    P = cfg.phased_ttt_num_phases
+    extra = world_size - 1 if cfg.ttt_phase_extra_batches < 0 else cfg.ttt_phase_extra_batches
+    total, counts = min(n_docs, cfg.phased_ttt_prefix_docs), list(itertools.accumulate(len(d) for _, d in queue))
+    phases, point = [], 0
+    for p in range(P):
+        b = total * (p + 1) // P
+        if b == 0:
+            continue
+        point = max(point + 1, bisect.bisect_left(counts, b) + 1) + extra
+        if point >= len(queue):
+            break
+        scored = sorted((k, j, doc) for k, docs in queue[:point] for j, doc in enumerate(docs))
+        phases.append((point, [doc for *_, doc in scored[:b]]))
+    return phases
 
 
 def ttt_chunk_plan(docs: list[tuple[int, int]], cfg: Config, adapt: bool) -> list[tuple[list, list, list, int]]:
     """Per chunk of a batch (host-side ints only, no device sync): for every row the window
     start w0, the first scored prediction a and the end z (all relative to the document start;
-    a == z: nothing left), and the padded window length. Adapting, a chunk scores
-    TTT_CHUNK_SIZE predictions with up to TTT_EVAL_SEQ_LEN tokens of in-document context;
-    without adaptation it scores whole TTT_EVAL_SEQ_LEN windows."""
+    a == z: nothing left), and the context length: the chunk's longest window, as the record's
+    (c+1)*TTT_CHUNK_SIZE up to TTT_EVAL_SEQ_LEN (shorter when every live row ends earlier; at
+    least 2: torch.compile specializes a dynamic size of 1, so a length-1 chunk would recompile).
+    Adapting, a chunk scores TTT_CHUNK_SIZE predictions with up to TTT_EVAL_SEQ_LEN tokens of
+    in-document context; without adaptation it scores whole TTT_EVAL_SEQ_LEN windows."""
     chunk = cfg.ttt_chunk_size if adapt else cfg.ttt_eval_seq_len
-    lens = [e - s for s, e in docs] + [0] * (cfg.ttt_batch_size - len(docs))
-    lengths, plan = ttt_window_lengths(cfg), []
-    for c in range(max(math.ceil(n / chunk) for n in lens)):
+    lens, plan = [e - s for s, e in docs], []
+    for c in range(math.ceil(max(lens) / chunk)):
         a = [min(c * chunk, n) for n in lens]
         z = [min((c + 1) * chunk, n) for n in lens]
         w0 = [max(0, zz - cfg.ttt_eval_seq_len) for zz in z]
-        need = max(zz - ww for zz, ww in zip(z, w0))
-        plan.append((w0, a, z, next(L for L in lengths if L >= need)))
+        plan.append((w0, a, z, max(2, *(zz - ww for ww, aa, zz in zip(w0, a, z) if zz > aa))))
     return plan
 
 
-def ttt_batch_work(docs: list[tuple[int, int]] | None, cfg: Config, adapt: bool) -> int:
+def ttt_batch_work(docs: list[tuple[int, int]], cfg: Config, adapt: bool) -> int:
     """Row-tokens the batch's forwards process: the unit of the time projection."""
-    return 0 if docs is None else cfg.ttt_batch_size * sum(L for *_, L in ttt_chunk_plan(docs, cfg, adapt))
+    return len(docs) * sum(L for *_, L in ttt_chunk_plan(docs, cfg, adapt))
 
 
 def ttt_score_batch(model: nn.Module, tokens: Tensor, nbytes: Tensor, cfg: Config, ctx: Dist, docs: list[tuple[int, int]],
@@ -3513,11 +3532,12 @@ def ttt_score_batch(model: nn.Module, tokens: Tensor, nbytes: Tensor, cfg: Confi
                     tilt: tuple[Tensor, Tensor] | None = None) -> None:
     """Score one batch of documents chunk by chunk. Each chunk's scores are added to the sums
     BEFORE the adapters step on it, from the same forward; a document's last chunk is scored
-    and never trained on. Rows are padded to TTT_BATCH_SIZE (empty rows score nothing). The
+    and never trained on. Rows past a document's end score nothing, as does the empty second row
+    of a one-document batch (a dynamic size of 1 would recompile, see ttt_chunk_plan). The
     n-gram tilt, if any, changes the scores only: the adapters train on the model's own nll."""
-    dev, n_rows = ctx.device, cfg.ttt_batch_size
-    starts = [s for s, _ in docs] + [0] * (n_rows - len(docs))
-    lens = [e - s for s, e in docs] + [0] * (n_rows - len(docs))
+    dev = ctx.device
+    docs = docs + [(docs[-1][1], docs[-1][1])] * (2 - len(docs))
+    starts, lens = [s for s, _ in docs], [e - s for s, e in docs]
     params = [t for pair in lora.values() for t in pair]
     opt = torch.optim.AdamW(params, lr=cfg.ttt_lora_lr, betas=(cfg.ttt_beta1, cfg.ttt_beta2), eps=1e-10,
                             weight_decay=cfg.ttt_weight_decay) if adapt else None
@@ -3532,6 +3552,8 @@ def ttt_score_batch(model: nn.Module, tokens: Tensor, nbytes: Tensor, cfg: Confi
         scored = valid & (j[None, :] >= first[:, None])
         idx = (torch.tensor([s + ww for s, ww in zip(starts, w0)], device=dev)[:, None] + j[None, :]).clamp_max(len(tokens) - 2)
         x, y = torch.where(valid, tokens[idx], 0), torch.where(valid, tokens[idx + 1], 0)
+        torch._dynamo.maybe_mark_dynamic(x, 0)  # exact contexts: one graph for every row count and length
+        torch._dynamo.maybe_mark_dynamic(x, 1)
         for step in range(cfg.ttt_grad_steps if any(train) else 1):
             with autocast(cfg, ctx):
                 if tilt is None:
@@ -3560,79 +3582,93 @@ def ttt_score_batch(model: nn.Module, tokens: Tensor, nbytes: Tensor, cfg: Confi
                 trace.extend(("train", starts[r] + w0[r], starts[r] + z[r]) for r in range(len(docs)) if train[r])
 
 
-def global_ttt_rows(cfg: Config, ctx: Dist) -> int:
-    """Sequences (TRAIN_SEQ_LEN) per rank in one global-SGD step; fixed, so one graph serves."""
-    return math.ceil(max(1, cfg.global_ttt_chunk_tokens // cfg.train_seq_len) / ctx.world_size)
+def global_ttt_lr(cfg: Config, c: int, n_chunks: int) -> float:
+    """LR of a phase's chunk c of n_chunks (the record's schedule; its last chunk is never
+    trained): a linear rise from GLOBAL_TTT_WARMUP_START_LR to GLOBAL_TTT_LR over the first
+    GLOBAL_TTT_WARMUP_CHUNKS chunks, then a cosine from GLOBAL_TTT_LR towards 0 at chunk n_chunks-1."""
+    w = min(cfg.global_ttt_warmup_chunks, n_chunks - 1)
+    if c < w:
+        return cfg.global_ttt_warmup_start_lr + (cfg.global_ttt_lr - cfg.global_ttt_warmup_start_lr) * c / max(w - 1, 1)
+    return cfg.global_ttt_lr * 0.5 * (1 + math.cos(math.pi * (c - w) / max(n_chunks - 1 - w, 1)))
 
 
-def global_ttt_lr(cfg: Config, step: int, steps: int) -> float:
-    """LR of global-SGD step `step` of `steps` in a phase: a linear warmup from
-    GLOBAL_TTT_WARMUP_START_LR over the first GLOBAL_TTT_WARMUP_CHUNKS steps (the last of them at
-    GLOBAL_TTT_LR), then a cosine from GLOBAL_TTT_LR to 0 over the rest (its last step at 0)."""
-    w = min(cfg.global_ttt_warmup_chunks, steps)
-    if step < w:
-        return cfg.global_ttt_warmup_start_lr + (cfg.global_ttt_lr - cfg.global_ttt_warmup_start_lr) * (step + 1) / w
-    rest, k = steps - w, step - w
-    if rest <= 1:
-        return cfg.global_ttt_lr if w == 0 else 0.0  # one plain step; or a warmup that used every step
-    return cfg.global_ttt_lr * 0.5 * (1 + math.cos(math.pi * (k + (w > 0)) / (rest - 1 + (w > 0))))
+def global_ttt_split(cfg: Config, world_size: int) -> tuple[int, list[tuple[int, int]]]:
+    """Sequences per chunk, each rank's contiguous share [lo, hi) of them, and the steps per
+    chunk: every rank takes as many steps (a rank out of sequences adds a zero gradient)."""
+    n = cfg.global_ttt_chunk_tokens // cfg.train_seq_len
+    shares = [(n * r // world_size, n * (r + 1) // world_size) for r in range(world_size)]
+    return math.ceil(max(hi - lo for lo, hi in shares) / cfg.global_ttt_batch_seqs), shares
 
 
-def global_ttt_phase(model: nn.Module, tokens: Tensor, cfg: Config, ctx: Dist, end: int, trace: list | None) -> int:
-    """One global phase: plain SGD (momentum restarted) on all base weights over predictions
-    [0, end), the prefix of documents every rank has scored, cut into TRAIN_SEQ_LEN rows and
-    GLOBAL_TTT_CHUNK_TOKENS steps shared across ranks (gradients summed, normalized by the
-    global token count, clipped). LR: global_ttt_lr (optional warmup, then a cosine to 0); a
-    step at LR 0 is skipped. Returns the row-tokens this rank processed."""
-    seq, rows = cfg.train_seq_len, global_ttt_rows(cfg, ctx)
-    chunk_seqs = max(1, cfg.global_ttt_chunk_tokens // seq)
-    n_seq = math.ceil(end / seq)
-    n_chunks = math.ceil(n_seq / chunk_seqs)
-    steps = n_chunks * cfg.global_ttt_epochs
+def global_ttt_work(n_tokens: int, cfg: Config, ctx: Dist) -> int:
+    """Row-tokens one rank processes in a phase over n_tokens of documents."""
+    n_chunks = math.ceil((n_tokens - 1) / cfg.global_ttt_chunk_tokens)
+    lo, hi = global_ttt_split(cfg, ctx.world_size)[1][ctx.rank]
+    return max(0, n_chunks - 1) * cfg.global_ttt_epochs * (hi - lo) * cfg.train_seq_len
+
+
+def global_ttt_phase(model: nn.Module, stream: Tensor, cfg: Config, ctx: Dist) -> int:
+    """One global phase (the record's): plain SGD (momentum restarted) on all base weights over
+    `stream`, the phase's documents end to end, in chunks of GLOBAL_TTT_CHUNK_TOKENS (the last
+    chunk, full or not, is not trained). A chunk's TRAIN_SEQ_LEN sequences are split into
+    contiguous shares, one per rank, each trained in steps of at most GLOBAL_TTT_BATCH_SEQS
+    sequences: with ATTN_DOC_MASK=1 as one row attending within documents (cut every
+    TRAIN_SEQ_LEN tokens), else as rows. Per step: each rank's mean loss, gradients averaged
+    over the ranks that had sequences, clipped, one SGD step at the chunk's LR. Returns the
+    row-tokens this rank processed."""
+    seq, C = cfg.train_seq_len, cfg.global_ttt_chunk_tokens
+    n_chunks = math.ceil((len(stream) - 1) / C)
+    steps, shares = global_ttt_split(cfg, ctx.world_size)
     params = list(model.parameters())
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.SGD(params, lr=cfg.global_ttt_lr, momentum=cfg.global_ttt_momentum)
-    j = torch.arange(seq, device=ctx.device)
     work = 0
-    for step in range(steps):
-        lr = global_ttt_lr(cfg, step, steps)
-        if lr <= 0:
-            continue
-        c = step % n_chunks
-        lim = min((c + 1) * chunk_seqs, n_seq)  # this chunk's sequences are [c*chunk_seqs, lim)
-        seq_ids = torch.arange(c * chunk_seqs + ctx.rank * rows, c * chunk_seqs + (ctx.rank + 1) * rows, device=ctx.device)
-        idx = seq_ids[:, None] * seq + j[None, :]
-        valid = (idx < end) & (seq_ids[:, None] < lim)
-        idx = idx.clamp_max(end - 1)
-        x, y = torch.where(valid, tokens[idx], 0), torch.where(valid, tokens[idx + 1], 0)
-        count = min(lim * seq, end) - c * chunk_seqs * seq  # real predictions in the chunk, all ranks
-        with autocast(cfg, ctx):
-            loss = (token_nll(model, x, y) * valid).sum() / count
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = all_reduce_(torch.cat([g.reshape(-1) for g in grads]), ctx)  # one collective per step
-        torch._foreach_copy_(grads, [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)])
-        for p, g in zip(params, grads):
-            p.grad = g
-        if cfg.global_ttt_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.global_ttt_grad_clip)
+    for c in range(n_chunks - 1):
         for group in opt.param_groups:
-            group["lr"] = lr
-        opt.step()
-        work += rows * seq
-        if trace is not None:
-            trace.append(("train", 0, end))
+            group["lr"] = global_ttt_lr(cfg, c, n_chunks)
+        for _, k in itertools.product(range(cfg.global_ttt_epochs), range(steps)):
+            rows = [(lo + k * cfg.global_ttt_batch_seqs, min(hi, lo + (k + 1) * cfg.global_ttt_batch_seqs)) for lo, hi in shares]
+            lo, hi = rows[ctx.rank]
+            opt.zero_grad(set_to_none=True)
+            if hi > lo:
+                window = stream[c * C + lo * seq:c * C + hi * seq + 1].to(ctx.device, dtype=torch.int64)
+                x, y = window[:-1].view(-1, seq), window[1:].view(-1, seq)
+                packed = cfg.attn_doc_mask
+                with autocast(cfg, ctx):
+                    loss = model(x.reshape(1, -1) if packed else x, y.reshape(1, -1) if packed else y, packed=packed)
+                loss.backward()
+                work += (hi - lo) * seq
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            flat = all_reduce_(torch.cat([g.reshape(-1) for g in grads]), ctx) / sum(b > a for a, b in rows)
+            for p, f in zip(params, flat.split([p.numel() for p in params])):
+                p.grad = f.view_as(p)
+            if cfg.global_ttt_grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.global_ttt_grad_clip)
+            opt.step()
     for p in params:
         p.requires_grad_(False)
         p.grad = None
     return work
 
 
+TTT_EVALS = itertools.count()  # every rank runs the same evals in the same order: one store key per eval
+
+
+def ttt_claimer(ctx: Dist):
+    """Hands out queue positions 0, 1, 2, ... to whichever rank asks next: an atomic add on the
+    process group's key-value store (the TCPStore torchrun sets up, whatever the backend, so
+    NCCL and gloo, one node or several), where the record locks a counter file in /tmp."""
+    if not ctx.enabled:
+        return itertools.count().__next__
+    store, key = dist.distributed_c10d._get_default_store(), f"ttt_queue_{next(TTT_EVALS)}"
+    return lambda: store.add(key, 1) - 1
+
+
 def prewarm_ttt(model: nn.Module, cfg: Config, ctx: Dist) -> float:
     """Build the compiled TTT graphs before the eval timer on random tokens (no validation token
-    is read): forward and backward with adapters at every window length, and the global-SGD
+    is read): forward and backward with adapters at the shortest and the longest context (the
+    seq dim is dynamic: one graph serves every length, as the record's), and the global-SGD
     step's forward and backward. No optimizer steps: the weights are untouched. Returns ms."""
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(0)
@@ -3643,17 +3679,22 @@ def prewarm_ttt(model: nn.Module, cfg: Config, ctx: Dist) -> float:
     for p in params:
         p.requires_grad_(False)
     lora = make_lora(model, cfg, cfg.ttt_batch_size, ctx.device)
-    for L in ttt_window_lengths(cfg):
+    for L in dict.fromkeys((cfg.ttt_chunk_size, cfg.ttt_eval_seq_len)):
         x = torch.randint(0, cfg.vocab_size, (cfg.ttt_batch_size, L), generator=g).to(ctx.device)
+        torch._dynamo.maybe_mark_dynamic(x, 0)
+        torch._dynamo.maybe_mark_dynamic(x, 1)
         with autocast(cfg, ctx):
             nll = token_nll(model, x, x, scaled_lora(lora, cfg))
         nll.sum().backward()
     if cfg.phased_ttt_num_phases:
         for p in params:
             p.requires_grad_(True)
-        x = torch.randint(0, cfg.vocab_size, (global_ttt_rows(cfg, ctx), cfg.train_seq_len), generator=g).to(ctx.device)
+        steps, shares = global_ttt_split(cfg, ctx.world_size)
+        rows = min(cfg.global_ttt_batch_seqs, shares[ctx.rank][1] - shares[ctx.rank][0])
+        x = torch.randint(0, cfg.vocab_size, (rows, cfg.train_seq_len), generator=g).to(ctx.device)
+        x = x.reshape(1, -1) if cfg.attn_doc_mask else x
         with autocast(cfg, ctx):
-            token_nll(model, x, x).sum().backward()
+            model(x, x.clone(), packed=cfg.attn_doc_mask).backward()  # the targets a distinct tensor, as in the eval
     for p, on in zip(params, trainable):  # as they were (ASYM_LOGIT_RESCALE's caps stay frozen)
         p.requires_grad_(on)
         p.grad = None
@@ -3666,21 +3707,27 @@ def evaluate_ttt(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cfg: C
                  keep_per_token: bool = False, t_start: float | None = None, trace: list | None = None,
                  tilt: tuple[Tensor, Tensor] | None = None) -> EvalResult:
     """Legal score-first phased TTT (the 1.0611 record's evaluation):
-    - per-document LoRA: documents in batches of TTT_BATCH_SIZE, each scored chunk by chunk
-      (ttt_score_batch), its adapter stepping on each chunk after it is scored. Adapters and
-      optimizer state restart per batch (with TTT_WARM_START_A only B restarts, A carries over
-      within a segment: it has only ever trained on scored tokens);
-    - phases: after the first PHASED_TTT_PREFIX_DOCS*(p+1)/PHASES documents (stream order) are
-      scored on every rank, global SGD updates the base weights on exactly those documents
-      (global_ttt_phase); the later documents are scored by the updated model;
-    - time: after every batch the remaining time is projected from the measured rate; if the
-      eval (measured from t_start, the artifact read) would pass EVAL_BUDGET_SECONDS, the last
-      phases are dropped, then, if that is not enough, the rest is scored without adaptation.
+    - per-document LoRA: documents in batches of TTT_BATCH_SIZE (ttt_queue: longest batch
+      first), handed out to whichever rank is free next (ttt_claimer), each scored chunk by
+      chunk (ttt_score_batch), its adapter stepping on each chunk after it is scored. Adapters
+      and optimizer state restart per batch (with TTT_WARM_START_A only B restarts and A carries
+      over to the rank's next full batch within a phase: it has only trained on scored tokens);
+    - phases (ttt_phases): once a phase's documents are scored on every rank, global SGD
+      updates the base weights on them (global_ttt_phase); the later batches are scored by the
+      updated model, with fresh adapters;
+    - time: each rank projects the remaining time from its measured rate after every batch; at
+      each phase the ranks agree (host_max) to drop the last phases while the eval (measured
+      from t_start, the artifact read) would pass EVAL_BUDGET_SECONDS; a rank whose projection
+      passes it with no phase left scores the rest without adaptation.
     `trace` (tests) receives ("score", lo, hi) and ("train", lo, hi) prediction ranges in order."""
     t0 = time.perf_counter()
     t_start = t0 if t_start is None else t_start
-    tokens = val_tokens.to(ctx.device, dtype=torch.int64)
-    segments, phase_ends = ttt_plan(document_spans(val_tokens, model.bos_id), cfg, ctx)
+    tokens, nbytes = val_tokens.to(ctx.device, dtype=torch.int64), val_bytes.to(ctx.device)
+    spans = document_spans(val_tokens, model.bos_id)
+    queue = ttt_queue(spans, cfg)
+    phases = ttt_phases(queue, len(spans), cfg, ctx.world_size)
+    log(f"ttt_plan docs:{len(spans)} batches:{len(queue)} phases_at_batches:{[p for p, _ in phases]} "
+        f"phase_docs:{[len(d) for _, d in phases]}")
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     per_token = torch.full((len(val_tokens) - 1,), float("nan"), dtype=torch.float64) if keep_per_token else None
     was_training = model.training
@@ -3688,59 +3735,69 @@ def evaluate_ttt(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cfg: C
     trainable = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():  # only the adapters learn (and the base weights in a phase)
         p.requires_grad_(False)
-    work = [[ttt_batch_work(d, cfg, True) for d in seg] for seg in segments]
-    left = sum(map(sum, work))
-    phase_work = [math.ceil(e / cfg.train_seq_len / max(1, cfg.global_ttt_chunk_tokens // cfg.train_seq_len))
-                  * global_ttt_rows(cfg, ctx) * cfg.train_seq_len * cfg.global_ttt_epochs for e in phase_ends]
-    phase_on = [True] * len(phase_ends)
-    adapt, done_work, busy_s, sgd_s, sgd_work, phases_run = True, 0, 0.0, 0.0, 0, 0
-    n_slots, slot, next_report, lora = sum(map(len, segments)), 0, 0.1, None
-    for si, batches in enumerate(segments):
-        for bi, docs in enumerate(batches):
-            tb = time.perf_counter()
-            if docs is not None:
-                if lora is None or not cfg.ttt_warm_start_a:
-                    lora = make_lora(model, cfg, cfg.ttt_batch_size, ctx.device)
-                else:
-                    with torch.no_grad():
-                        for _, B in lora.values():
-                            B.zero_()
-                ttt_score_batch(model, tokens, val_bytes.to(ctx.device), cfg, ctx, docs, lora, sums, per_token, trace, adapt, tilt)
+    work = [ttt_batch_work(d, cfg, True) for _, d in queue]
+    phase_work = [global_ttt_work(sum(e - s + 1 for s, e in d), cfg, ctx) for _, d in phases]
+    phase_on = [True] * len(phases)
+    claim, ph, adapt, lora = ttt_claimer(ctx), 0, True, None
+    busy_s = sgd_s = 0.0
+    done_work = sgd_work = phases_run = 0
+    next_report = 0.1
+
+    def projected(i: int) -> float:  # this rank's projection of the eval's end from batch i on, with the phases still on
+        rate = busy_s / done_work if done_work else 0.0  # seconds per row-token, adapting
+        rate_sgd = sgd_s / sgd_work if sgd_work else rate
+        return (time.perf_counter() - t_start + sum(work[i:]) / ctx.world_size * rate
+                + sum(w * rate_sgd for w, on in zip(phase_work[ph:], phase_on[ph:]) if on))
+
+    while True:
+        i = claim()
+        while ph < len(phases) and i >= phases[ph][0]:  # every rank gets here: all claim past the point
+            proj = host_max(projected(i), ctx)
+            while proj > cfg.eval_budget_seconds and any(phase_on[ph:]):
+                p = max(k for k, on in enumerate(phase_on) if on)
+                phase_on[p] = False
+                proj = host_max(projected(i), ctx)
+                log(f"ttt_budget: dropping global phase {p + 1}: projected eval {proj:.1f}s without it "
+                    f"(budget {cfg.eval_budget_seconds:.0f}s)")
+            if phase_on[ph]:
+                tp, docs = time.perf_counter(), phases[ph][1]
+                stream = torch.cat([val_tokens[s:e + 1] for s, e in docs])  # each with its closing BOS, as the record
+                sgd_work += global_ttt_phase(model, stream, cfg, ctx)
                 sync(ctx)
-            busy_s += time.perf_counter() - tb
-            done_work, left, slot = done_work + work[si][bi], left - work[si][bi], slot + 1
-            proj = None
-            if adapt:  # every rank decides at every slot (host_max is a collective), idle ones too
-                rate = busy_s / done_work if done_work else 0.0  # seconds per row-token, adapting
-                rate_sgd = sgd_s / sgd_work if sgd_work else rate
-                rest = [w * rate_sgd for w, on in zip(phase_work[si:], phase_on[si:]) if on]
-                proj = host_max(time.perf_counter() - t_start + left * rate + sum(rest), ctx)
-                while proj > cfg.eval_budget_seconds and any(phase_on[si:]):
-                    p = max(i for i, on in enumerate(phase_on) if on)
-                    phase_on[p] = False
-                    proj = host_max(time.perf_counter() - t_start + left * rate
-                                    + sum(w * rate_sgd for w, on in zip(phase_work[si:], phase_on[si:]) if on), ctx)
-                    log(f"ttt_budget: dropping global phase {p + 1}: projected eval {proj:.1f}s without it "
-                        f"(budget {cfg.eval_budget_seconds:.0f}s)")
-                if proj > cfg.eval_budget_seconds:
-                    adapt = False
-                    log(f"ttt_budget: projected eval {proj:.1f}s > budget {cfg.eval_budget_seconds:.0f}s: "
-                        f"scoring the remaining documents without adaptation")
-            if ctx.is_main and n_slots > 1 and slot / n_slots >= next_report:
-                log(f"ttt_progress batches:{slot}/{n_slots} elapsed:{time.perf_counter() - t0:.1f}s "
-                    f"eval_clock:{time.perf_counter() - t_start:.1f}s projected_total:"
-                    f"{'-' if proj is None else f'{proj:.1f}s'} budget:{cfg.eval_budget_seconds:.0f}s")
-                next_report += 0.1
-        if si < len(phase_ends) and phase_on[si] and adapt:
-            tp = time.perf_counter()
-            sgd_work += global_ttt_phase(model, tokens, cfg, ctx, phase_ends[si], trace)
-            sync(ctx)
-            sgd_s += time.perf_counter() - tp
-            phases_run += 1
-            lora = None  # new base weights: fresh adapters
-            log(f"ttt_phase:{si + 1}/{len(phase_ends)} prefix_predictions:{phase_ends[si]} "
-                f"time:{time.perf_counter() - tp:.1f}s eval_clock:{time.perf_counter() - t_start:.1f}s")
-    log(f"ttt_summary phases_run:{phases_run}/{len(phase_ends)} adapted_to_the_end:{int(adapt)} "
+                sgd_s += time.perf_counter() - tp
+                phases_run += 1
+                lora = None  # new base weights: fresh adapters
+                if trace is not None:
+                    trace.extend(("train", s, e) for s, e in docs)
+                log(f"ttt_phase:{ph + 1}/{len(phases)} after_batches:{phases[ph][0]} docs:{len(docs)} tokens:{len(stream)} "
+                    f"steps:{max(0, math.ceil((len(stream) - 1) / cfg.global_ttt_chunk_tokens) - 1) * cfg.global_ttt_epochs} "
+                    f"time:{time.perf_counter() - tp:.1f}s eval_clock:{time.perf_counter() - t_start:.1f}s")
+            ph += 1
+        if i >= len(queue):
+            break
+        if adapt and projected(i) > cfg.eval_budget_seconds and not any(phase_on[ph:]):
+            adapt = False
+            log(f"ttt_budget: projected eval {projected(i):.1f}s > budget {cfg.eval_budget_seconds:.0f}s: "
+                f"scoring the remaining documents without adaptation")
+        docs, tb = queue[i][1], time.perf_counter()
+        if len(docs) < cfg.ttt_batch_size:  # a short batch gets its own fresh adapters, as in the record
+            batch_lora = make_lora(model, cfg, max(2, len(docs)), ctx.device)
+        else:
+            if lora is None or not cfg.ttt_warm_start_a:
+                lora = make_lora(model, cfg, max(2, len(docs)), ctx.device)
+            with torch.no_grad():
+                for _, B in lora.values():
+                    B.zero_()
+            batch_lora = lora
+        ttt_score_batch(model, tokens, nbytes, cfg, ctx, docs, batch_lora, sums, per_token, trace, adapt, tilt)
+        sync(ctx)
+        if adapt:
+            busy_s, done_work = busy_s + time.perf_counter() - tb, done_work + work[i]
+        if ctx.is_main and len(queue) > 1 and (i + 1) / len(queue) >= next_report:
+            log(f"ttt_progress batches:{i + 1}/{len(queue)} elapsed:{time.perf_counter() - t0:.1f}s "
+                f"eval_clock:{time.perf_counter() - t_start:.1f}s budget:{cfg.eval_budget_seconds:.0f}s")
+            next_report = (i + 1) / len(queue) + 0.1
+    log(f"ttt_summary phases_run:{phases_run}/{len(phases)} adapted_to_the_end:{int(adapt)} "
         f"global_sgd_time:{sgd_s:.1f}s ttt_time:{time.perf_counter() - t0:.1f}s")
     for p, on in zip(model.parameters(), trainable):
         p.requires_grad_(on)
@@ -4237,7 +4294,7 @@ def calibrate_gptq(model: GPT, loader, cfg: Config, ctx: Dist, log, train_ms: fl
 
 def build_model(cfg: Config, ctx: Dist, bos_id: int = 1) -> GPT:
     torch.manual_seed(cfg.seed)
-    model = GPT(cfg, max_len=max(cfg.train_row_len, cfg.window_len, cfg.ttt_eval_seq_len), bos_id=bos_id).to(ctx.device)
+    model = GPT(cfg, max_len=cfg.max_len, bos_id=bos_id).to(ctx.device)
     set_attn_backend(model, resolve_attn_backend(cfg, ctx.device))
     return model
 
@@ -4959,7 +5016,7 @@ def dry_run(cfg: Config, world_size: int) -> int:
 
     print("dry_run: no training, nothing written (DRY_RUN=1)")
     with torch.device("meta"):  # shapes only: no memory, no init time
-        model = GPT(cfg, max_len=max(cfg.train_row_len, cfg.window_len, cfg.ttt_eval_seq_len))
+        model = GPT(cfg, max_len=cfg.max_len)
     print(f"model_params:{count_params(model)} " + " ".join(
         f"{r}:{sum(p.numel() for _, p in ps)}" for r, ps in params_by_role(model).items() if ps))
     def attention():  # what a CUDA run of this torch picks (the same function the run calls)

@@ -7,11 +7,12 @@ import pytest
 from conftest import REPO, TINY_ENV, metric, run_script
 
 LABEL = "int6-int8_brotli11"  # the default export: int6 matrices, int8 embedding and sparse gate, brotli-11 frames
-# Phased TTT sized for the sample (2 documents in the first 16,384 tokens): one global phase
-# after the first document; the sliding eval is kept as a diagnostic next to it.
-TTT_RUN = {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "32", "TTT_BATCH_SIZE": "2",
+# Phased TTT sized for the sample (2 documents in the first 16,384 tokens): one document per
+# batch, one global phase after the first (longest) one, on 1 and 2 ranks alike
+# (TTT_PHASE_EXTRA_BATCHES=0); the sliding eval is kept as a diagnostic next to it.
+TTT_RUN = {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "32", "TTT_BATCH_SIZE": "1",
            "TTT_LORA_RANK": "8", "TTT_WITH_SLIDING": "1", "PHASED_TTT_NUM_PHASES": "1", "PHASED_TTT_PREFIX_DOCS": "1",
-           "GLOBAL_TTT_CHUNK_TOKENS": "2048",
+           "GLOBAL_TTT_CHUNK_TOKENS": "2048", "TTT_PHASE_EXTRA_BATCHES": "0",
            "QAT_MODE": "late"}  # off by default; on here so the late-QAT trigger is checked across ranks too
 
 

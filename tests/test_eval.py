@@ -21,12 +21,16 @@ def test_every_prediction_scored_exactly_once(tg, n_pred, win, stride):
     assert (counts == 1).all()
 
 
-# Small TTT settings: 3 documents per batch, 16-token chunks, 32-token context, rank-4 adapters
-# on every target, 2 global phases over the first 4 of the 7 documents (bounds after docs 2, 4).
-TTT_ENV = dict(TTT_BATCH_SIZE=3, TTT_EVAL_SEQ_LEN=32, TTT_CHUNK_SIZE=16, TTT_LORA_LR=0.05, TTT_LORA_RANK=4,
-               TTT_LORA_ALPHA=8, TTT_TARGETS="q,k,v,o,up,down,head", TTT_WARM_START_A=0, TTT_BETA1=0.9,
-               PHASED_TTT_NUM_PHASES=2, PHASED_TTT_PREFIX_DOCS=4, GLOBAL_TTT_LR=0.05, GLOBAL_TTT_CHUNK_TOKENS=64)
-
+# Small TTT settings: 2 documents per batch, 16-token chunks, 32-token context, rank-4 adapters
+# on every target, 2 global phases over 2 and 4 documents. The 7 documents (lengths 40, 1, 109,
+# 1, 1, 248, 240) make 4 batches handed out longest first: [248], [109, 240], [1, 40], [1, 1];
+# phase 1 runs after 2 batches on (41,150) and (400,640), phase 2 after 3 on those and (151,152),
+# (0,40). TTT_PHASE_EXTRA_BATCHES=0: the plan does not depend on the number of ranks.
+TTT_ENV = dict(TTT_BATCH_SIZE=2, TTT_EVAL_SEQ_LEN=32, TTT_CHUNK_SIZE=16, TTT_LORA_LR=0.05, TTT_LORA_RANK=4,
+               TTT_LORA_ALPHA=8, TTT_TARGETS="q,k,v,o,mlp,up,down,head", TTT_WARM_START_A=0, TTT_BETA1=0.9,
+               PHASED_TTT_NUM_PHASES=2, PHASED_TTT_PREFIX_DOCS=4, GLOBAL_TTT_LR=0.05, GLOBAL_TTT_CHUNK_TOKENS=64,
+               TTT_PHASE_EXTRA_BATCHES=0)
+PHASE_DOCS = [[(41, 150), (400, 640)], [(151, 152), (0, 40), (41, 150), (400, 640)]]
 
 def with_(tg, cfg, **kw):
     return tg.Config(**{**cfg.__dict__, **kw})
@@ -94,28 +98,56 @@ def ttt(tg, model, tokens, lut, cfg, trace=None, log=print, **kw):
         model.load_state_dict(saved)
 
 
-def test_phase_bounds_follow_the_record(tg):
-    cfg = tiny_cfg(tg, PHASED_TTT_NUM_PHASES=3, PHASED_TTT_PREFIX_DOCS=2500)
-    assert tg.ttt_phase_bounds(50_000, cfg) == [833, 1666, 2500]
-    assert tg.ttt_phase_bounds(2000, cfg) == [833, 1666]  # no phase after the last document
-    assert tg.ttt_phase_bounds(50_000, with_(tg, cfg, phased_ttt_num_phases=0)) == []
+def test_queue_and_phases_follow_the_record(tg):
+    """The record's plan on its 50,000 validation documents: batches of 64 cut from the
+    shortest (the longest 16 make a short batch, handed out first), longest batch first;
+    phases of 833/1,666/2,500 documents. On 8 ranks they run after 21/34/47 batches, i.e. after
+    1,296/2,128/2,960 documents scored (the record's log: pd:1296, 2128, 2960); on one rank
+    after 14/27/40. Each trains on the shortest of the documents scored by then."""
+    spans, s = [], 0
+    for n in torch.randperm(50_000, generator=torch.Generator().manual_seed(0)).tolist():
+        spans.append((s, s + 10 + n))
+        s += 10 + n
+    cfg = tiny_cfg(tg, TTT_BATCH_SIZE=64, PHASED_TTT_NUM_PHASES=3, PHASED_TTT_PREFIX_DOCS=2500)
+    queue = tg.ttt_queue(spans, cfg)
+    assert [len(d) for _, d in queue[:2]] == [16, 64] and queue[0][0] == 781 and len(queue) == 782
+    longest = [max(e - s for s, e in d) for _, d in queue]
+    assert longest == sorted(longest, reverse=True)
+    for world, points in ((8, [21, 34, 47]), (1, [14, 27, 40])):
+        phases = tg.ttt_phases(queue, len(spans), cfg, world)
+        assert [p for p, _ in phases] == points and [len(d) for _, d in phases] == [833, 1666, 2500]
+        for point, docs in phases:
+            scored = sorted((e - s for _, d in queue[:point] for s, e in d))
+            assert sorted(e - s for s, e in docs) == scored[:len(docs)]
+    assert [p for p, _ in tg.ttt_phases(queue, len(spans), tg.Config(**{**cfg.__dict__, "ttt_phase_extra_batches": 3}), 8)] == [17, 30, 43]
+    short = queue[:47]  # 2,960 documents: phase 3 would run after the last batch, helping no document
+    assert [p for p, _ in tg.ttt_phases(short, sum(len(d) for _, d in short), cfg, 8)] == [21, 34]
+    assert tg.ttt_phases(queue, len(spans), tg.Config(**{**cfg.__dict__, "phased_ttt_num_phases": 0}), 8) == []
+
+
+def test_ttt_contexts_are_exact(tg):
+    """Chunk c of a batch runs at the record's context (c+1)*TTT_CHUNK_SIZE up to
+    TTT_EVAL_SEQ_LEN, shorter only when every live row ends sooner; the rows are the batch's
+    documents (no padding rows)."""
+    cfg = tiny_cfg(tg, TTT_CHUNK_SIZE=48, TTT_EVAL_SEQ_LEN=2048)
+    plan = tg.ttt_chunk_plan([(0, 100), (500, 3000)], cfg, adapt=True)
+    assert [L for *_, L in plan] == [min((c + 1) * 48, 2048) for c in range(53)]
+    assert [L for *_, L in tg.ttt_chunk_plan([(0, 100), (200, 250)], cfg, adapt=True)] == [48, 96, 100]
+    assert len(plan[0][0]) == 2 and tg.ttt_batch_work([(0, 100)], cfg, True) == 48 + 96 + 100
 
 
 def test_global_phase_lr_schedule(tg):
-    """Without warmup: the cosine from GLOBAL_TTT_LR to 0 (last step at 0). With
-    GLOBAL_TTT_WARMUP_CHUNKS=w: a linear rise from GLOBAL_TTT_WARMUP_START_LR that reaches the
-    peak at step w-1, then the cosine over the remaining steps, ending at 0."""
+    """The record's per-chunk schedule: a cosine from GLOBAL_TTT_LR over n_chunks - 1 (the
+    last chunk is never trained, so the last LR used is small but not 0); with
+    GLOBAL_TTT_WARMUP_CHUNKS=w a linear rise from GLOBAL_TTT_WARMUP_START_LR reaching GLOBAL_TTT_LR
+    at chunk w-1, then the cosine over the rest."""
     import math
     plain = tiny_cfg(tg, GLOBAL_TTT_LR=1e-3)
-    lrs = [tg.global_ttt_lr(plain, k, 5) for k in range(5)]
-    assert lrs == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]) and lrs[-1] == pytest.approx(0)
-    assert tg.global_ttt_lr(plain, 0, 1) == 1e-3  # a one-step phase takes one plain step
+    assert [tg.global_ttt_lr(plain, c, 131) for c in (0, 65, 129)] == pytest.approx(
+        [1e-3, 0.5e-3, 1e-3 * 0.5 * (1 + math.cos(math.pi * 129 / 130))])
     warm = tiny_cfg(tg, GLOBAL_TTT_LR=1e-3, GLOBAL_TTT_WARMUP_CHUNKS=2, GLOBAL_TTT_WARMUP_START_LR=1e-4)
-    lrs = [tg.global_ttt_lr(warm, k, 6) for k in range(6)]
-    assert lrs[:2] == pytest.approx([5.5e-4, 1e-3])
-    assert lrs[2:] == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(1, 5)])
-    assert lrs[-1] == pytest.approx(0) and all(a > b for a, b in zip(lrs[1:], lrs[2:]))
-    assert [tg.global_ttt_lr(warm, k, 2) for k in range(2)] == pytest.approx([5.5e-4, 1e-3])  # all warmup
+    assert [tg.global_ttt_lr(warm, c, 7) for c in range(6)] == pytest.approx(
+        [1e-4, 1e-3] + [1e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)])
 
 
 @pytest.mark.parametrize("kw", [{}, dict(ttt_warm_start_a=True, ttt_batch_size=1)])
@@ -139,57 +171,62 @@ def test_ttt_scores_every_prediction_once_and_adapts(tg, setup, kw):
 @pytest.mark.parametrize("kw", [dict(ttt_warm_start_a=True), {}])
 def test_no_update_reads_an_unscored_prediction(tg, setup, kw):
     """Every adapter step and every global step trains only on predictions already scored; the
-    phases run (twice, on the first 2 and 4 documents) and later scores come after them."""
+    two phases run on their documents (the record's order) and the last batch comes after."""
     cfg, model, tokens, vb, lut = setup
-    trace = []
-    ttt(tg, model, tokens, lut, cfg, trace, **kw)
+    trace, lines = [], []
+    ttt(tg, model, tokens, lut, cfg, trace, log=lines.append, **kw)
     scored = torch.zeros(len(tokens) - 1, dtype=torch.bool)
-    phases = []
     for kind, lo, hi in trace:
         if kind == "score":
             assert not scored[lo:hi].any()
             scored[lo:hi] = True
         else:
             assert scored[lo:hi].all(), (kind, lo, hi)
-            if lo == 0 and hi in (41, 151):
-                phases.append(hi)
-    assert sorted(set(phases)) == [41, 151]
-    last_phase = max(i for i, ev in enumerate(trace) if ev[1:] == (0, 151))
-    assert all(ev[1] >= 151 for ev in trace[last_phase + 1:])  # after the last phase only later documents
+    assert sum("ttt_phase:" in line for line in lines) == 2
+    phase_trains = [ev[1:] for ev in trace if ev[0] == "train" and ev[1:] in {d for p in PHASE_DOCS for d in p}]
+    assert phase_trains[:2] == PHASE_DOCS[0] and phase_trains[2:] == PHASE_DOCS[1]
+    last_train = max(i for i, ev in enumerate(trace) if ev == ("train", 400, 640))
+    assert {ev[1:] for ev in trace[last_train + 1:]} == {(40, 41), (150, 151)}  # the last batch, after phase 2
 
 
 @pytest.mark.parametrize("kw", [{}, dict(phased_ttt_num_phases=0, ttt_batch_size=1, ttt_grad_steps=2)])
 def test_ttt_is_score_first(tg, setup, kw):
-    """Legality: perturbing the tokens after position t leaves every score up to t unchanged,
-    across document batches and phase boundaries (docs 2 and 4 end at 41 and 151): no update,
-    per-document or global, ever sees a token before it has been scored."""
+    """Legality: changing a document's tokens after offset t (its length kept, so the plan is
+    the same) leaves its scores up to t unchanged, and those of every batch scored before its
+    own (the record's order: by length, so document lengths set the order, never content):
+    no update, per-document or global, ever sees a token before it has been scored."""
     cfg, model, tokens, vb, lut = setup
-    base = ttt(tg, model, tokens, lut, cfg, **kw).per_token
+    cfg = with_(tg, cfg, **kw)
+    base = ttt(tg, model, tokens, lut, cfg).per_token
+    queue = tg.ttt_queue(tg.document_spans(tokens, BOS), cfg)
     g = torch.Generator().manual_seed(9)
-    for t in (20, 45, 160, 500):
+    for t in (160, 300, 420, 600):
+        (s, e), = [d for d in tg.document_spans(tokens, BOS) if d[0] <= t < d[1]]
         changed = tokens.clone()
-        changed[t + 1:] = torch.randint(2, 128, (len(tokens) - t - 1,), generator=g)
-        changed[(changed == BOS) & (torch.arange(len(tokens)) > t)] = 5
-        out = ttt(tg, model, changed, lut, cfg, **kw).per_token
-        # prediction p scores token p+1: predictions 0..t-1 only involve tokens 0..t
-        assert torch.allclose(out[:t], base[:t], atol=1e-5, rtol=0), t
-        assert not torch.allclose(out[t:], base[t:])
+        changed[t + 1:e] = torch.randint(2, 128, (e - t - 1,), generator=g)
+        out = ttt(tg, model, changed, lut, cfg).per_token
+        assert torch.allclose(out[s:t], base[s:t], atol=1e-5, rtol=0), t  # prediction p scores token p+1
+        own = next(i for i, (_, docs) in enumerate(queue) if (s, e) in docs)
+        for _, docs in queue[:own]:
+            for a, b in docs:
+                assert torch.allclose(out[a:b], base[a:b], atol=1e-5, rtol=0), (t, a, b)
+        assert not torch.allclose(out[t:e], base[t:e])
 
 
 def test_adapters_restart_per_document(tg, setup):
     """Without warm start a document's scores do not depend on the documents batched with it;
-    with warm start only B restarts, so the first batch is unchanged and later ones differ."""
+    with warm start only B restarts, so a full batch after another full one differs."""
     cfg, model, tokens, vb, lut = setup
     one = ttt(tg, model, tokens, lut, cfg, ttt_batch_size=1, phased_ttt_num_phases=0).per_token
-    three = ttt(tg, model, tokens, lut, cfg, ttt_batch_size=3, phased_ttt_num_phases=0).per_token
-    assert torch.allclose(one, three, atol=1e-5, rtol=0)
-    warm = ttt(tg, model, tokens, lut, cfg, ttt_batch_size=3, phased_ttt_num_phases=0, ttt_warm_start_a=True).per_token
-    first_batch = [s for s in sorted(tg.document_spans(tokens, BOS), key=lambda s: s[0] - s[1])[:3]]
-    in_first = torch.zeros(len(tokens) - 1, dtype=torch.bool)
-    for s, e in first_batch:
-        in_first[s:e] = True
-    assert torch.allclose(warm[in_first], three[in_first], atol=1e-6, rtol=0)
-    assert not torch.allclose(warm[~in_first], three[~in_first], atol=1e-4, rtol=0)
+    two = ttt(tg, model, tokens, lut, cfg, phased_ttt_num_phases=0).per_token
+    assert torch.allclose(one, two, atol=1e-5, rtol=0)
+    warm = ttt(tg, model, tokens, lut, cfg, phased_ttt_num_phases=0, ttt_warm_start_a=True).per_token
+    queue = tg.ttt_queue(tg.document_spans(tokens, BOS), cfg)  # [248] (short batch: fresh), [109, 240], [1, 40], [1, 1]
+    first_full = torch.zeros(len(tokens) - 1, dtype=torch.bool)
+    for lo, hi in queue[0][1] + queue[1][1]:
+        first_full[lo:hi] = True
+    assert torch.allclose(warm[first_full], two[first_full], atol=1e-6, rtol=0)
+    assert not torch.allclose(warm[~first_full], two[~first_full], atol=1e-4, rtol=0)
 
 
 def test_lr0_is_plain_in_document_scoring(tg, setup):
@@ -209,18 +246,19 @@ def test_lr0_is_plain_in_document_scoring(tg, setup):
 
 
 def test_budget_projection_drops_phases_then_adaptation(tg, setup):
-    """A projected eval over EVAL_BUDGET_SECONDS first drops the global phases (last first),
-    then scores the rest without adaptation; every prediction is still scored once and the
-    decisions are logged."""
+    """A projected eval over EVAL_BUDGET_SECONDS drops the global phases (last first) at the
+    first phase point, and a rank projecting over it with no phase left scores the rest without
+    adaptation; every prediction is still scored once and the decisions are logged."""
     cfg, model, tokens, vb, lut = setup
     lines, trace = [], []
     r = ttt(tg, model, tokens, lut, cfg, trace, log=lines.append, eval_budget_seconds=0.0)
     assert r.tokens == len(tokens) - 1 and not r.per_token.isnan().any()
     drops = [line for line in lines if "dropping global phase" in line]
     assert [d.split("phase ")[1].split(":")[0] for d in drops] == ["2", "1"]
-    assert any("without adaptation" in line for line in lines)
-    trains = [ev for ev in trace if ev[0] == "train"]
-    assert trains and all(hi <= 41 for _, _, hi in trains)  # only the first batch (docs 0 and 1) adapted
+    assert any("without adaptation" in line for line in lines) and not any("ttt_phase:" in line for line in lines)
+    trains = {ev[1:] for ev in trace if ev[0] == "train"}
+    adapted = [(152, 400), (41, 150), (400, 640)]  # the two batches before the phase point, where the phases were dropped
+    assert trains and all(any(a <= lo and hi <= b for a, b in adapted) for lo, hi in trains)
     lines.clear()
     ttt(tg, model, tokens, lut, cfg, log=lines.append, eval_budget_seconds=1e6)
     assert not any("ttt_budget" in line for line in lines) and sum("ttt_phase:" in line for line in lines) == 2
@@ -242,14 +280,15 @@ def test_ttt_gains_on_the_sample(tg):
 
 
 def test_compiled_ttt_never_recompiles_after_prewarm(tg, setup):
-    """prewarm_ttt builds every TTT graph (each window length with adapters, forward and
-    backward, and the global-SGD step) on random tokens; the phased TTT eval then compiles
-    nothing, and its scores equal the eager ones."""
+    """prewarm_ttt builds every TTT graph (adapters over dynamic row counts and exact context
+    lengths, forward and backward, and the global-SGD step) on random tokens; the phased TTT
+    eval (a one-document batch, contexts 16 and 32 and shorter ones) then compiles nothing, and
+    its scores equal the eager ones."""
     cfg, model, tokens, vb, lut = setup
     compiled, graphs = compile_counting_graphs(model)
     tg.prewarm_ttt(compiled, cfg, cpu(tg))
     built = len(graphs)
-    assert built == len(tg.ttt_window_lengths(cfg)) + 1 == 3  # windows 16 and 32, and the global step
+    assert built == 2  # adapters at every context length and row count (dynamic sizes), and the global step
     a = ttt(tg, compiled, tokens, lut, cfg, ttt_warm_start_a=True)
     assert len(graphs) == built
     b = ttt(tg, model, tokens, lut, cfg, ttt_warm_start_a=True)
@@ -323,3 +362,72 @@ def test_ttt_adapters_per_virtual_slot(tg, setup):
     tg.set_looping(model, False)
     unlooped = tg.make_lora(model, cfg, 2, torch.device("cpu"))
     assert [A for A, _ in unlooped.values()] and all(torch.equal(a[0], b[0]) for a, b in zip(unlooped.values(), shared.values()))
+
+
+TTT_DIST_DRIVER = """
+import sys, time
+import torch
+sys.path.insert(0, {repo!r})
+import train_gpt as tg
+
+saved = torch.load({data!r})
+ctx = tg.setup_distributed()
+cfg = tg.Config(**saved["cfg"])
+model = tg.GPT(cfg, max_len=cfg.max_len).eval()
+model.load_state_dict(saved["state"])
+plain = tg.ttt_score_batch
+claimed = []
+
+def slow_rank_1(model, tokens, nbytes, cfg, ctx, docs, *args):  # rank 1 takes longer: rank 0 claims more batches
+    claimed.append(docs)
+    plain(model, tokens, nbytes, cfg, ctx, docs, *args)
+    time.sleep(3.0 * ctx.rank)
+
+tg.ttt_score_batch = slow_rank_1
+runs = []
+for phases in (0, cfg.phased_ttt_num_phases):  # two evals in one process group: each its own counter
+    trace, claimed[:] = [], []
+    state = {{k: v.clone() for k, v in model.state_dict().items()}}
+    c = tg.Config(**{{**cfg.__dict__, "phased_ttt_num_phases": phases}})
+    r = tg.evaluate_ttt(model, saved["tokens"], saved["bytes"], c, ctx, print, keep_per_token=True, trace=trace)
+    model.load_state_dict(state)
+    runs.append(dict(per_token=r.per_token, trace=trace, bpb=r.bpb, tokens=r.tokens, claimed=list(claimed)))
+torch.save(runs, {out!r} + f".{{ctx.rank}}")
+"""
+
+
+def test_two_ranks_hand_out_batches_as_they_free_up(tg, setup, tmp_path):
+    """Two gloo ranks under torchrun draw batches from one shared counter (the process group's
+    store) as each frees up: without phases the slower rank scores fewer batches; with and
+    without, every document is scored by exactly one rank, the phases run on both between the
+    same batches, and the scores and bpb equal the single process's."""
+    import subprocess
+    import sys
+    from conftest import REPO, clean_environ
+    cfg, model, tokens, vb, lut = setup
+    # One sequence per global chunk: a rank's share is then the whole step or nothing, as on one
+    # process (2 sequences would be one packed row on one process, two rows on two ranks).
+    cfg = with_(tg, cfg, global_ttt_chunk_tokens=32)
+    data, out = tmp_path / "ttt.pt", tmp_path / "out"
+    torch.save(dict(cfg=cfg.__dict__, state=model.state_dict(), tokens=tokens, bytes=vb), data)
+    driver = tmp_path / "driver.py"
+    driver.write_text(TTT_DIST_DRIVER.format(repo=str(REPO), data=str(data), out=str(out)))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(driver)],
+                          env=clean_environ() | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    both = [torch.load(f"{out}.{r}") for r in (0, 1)]
+    queue = [docs for _, docs in tg.ttt_queue(tg.document_spans(tokens, BOS), cfg)]
+    for k, single in enumerate((ttt(tg, model, tokens, lut, cfg, phased_ttt_num_phases=0), ttt(tg, model, tokens, lut, cfg))):
+        ranks = [both[0][k], both[1][k]]
+        if k == 0:  # no phase to wait for: the faster rank takes more batches
+            assert len(ranks[0]["claimed"]) > len(ranks[1]["claimed"]) >= 1
+        assert sorted(map(str, ranks[0]["claimed"] + ranks[1]["claimed"])) == sorted(map(str, queue))
+        counts = torch.zeros(len(tokens) - 1, dtype=torch.int64)
+        for r in ranks:
+            for kind, lo, hi in r["trace"]:
+                counts[lo:hi] += kind == "score"
+        assert (counts == 1).all()
+        merged = torch.where(ranks[0]["per_token"].isnan(), ranks[1]["per_token"], ranks[0]["per_token"])
+        assert not merged.isnan().any() and torch.allclose(merged, single.per_token, atol=1e-6, rtol=0)
+        assert ranks[0]["bpb"] == ranks[1]["bpb"] == pytest.approx(single.bpb, rel=1e-9) and ranks[0]["tokens"] == single.tokens
+    assert proc.stdout.count("ttt_phase:") == 4  # 2 phases, logged by each rank
