@@ -10,7 +10,7 @@ LABEL = "int6-int8_brotli11"  # the default export: int6 matrices, int8 embeddin
 # Phased TTT sized for the sample (2 documents in the first 16,384 tokens): one document per
 # batch, one global phase after the first (longest) one, on 1 and 2 ranks alike
 # (TTT_PHASE_EXTRA_BATCHES=0); the sliding eval is kept as a diagnostic next to it.
-TTT_RUN = {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "32", "TTT_BATCH_SIZE": "1",
+TTT_RUN = {"TTT_ENABLED": "1", "TTT_EVAL_SEQ_LEN": "128", "TTT_CHUNK_SIZE": "64", "TTT_BATCH_SIZE": "1",
            "TTT_LORA_RANK": "8", "TTT_WITH_SLIDING": "1", "PHASED_TTT_NUM_PHASES": "1", "PHASED_TTT_PREFIX_DOCS": "1",
            "GLOBAL_TTT_CHUNK_TOKENS": "2048", "TTT_PHASE_EXTRA_BATCHES": "0",
            "QAT_MODE": "late"}  # off by default; on here so the late-QAT trigger is checked across ranks too
@@ -51,7 +51,7 @@ def test_sliding_and_ttt_score_every_prediction(single_run):
     _, _, log = single_run
     n = 16384 - 1
     assert re.search(rf"^final_{LABEL}_sliding_window val_loss:.* stride:64 .* tokens:{n} ", log, re.M)
-    assert re.search(rf"^final_{LABEL}_ttt_lora val_loss:.* rank:8 chunk:32 phases:1 .* tokens:{n} ", log, re.M)
+    assert re.search(rf"^final_{LABEL}_ttt_lora val_loss:.* rank:8 chunk:64 phases:1 .* tokens:{n} ", log, re.M)
 
 
 def test_seed_makes_runs_reproducible(single_run, tmp_path):
