@@ -26,9 +26,9 @@ RECORD_0611_OTHER = {
     "val_batch_tokens": ("VAL_BATCH_SIZE", "524288"),
     "rope_yarn": ("ROPE_TRAIN_SEQ_LEN", "0"),  # its NTK rescale is off (ROPE_YARN=0): rope_train_seq_len 2048 is inert
     "rope_train_seq_len": ("ROPE_TRAIN_SEQ_LEN", "0"),
-    "ttt_k_lora": ("TTT_TARGETS", "q,k,v,o,up,down,head"),
-    "ttt_mlp_lora": ("TTT_TARGETS", "q,k,v,o,up,down,head"),
-    "ttt_o_lora": ("TTT_TARGETS", "q,k,v,o,up,down,head"),
+    "ttt_k_lora": ("TTT_TARGETS", "q,k,v,o,mlp,head"),
+    "ttt_mlp_lora": ("TTT_TARGETS", "q,k,v,o,mlp,head"),
+    "ttt_o_lora": ("TTT_TARGETS", "q,k,v,o,mlp,head"),
     "datasets_dir": ("DATA_PATH", "./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"),
     "tokenizer_path": ("TOKENIZER_PATH", "./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"),
     "train_files": ("TRAIN_GLOB", "fineweb_train_*.bin"),
@@ -43,8 +43,7 @@ RECORD_0611_OTHER = {
     "ttt_eval_batches": "empty: every TTT batch is scored",
     "val_doc_fraction": "1.0: the whole validation set is scored",
     "compressor": "pergroup: the artifact compressor is EXPORT_COMPRESSOR (per-group lrzip is not in this script yet)",
-    "global_ttt_batch_seqs": "a global TTT step is GLOBAL_TTT_CHUNK_TOKENS tokens",
-    "global_ttt_respect_doc_boundaries": "the TTT protocol's document handling (docs/ttt.md)",
+    "global_ttt_respect_doc_boundaries": ("ATTN_DOC_MASK", "1"),  # the global phases attend within documents
     "run_id": "the run's name", "seed": "the command line's", "data_dir": "a path", "artifact_dir": "a path",
     "logfile": "a path", "model_path": "a path", "quantized_model_path": "a path", "distributed": "the launcher's",
     "rank": "the launcher's", "local_rank": "the launcher's", "world_size": "the launcher's",
