@@ -649,7 +649,9 @@ def warnings_off():
 
 # Further comparisons, each a function (run: Run) -> None that adds rows (run.add) and a
 # run.report entry, run after the eval comparison with both trained models in run.ours/run.theirs.
-EXTRA_COMPARISONS: list = []
+import ttt_parity  # noqa: E402  (bench/ttt_parity.py: each code's phased TTT from the same weights)
+
+EXTRA_COMPARISONS: list = [ttt_parity.compare_ttt]
 
 
 def run_parity(args: argparse.Namespace) -> Run:
@@ -707,6 +709,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Muon's arithmetic in both codes: fp32 (compares the algorithms) or bf16 (as on CUDA: rounding noise)")
     p.add_argument("--calib", type=int, default=4, help="calibration micro-batches for the Hessians")
     p.add_argument("--val-tokens", type=int, default=4096, help="validation tokens scored")
+    p.add_argument("--ttt-tokens", type=int, default=4096, help="of those, the tokens the TTT comparison scores (whole documents)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: a loaded machine stalls multi-threaded small ops)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one of our knobs (repeatable)")

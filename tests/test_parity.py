@@ -163,3 +163,10 @@ def test_weight_map_covers_both_models(tg):
         model = tg.GPT(cfg, max_len=64)
     ours = [a for a, _, _ in parity.weight_map(cfg)]
     assert sorted(ours) == sorted(n for n, _ in model.named_parameters())
+
+
+def test_ttt_bpb_matches_the_record(report):
+    """bench/ttt_parity.py through the EXTRA_COMPARISONS hook: each code's phased TTT on the
+    trained weights (loaded into both), same whole documents: bpb equal to 1e-4."""
+    r = report["ttt"]
+    assert r["predictions"] > 500 and r["difference"] <= 1e-4, r
