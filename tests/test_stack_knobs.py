@@ -78,6 +78,6 @@ def test_record_retune_names(tg):
     assert (cfg.lqer_asym_group, cfg.gptq_calibration_batches, cfg.window_len, cfg.ttt_eval_seq_len) == (32, 32, 2560, 2560)
     assert "k" not in cfg.ttt_target_list and cfg.ttt_lora_lr == 8e-5 and cfg.ttt_weight_decay == 2.0
     assert any(n.startswith("LQER_ASYM_ENABLED=1 accepted") for n in notes)
-    assert tg.ttt_window_lengths(cfg)[-1] == 2560
+    assert [L for *_, L in tg.ttt_chunk_plan([(0, 3000)], cfg, True)][-1] == 2560  # contexts capped at TTT_EVAL_SEQ_LEN
     with pytest.raises(tg.ConfigError, match="LQER_ASYM_ENABLED=0: only the asymmetric"):
         tg.Config.from_env({**env, "LQER_ASYM_ENABLED": "0"})
