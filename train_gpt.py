@@ -306,6 +306,9 @@ class Config:
                          "bytes, data and tokenizer checks, whether ITERATIONS or the wallclock ends training", group="workflow")
     dry_run_step_ms: float = knob(0.0, "8xH100 step time (ms) for DRY_RUN's step budget (0 = scale the 1.0611 record's "
                                   "published 96/144 ms/step before/after its loop switch by FLOPs per step)", lo=0.0, group="workflow")
+    dry_run_memory: bool = knob(False, "DRY_RUN also projects peak GPU memory per rank: traces the compiled training step "
+                                "(fake tensors, about a minute on CPU) for the activations it keeps, plus weights, "
+                                "gradients and optimizer state", group="workflow")
 
     TTT_TARGETS = ("q", "k", "v", "o", "mlp", "up", "down", "head")
 
@@ -4998,6 +5001,62 @@ def simulate_schedule(cfg: Config, plain_ms: float, looped_ms: float) -> tuple[i
     return cfg.iterations, switch, elapsed
 
 
+def saved_activation_bytes(cfg: Config, looping: bool) -> int:
+    """Bytes one micro-batch's compiled training forward keeps for its backward: the step is
+    traced by dynamo and AOT autograd on fake tensors (nothing runs), under bf16 autocast when
+    AUTOCAST=bf16 (CPU autocast: its fp32 op list is close to CUDA's), split by the min-cut
+    partitioner inductor uses, and the tensors the forward graph hands to the backward are summed.
+    Attention is traced with SDPA (CPU): FA3 and flex keep their output and log-sum-exp as SDPA does."""
+    from torch._functorch.aot_autograd import aot_module_simplified
+    from torch._functorch.partitioners import min_cut_rematerialization_partition
+    saved = []
+
+    class Traced(Exception):
+        pass
+
+    def forward_graph(gm, example_inputs):
+        out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+        saved.append(sum(v.numel() * v.element_size() for a in out if isinstance(v := getattr(a, "meta", {}).get("val"), Tensor)))
+        raise Traced  # the graph is all we need: nothing is compiled or run
+
+    def backend(gm, example_inputs):
+        return aot_module_simplified(gm, example_inputs, fw_compiler=forward_graph, partition_fn=min_cut_rematerialization_partition)
+    model = GPT(cfg, max_len=cfg.train_row_len)
+    model.looping = looping
+    ids = torch.zeros(cfg.train_batch_tokens // 8 // cfg.train_row_len, cfg.train_row_len, dtype=torch.long)
+    torch._dynamo.reset()
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bf16"):
+            torch.compile(model, backend=backend, fullgraph=True, dynamic=False)(ids, ids, packed=cfg.packed)
+    except Exception as e:  # dynamo wraps the backend's exception
+        if not saved:
+            raise
+    torch._dynamo.reset()
+    return saved[0]
+
+
+def memory_projection(cfg: Config, model: nn.Module) -> list[str]:
+    """Peak GPU memory per rank, projected: fp32 weights, gradients and optimizer state
+    (AdamW m and v, Muon momentum and its bf16 update buffer, the EMA shadow), the compiled
+    step's saved activations of one micro-batch (saved_activation_bytes, plain and looped), and
+    on CUDA the fused loss's bf16 logits and their gradient. The caching allocator's slack and
+    kernel workspaces come on top."""
+    roles = params_by_role(model)
+    n = count_params(model)
+    muon = sum(p.numel() for r in MATRIX_ROLES for _, p in roles[r])
+    static = 4 * n * 2 + 4 * 2 * (n - muon) + (4 + 2) * muon + (4 * n if cfg.ema_decay > 0 else 0)
+    rows_tokens = cfg.train_batch_tokens // 8
+    logits = 2 * 2 * rows_tokens * cfg.vocab_size if cfg.fused_ce else 3 * 4 * rows_tokens * cfg.vocab_size
+    lines, gib = [], 2 ** 30
+    for looping in ([False, True] if cfg.num_loops else [False]):
+        act = saved_activation_bytes(cfg, looping)
+        lines.append(f"projected_memory_per_rank {'looped' if looping else 'plain'}: total:{(static + act + logits) / gib:.1f}GiB "
+                     f"weights_grads_optimizer:{static / gib:.2f}GiB saved_activations:{act / gib:.2f}GiB "
+                     f"({rows_tokens} tokens per micro-batch) loss_logits:{logits / gib:.2f}GiB "
+                     "(traced compiled step; allocator slack and workspaces not included)")
+    return lines
+
+
 def dry_run(cfg: Config, world_size: int) -> int:
     """DRY_RUN=1: everything a competitor wants to know before spending 8 GPUs, in seconds and
     without training or writing anything: parameters per role, the projected artifact size,
@@ -5112,6 +5171,9 @@ def dry_run(cfg: Config, world_size: int) -> int:
         passes = steps * cfg.train_batch_tokens / train_tokens
         print(f"step_budget: training reads {steps * cfg.train_batch_tokens:,} tokens, {passes:.2f}x the "
               f"{train_tokens:,} in the train shards" + (" (the stream wraps around: data repeats)" if passes > 1 else ""))
+    if cfg.dry_run_memory:
+        for line in memory_projection(cfg, GPT(cfg, max_len=cfg.train_row_len)):
+            print(line, flush=True)
     failed = results.count(False)
     print(f"dry_run_result: {'PASS' if not failed else 'FAIL'} ({failed} failed) time:{time.perf_counter() - t0:.1f}s")
     return 1 if failed else 0

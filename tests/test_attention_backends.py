@@ -170,3 +170,19 @@ def test_attention_bench_runs_a_case(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     row = json.loads(out.read_text().splitlines()[0])  # the prefix also selects the fwdbwd case
     assert row["case"] == "attn:sdpa_masked:256:fwd" and row["B"] == 32 and row["steady_extra_mb"] > 0 and row["ms"] > 0
+
+
+def test_dry_run_memory_projection_traces_the_compiled_step(tg, capsys):
+    """DRY_RUN_MEMORY=1: the compiled step's saved activations come from a trace (nothing runs):
+    they grow with the micro-batch, and the looped step (more block passes) keeps more."""
+    env = {"NUM_LAYERS": "4", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2", "TRAIN_SEQ_LEN": "64",
+           "VOCAB_SIZE": "128", "NUM_LOOPS": "1", "LOOP_START": "1", "LOOP_END": "2", "PARALLEL_START_LAYER": "0",
+           "XSA_LAST_N": "1", "BIGRAM_VOCAB_SIZE": "0", "AUTOCAST": "off"}
+    small = tg.saved_activation_bytes(tg.Config.from_env({**env, "TRAIN_BATCH_TOKENS": "2048"}), False)
+    big = tg.saved_activation_bytes(tg.Config.from_env({**env, "TRAIN_BATCH_TOKENS": "4096"}), False)
+    looped = tg.saved_activation_bytes(tg.Config.from_env({**env, "TRAIN_BATCH_TOKENS": "2048"}), True)
+    assert 0 < small and 1.6 * small < big < 2.1 * small and looped > 1.2 * small
+    cfg = tg.Config.from_env({**env, "TRAIN_BATCH_TOKENS": "2048", "DRY_RUN_MEMORY": "1"})
+    lines = tg.memory_projection(cfg, tg.GPT(cfg, max_len=64))
+    assert [l.split(":")[0] for l in lines] == ["projected_memory_per_rank plain", "projected_memory_per_rank looped"]
+    assert f"saved_activations:{small / 2 ** 30:.2f}GiB" in lines[0]
