@@ -4357,8 +4357,8 @@ def peak_memory_lines(allocated: int, reserved: int) -> list[str]:
 
 # ----- the counted code -----
 # A submission counts the bytes of its train_gpt.py. records/records_tool.py pack writes it as a
-# self-extracting wrapper around this source minified: docstrings, comments, knob help texts and
-# groups, function-signature annotations dropped (class-level annotations stay: dataclass and
+# self-extracting wrapper around this source minified: docstrings, comments, knob help texts,
+# function-signature annotations dropped (class-level annotations stay: dataclass and
 # NamedTuple fields, Config's types), function-local and module-function names shortened, spaces
 # squeezed; then LZMA (preset 9e, lc=3 pb=0: best on this text) stored raw in a latin-1 string
 # literal, about 6x smaller than the readable file. A readable run counts its own packed size
@@ -4378,7 +4378,7 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.
 
 
 class _Strip(ast.NodeTransformer):
-    """Drops what never runs: docstrings, knob help texts and groups, function-signature annotations."""
+    """Drops what never runs: docstrings, knob help texts, function-signature annotations."""
 
     def _undoc(self, node):
         self.generic_visit(node)
@@ -4408,7 +4408,6 @@ class _Strip(ast.NodeTransformer):
     def visit_Call(self, node):
         if isinstance(node.func, ast.Name) and node.func.id == "knob" and len(node.args) > 1:
             node.args[1] = ast.Constant("")
-            node.keywords = [k for k in node.keywords if k.arg != "group"]
         return self.generic_visit(node)
 
 
@@ -5234,9 +5233,17 @@ def claim_run_files(cfg: Config, ctx: Dist, out_dir: Path, run_id: str) -> tuple
 
 
 def source_sha256() -> str:
-    """sha256 of the readable source that runs (the same for this file and its packed copy):
-    what ranks compare at start and what an artifact records about the code that wrote it."""
-    return hashlib.sha256((globals().get("PACKED_SOURCE") or Path(__file__).read_text(encoding="utf-8")).encode()).hexdigest()
+    """sha256 of the minified source, the text the packed copy runs (so the same for this file
+    and its packed copy): what ranks compare at start and what an artifact records about the code
+    that wrote it. A readable run minifies itself once (a few seconds on a CPU)."""
+    global SOURCE_SHA256
+    if SOURCE_SHA256 is None:
+        text = globals().get("PACKED_SOURCE") or minify_source(Path(__file__).read_text(encoding="utf-8"))
+        SOURCE_SHA256 = hashlib.sha256(text.encode()).hexdigest()
+    return SOURCE_SHA256
+
+
+SOURCE_SHA256 = None
 
 
 def check_ranks_agree(cfg: Config, ctx: Dist) -> None:

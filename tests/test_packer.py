@@ -1,6 +1,7 @@
 """The packer of the counted code (train_gpt.py section 10): the minified program means the same
 as the readable one, and the packed train_gpt.py stays within its byte budget."""
 import ast
+import re
 import subprocess
 import sys
 import symtable
@@ -129,3 +130,19 @@ def test_packed_help_says_what_it_left_out(tmp_path, tg):
     out = subprocess.run([sys.executable, str(packed), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "run train_gpt_human.py --help" in out.stdout and "NUM_LAYERS" in out.stdout
+
+
+def test_readable_and_packed_copies_record_the_same_source_hash(tg):
+    """An artifact records source_sha256 and EVAL_ONLY refuses another one: the readable script
+    hashes the text its packed copy runs (PACKED_SOURCE, the minified source), so either copy
+    scores the other's artifacts."""
+    import hashlib
+    src = (REPO / "train_gpt.py").read_text()
+    assert tg.source_sha256() == hashlib.sha256(tg.minify_source(src).encode()).hexdigest()
+
+
+def test_runtime_metadata_of_the_knobs_survives(tg):
+    """model_settings reads each knob's group (the artifact header's model settings): only the
+    help text is dropped."""
+    small = tg.minify_source((REPO / "train_gpt.py").read_text())
+    assert re.search(r"num_layers:int=\w+\(11,'',lo=1,group='model'\)", small)
