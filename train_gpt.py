@@ -230,6 +230,8 @@ class Config:
     gptq_damp: float = knob(0.01, "GPTQ damping added to diag(H), as a fraction of its mean", lo=0.0, group="quant")
     gptq_block_size: int = knob(128, "GPTQ column-block width (error propagation inside a block, one lazy update after it)", lo=1, group="quant")
     gptq_act_order: bool = knob(True, "GPTQ quantizes columns in order of decreasing diag(H)", group="quant")
+    gptq_calibration_doc_mask: bool = knob(True, "the calibration forward masks documents as ATTN_DOC_MASK does; 0 = plain causal "
+                                           "attention over each calibration row, as the 1.08-class records calibrate", group="quant")
     awq_lite_enabled: bool = knob(False, "AWQ-lite (GPTQ only): the AWQ_LITE_GROUP_TOP_K most salient column groups of all GPTQ matrices "
                                   "(saliency of a column: activation RMS x mean |w|, summed over AWQ_LITE_GROUP_SIZE consecutive "
                                   "columns) are rounded at AWQ_LITE_BITS on their own row scales inside the solve", group="quant")
@@ -2229,14 +2231,15 @@ class GPT(nn.Module):
             self.lm_head = with_role(nn.Parameter(torch.zeros(cfg.vocab_size, cfg.model_dim)), "head")
 
     def forward(self, ids: Tensor, targets: Tensor | None = None, lora: dict | None = None,
-                score_from: int = 0, packed: bool = False) -> Tensor:
+                score_from: int = 0, packed: bool = False, doc_mask: bool = True) -> Tensor:
         """The only path through the network (training, every eval, TTT): logits [B, T, V]
         (fp32, softcapped), or the mean cross-entropy when targets are given. `lora` maps
         'blocks.<i>.<target>' and 'head' to per-sequence adapters. score_from=k returns the
         logits of positions k.. only: a sliding-window eval scores the last stride positions
         of a window, and the head and fp32 logits of the others would be wasted work.
         packed=True: ids is one packed training row [1, N] (TRAIN_LOADER=docpack), whose
-        attention segments are cut every TRAIN_SEQ_LEN tokens."""
+        attention segments are cut every TRAIN_SEQ_LEN tokens. doc_mask=False: plain causal
+        attention even with ATTN_DOC_MASK=1 (GPTQ_CALIBRATION_DOC_MASK=0)."""
         lora = lora or {}
         pos = torch.arange(ids.size(1), device=ids.device)
         has_prev = (pos > 0) & (ids != self.bos_id)  # a previous token exists in this document
@@ -2253,7 +2256,7 @@ class GPT(nn.Module):
         if self.smear is not None and self.smear.kind == "blend":
             x = self.smear(x, has_prev)
         layout = None
-        if self.cfg.attn_doc_mask:
+        if self.cfg.attn_doc_mask and doc_mask:
             layout = attention_layout(ids, self.bos_id, self.backend, self.cfg.train_seq_len if packed else 0)
             if layout.cu_seqlens is not None:  # the cap's last slot holds a real start: segments may not fit
                 self.fa3_overflow += layout.cu_seqlens[-2] != ids.numel()
@@ -2687,7 +2690,7 @@ def collect_hessians(model: nn.Module, batches, ctx: Dist) -> tuple[dict[str, Te
     try:
         for x, y in batches:  # the training loader's batches: packed rows when it packs
             with autocast(model.cfg, ctx):
-                model(x, y, packed=model.cfg.packed)
+                model(x, y, packed=model.cfg.packed, doc_mask=model.cfg.gptq_calibration_doc_mask)
             n += 1
     finally:
         for h in handles:

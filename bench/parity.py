@@ -536,8 +536,9 @@ def compare_gptq(run: Run) -> None:
     tg.set_looping(ours, True)
     theirs.looping_active = True
     # The record calibrates with forward_logits on the packed rows without cu_seqlens: plain
-    # causal attention over the whole row. Ours runs its training forward (document-masked).
-    # Both are compared with the record's, and ours is also run with the record's attention.
+    # causal attention over the whole row. Ours ("own") calibrates as its config says
+    # (GPTQ_CALIBRATION_DOC_MASK; the preset's 0 is the record's way), and once more with
+    # document masks off altogether ("same attention").
     hs_rec = record_hessians(run, batches)
     hs_own, _ = tg.collect_hessians(ours, list(batches), run.ctx)
     ours.cfg = dataclasses.replace(cfg, attn_doc_mask=False)

@@ -58,6 +58,7 @@ def test_gptq_and_lqer_match_the_record(report):
     g = report["gptq"]
     assert g["codes_equal_frac"] >= 0.995 and g["objective_max_rel_diff"] <= 1e-5, g
     assert g["hessian_max_rel_diff"] <= 1e-4, g  # the same attention: the same X^T X
+    assert g["own_calibration_hessian_max_rel_diff"] <= 1e-4, g  # GPTQ_CALIBRATION_DOC_MASK=0, as the preset sets
     lq = report["lqer"]
     assert lq["same_tensors"] and lq["max_rel_diff"] <= 1e-5, lq
 
@@ -170,3 +171,24 @@ def test_ttt_bpb_matches_the_record(report):
     trained weights (loaded into both), same whole documents: bpb equal to 1e-4."""
     r = report["ttt"]
     assert r["predictions"] > 500 and r["difference"] <= 1e-4, r
+
+
+def test_calibration_without_document_masks(tg):
+    """GPTQ_CALIBRATION_DOC_MASK=0: the Hessians of a document-masked model are those of the
+    same weights with ATTN_DOC_MASK=0 (plain causal attention over each calibration row); with
+    the default 1 they differ (the rows hold several documents)."""
+    from conftest import TINY_ENV
+    ctx = tg.Dist(0, 1, 0, torch.device("cpu"))
+    ids = torch.randint(2, 1024, (2, 64), generator=torch.Generator().manual_seed(0))
+    ids[:, [0, 20, 41]] = 1
+    hs = {}
+    for name, env in {"plain": {"ATTN_DOC_MASK": "0"}, "knob": {"GPTQ_CALIBRATION_DOC_MASK": "0"}, "masked": {}}.items():
+        torch.manual_seed(0)
+        model = tg.build_model(tg.Config.from_env({**TINY_ENV, **env}), ctx, bos_id=1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        hs[name] = tg.collect_hessians(model, [(ids, ids)], ctx)[0]
+    key = "blocks.1.attn.c_q.weight"
+    assert torch.equal(hs["knob"][key], hs["plain"][key])
+    assert not torch.allclose(hs["masked"][key], hs["plain"][key])

@@ -123,6 +123,7 @@ def test_record_0611_preset_is_the_logged_run(tg):
     # What the record does without a variable: clip each rank's gradient, keep tok_emb in bf16,
     # Polar-Express Newton-Schulz, documents packed into one row per micro-batch, masked attention.
     assert (cfg.grad_clip_scope, cfg.embed_dtype, cfg.muon_ns_coeffs) == ("rank", "bf16", "polar_express")
+    assert not cfg.gptq_calibration_doc_mask  # its calibration forward has no cu_seqlens: plain causal rows
     assert (cfg.train_loader, cfg.attn_doc_mask, cfg.ttt_enabled) == ("docpack", True, True)
 
 
