@@ -620,9 +620,9 @@ RECORD_NAMES = {
     "TTT_GRAD_CLIP": "the global phases' clip is GLOBAL_TTT_GRAD_CLIP (the adapters are not clipped)",
     "TTT_STEPS": "=TTT_GRAD_STEPS",
     "TTT_OPTIMIZER": "not supported: the TTT adapters use AdamW",
-    "TTT_K_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,k,v,head)",
-    "TTT_O_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,v,o,head)",
-    "TTT_MLP_LORA": "choose adapted weights with TTT_TARGETS (e.g. q,v,up,down,head)",
+    "TTT_K_LORA": "choose the adapters with TTT_TARGETS (the record's 1/1/1: q,k,v,o,mlp,head; without k: q,v,o,mlp,head)",
+    "TTT_O_LORA": "choose the adapters with TTT_TARGETS (o: the record's, from the attention input; e.g. q,k,v,o,head)",
+    "TTT_MLP_LORA": "choose the adapters with TTT_TARGETS (mlp: the record's, from the MLP input; e.g. q,k,v,mlp,head)",
     "PHASED_TTT_ENABLED": "the records' scripts do not read it either (their TTT_ENABLED defaults to 1); here TTT is "
                           "TTT_ENABLED=1 (default 0) and its phases PHASED_TTT_NUM_PHASES",
     "GLOBAL_TTT_RESPECT_DOC_BOUNDARIES": "the global phases attend within documents (cut every TRAIN_SEQ_LEN tokens) exactly when "
