@@ -869,3 +869,30 @@ def test_new_and_validate_count_the_bytes_of_the_script_the_folder_ships(capsys,
     (folder / "submission.json").write_text(json.dumps(sub))
     code, out = run_cli(capsys, "validate", folder)
     assert code == 1 and any("bytes_code: json" in f for f in lines_with(out, "FAIL")), out
+
+
+def test_diff_unpacks_packed_scripts(capsys, tmp_path):
+    """A packed train_gpt.py (ours, or the records' two-line lzma/base85 wrapper) is compared by
+    the source inside it, not as 3 lines of base85 against a readable file."""
+    import base64
+    import lzma
+    src = (OURS / "tiny_train_gpt.py").read_text()
+    changed = src.replace('knob(9, "transformer blocks")', 'knob(11, "transformer blocks")')
+    assert changed != src
+    a = published_folder(tmp_path, "2026-04-05_A", {"train_gpt.py": src})
+    ours = tmp_path / "records" / "track_10min_16mb" / "2026-04-09_Ours"
+    ours.mkdir(parents=True)
+    (ours / "train_gpt.py").write_bytes(rt.pack_source(changed))  # packed, no readable copy beside it
+    blob = base64.b85encode(lzma.compress(changed.encode())).decode()
+    theirs = published_folder(tmp_path, "2026-04-09_Theirs", {
+        "train_gpt.py": f"import lzma as L,base64 as B\nexec(L.decompress(B.b85decode('{blob}')))\n"})
+    for b, how in ((ours, "(unpacked, minified)"), (theirs, "(unpacked)")):
+        code, out = run_cli(capsys, "diff", a, b)
+        assert code == 0, out
+        assert f"train_gpt.py {how}" in out
+        assert "changed (1): Config +1/-1" in out, out
+    code, out = run_cli(capsys, "diff", ours, theirs)
+    assert "the same program: one side is the packed (minified) form of the other's source" in out, out
+    (ours / "train_gpt.py").write_bytes(rt.pack_source(src))
+    code, out = run_cli(capsys, "diff", a, ours)
+    assert "the same program" in out, out

@@ -63,9 +63,12 @@ def load_side(path: Path) -> Side:
         sp = script_in_folder(path)
         human = path / HUMAN_NAME
         script = (human.read_text(encoding="utf-8", errors="replace") if human.is_file() else
-                  sp.read_text(encoding="utf-8", errors="replace") if sp else next((r.source for r in runs if r.source), None))
+                  readable_script(sp.read_bytes()) if sp else next((r.source for r in runs if r.source), None))
         name = f"{path.name}/{HUMAN_NAME if human.is_file() else sp.name}" if (sp or human.is_file()) \
             else f"{path.name} (embedded source)"
+        minified = bool(sp) and not human.is_file() and holds_minified(sp.read_bytes())
+        if sp and not human.is_file() and unpack_source(sp.read_bytes()) is not None:
+            name += " (unpacked, minified)" if minified else " (unpacked)"
         readme = path / "README.md"
     else:
         runs = [parse_log(path)]
@@ -130,12 +133,23 @@ def cmd_diff(args) -> int:
     print("\n== metric differences ==")
     print("\n".join(metric_rows(a, b)))
     print("\n== script diff ==")
+    print(f"  A: {a.script_name}  B: {b.script_name}")
     if a.script is None or b.script is None:
         missing = [s.label for s in (a, b) if s.script is None]
         print(f"  no script for {', '.join(missing)} (the log does not embed its source)")
     elif a.script == b.script:
         print("  scripts are identical")
     else:
+        # A packed wrapper of ours (and the log of a run that executed one) holds the minified
+        # source: compare like with like, both minified as the packer writes them.
+        mins = [minify_source(s.script) for s in (a, b)]
+        small = [m is not None and m == s.script for m, s in zip(mins, (a, b))]
+        if small[0] != small[1] and None not in mins:
+            if mins[0] == mins[1]:
+                print("  the same program: one side is the packed (minified) form of the other's source")
+                return 0
+            print("  (one side is the packer's minified source: the other is minified the same way to compare)")
+            a.script, b.script = mins
         for line in script_summary(a.script, b.script):
             print(line)
         if args.full_diff:

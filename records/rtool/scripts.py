@@ -164,6 +164,19 @@ def packs_to(readable: str, unpacked: str) -> bool:
     return readable == unpacked or minify_source(readable) == unpacked
 
 
+def holds_minified(script: bytes) -> bool:
+    """Whether a packed wrapper holds a minified source (ours), not the readable one (the base85 forms)."""
+    head, tail = packer()["PACKED_HEAD"].encode(), packer()["PACKED_TAIL"].encode()
+    return script.startswith(head) and script.endswith(tail) and unpack_source(script) is not None
+
+
+def readable_script(script: bytes) -> str:
+    """The text to read or compare for a script file: the source inside a packed wrapper (any
+    form unpack_source knows), else the file itself."""
+    unpacked = unpack_source(script)
+    return unpacked if unpacked is not None else script.decode("utf-8", errors="replace")
+
+
 def verify_script(run: RunLog, script: bytes, script_name: str = "train_gpt.py") -> tuple[str, str]:
     """("PASS"|"FAIL"|"UNVERIFIED", message): the log's embedded source (and, for our logs,
     its code_sha256) against the given script bytes. For a packed script the embedded source is
