@@ -227,6 +227,10 @@ def test_current_train_gpt_log_follows_the_contract(trainer_runs):
     assert None not in (r.total_bytes, r.code_bytes, r.model_bytes, r.train_time_ms, r.eval_time_ms, r.steps,
                         r.step_avg_ms, r.python_version, r.torch_version, r.device_name)
     assert r.steps == 4 and r.train_points and r.val_points
+    text = r.path.read_text()  # the warmup says what it does, a line per step (the official `warmup_step:i/N`)
+    how = "the first step of each graph compiles it" if " compile:1 " in text else "eager, nothing to compile"
+    assert f"warmup: 1 step(s) of graph(s) plain; {how}" in text
+    assert re.search(r"(?m)^warmup_step:1/1 graph:plain elapsed:[\d.]+s$", text)
 
 
 # ----- pack -----
@@ -309,10 +313,20 @@ def test_validate_rescore_replays_the_artifact(capsys, tmp_path, trainer_runs):
                         "--allow-partial-val", "--out", folder)
     assert code == 0, out
     code, out = run_cli(capsys, "validate", folder, "--rescore", artifact)
-    [line] = [ln for ln in out.splitlines() if " rescore " in ln[:20]]
+    [line] = [ln for ln in out.splitlines() if ln.startswith(("PASS", "FAIL")) and " rescore " in ln[:20]]
     assert line.startswith("PASS       rescore seed 7:") and "(identical to the printed digits)" in line, out
     log = folder / "train_seed7.log"
-    log.write_text(re.sub(r"(?m)^(final_score_exact .* val_bpb:\d\.\d{6})\d\d", r"\g<1>99", log.read_text()))
+    text = log.read_text()
+    # the last two printed digits moved: inside the stated tolerance, and a FAIL at tolerance 0
+    log.write_text(re.sub(r"(?m)^(final_score_exact .* val_bpb:\d\.\d{6})\d\d", r"\g<1>99", text))
+    code, out = run_cli(capsys, "validate", folder, "--rescore", artifact)
+    # (submission.json, written from the unedited log, now disagrees: only the rescore line matters here)
+    assert "PASS       rescore seed 7:" in out and "tolerance 0.0001 bpb" in out, out
+    code, out = run_cli(capsys, "validate", folder, "--rescore", artifact, "--rescore-tolerance", "0")
+    assert code == 1 and "FAIL       rescore seed 7:" in out
+    # 1e-3 off: outside it
+    log.write_text(re.sub(r"(?m)^(final_score_exact .* val_bpb:)(\S+)",
+                          lambda m: f"{m.group(1)}{float(m.group(2)) + 1e-3:.8f}", text))
     code, out = run_cli(capsys, "validate", folder, "--rescore", artifact)
     assert code == 1 and "FAIL       rescore seed 7:" in out
     code, out = run_cli(capsys, "validate", folder, "--rescore", tmp_path / "missing.ptz")
@@ -896,3 +910,32 @@ def test_diff_unpacks_packed_scripts(capsys, tmp_path):
     (ours / "train_gpt.py").write_bytes(rt.pack_source(src))
     code, out = run_cli(capsys, "diff", a, ours)
     assert "the same program" in out, out
+
+
+def test_rescore_resolves_relative_logged_paths(capsys, tmp_path, trainer_runs, monkeypatch):
+    """A log that recorded the README's relative paths (DATA_PATH=data/sample) re-scores from
+    anywhere: the paths resolve against the repository, and the output says which it used; a
+    path found nowhere is one FAIL line naming the variable and the fix."""
+    run_dir, _, _ = trainer_runs
+    [artifact] = [p for p in run_dir.glob("contract.*") if p.suffix not in (".txt", ".pt")]
+    log = tmp_path / "rel.txt"
+    text = (run_dir / "contract.txt").read_text()
+    sample = str(ROOT / "data" / "sample")
+    assert f"config:DATA_PATH={sample}\n" in text
+    log.write_text(text.replace(f"config:DATA_PATH={sample}\n", "config:DATA_PATH=data/sample\n").replace(
+        f"config:TOKENIZER_PATH={sample}/", "config:TOKENIZER_PATH=data/sample/"))
+    folder = tmp_path / "rec" / "2026-05-01_Rel"
+    code, out = run_cli(capsys, "new", log, "--script", ROOT / "train_gpt.py", "--name", "n", "--author", "a",
+                        "--github-id", "g", "--description", "Rel", "--blurb", "b", "--allow-partial-val", "--out", folder)
+    assert code == 0, out
+    monkeypatch.chdir(tmp_path)
+    for key in ("DATA_PATH", "TOKENIZER_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    code, out = run_cli(capsys, "validate", folder, "--rescore", artifact)
+    assert code == 0 and "PASS       rescore seed 7:" in out, out
+    assert f"rescore data paths: DATA_PATH={sample} (train_seed7.log: data/sample)" in out
+    assert f"TOKENIZER_PATH={sample}/sotu_1024_bpe.model" in out
+    monkeypatch.setenv("TOKENIZER_PATH", "nowhere/tok.model")
+    code, out = run_cli(capsys, "validate", folder, "--rescore", artifact)
+    assert code == 1 and "TOKENIZER_PATH=nowhere/tok.model (from the environment) is not at" in out
+    assert "set TOKENIZER_PATH=<path> in the environment" in out

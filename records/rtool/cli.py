@@ -10,6 +10,7 @@ from .diff import cmd_diff
 from .leaderboard import cmd_leaderboard
 from .new import cmd_new
 from .pack import cmd_pack
+from .rescore import RESCORE_TOLERANCE_BPB
 from .validate import cmd_validate
 
 DESCRIPTION = ("Records tool for Parameter Golf submissions: build, check, compare, rank and pack record "
@@ -76,9 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rescore", metavar="ARTIFACT",
                    help="score this artifact (logs/<RUN_ID>.<format> of a run) with the folder's train_gpt.py under "
                         "EVAL_ONLY and the logged config of its seed, and compare with the score that log reports; "
-                        "DATA_PATH/TOKENIZER_PATH/TRAIN_GLOB/VAL_GLOB from the environment win over the logged ones")
+                        "DATA_PATH/TOKENIZER_PATH/TRAIN_GLOB/VAL_GLOB from the environment win over the logged ones; a relative "
+                        "logged path is found from the current directory or the repository root, and the paths used "
+                        "are printed")
     g.add_argument("--rescore-seed", help="the seed whose log the artifact belongs to (default: the log whose RUN_ID "
                                           "names the artifact file, or the only log)")
+    g.add_argument("--rescore-tolerance", type=float, default=RESCORE_TOLERANCE_BPB,
+                   help="largest val_bpb difference (and the same in val_loss, scaled by the run's loss/bpb ratio) "
+                        "that still passes: a compiled run re-scored eagerly sums in another order (default 1e-4; "
+                        "0 = the printed digits must be identical)")
     g.add_argument("--rescore-launcher", default=f"{sys.executable}",
                    help="command that runs the script, e.g. 'torchrun --standalone --nproc_per_node=8' (default: "
                         "this Python)")

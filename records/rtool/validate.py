@@ -295,7 +295,8 @@ def cmd_validate(args) -> int:
         check_submission(folder, rec, rep)
         check_significance(args, runs, rep)
         if args.rescore and script is not None:
-            check_rescore(folder, runs, Path(args.rescore), args.rescore_seed, args.rescore_launcher, rep)
+            check_rescore(folder, runs, Path(args.rescore), args.rescore_seed, args.rescore_launcher, rep,
+                          tolerance=args.rescore_tolerance)
     elif rec.sub_error:
         rep.add("FAIL", rec.sub_error)
     return rep.summary()
