@@ -910,6 +910,25 @@ class Logger:
                 pass  # already reported by the write that failed
 
 
+class Progress:
+    """A line every ~10% of a long loop that prints nothing else (compiling warmup, eval
+    prewarm, the sliding eval): done/total, elapsed seconds and the projected total from the
+    rate so far. Host clock, no device sync: on CUDA the host may run a batch ahead."""
+
+    def __init__(self, log, what: str, total: int, every: float = 0.1):
+        self.log, self.what, self.total, self.every = log, what, max(total, 1), every
+        self.t0, self.next = time.perf_counter(), every
+
+    def __call__(self, done: int, note: str = "") -> None:
+        if self.log is None or done / self.total < self.next - 1e-9:
+            return
+        while done / self.total >= self.next - 1e-9:
+            self.next += self.every
+        e = time.perf_counter() - self.t0
+        self.log(f"{self.what}_progress:{done}/{self.total} elapsed:{e:.1f}s projected_total:{e * self.total / max(done, 1):.1f}s"
+                 + (f" {note}" if note else ""))
+
+
 def environment_lines(ctx: Dist) -> list[str]:
     cuda = torch.version.cuda or "none"
     lines = [f"python:{platform.python_version()} torch:{torch.__version__} cuda:{cuda}"]
@@ -3353,8 +3372,10 @@ def sliding_batch_rows(cfg: Config, ctx: Dist, n_windows: int) -> int:
 
 @torch.inference_mode()
 def evaluate_sliding(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cfg: Config, ctx: Dist,
-                     stride: int, keep_per_token: bool = False, tilt: tuple[Tensor, Tensor] | None = None) -> EvalResult:
-    """`tilt`: ngram_tilt's (hint, boost), applied to every scored prediction."""
+                     stride: int, keep_per_token: bool = False, tilt: tuple[Tensor, Tensor] | None = None,
+                     log=None) -> EvalResult:
+    """`tilt`: ngram_tilt's (hint, boost), applied to every scored prediction. `log` (rank 0's
+    logger) gets a sliding_progress line every ~10% of this rank's windows."""
     t0 = time.perf_counter()
     n_pred = len(val_tokens) - 1
     windows = sliding_windows(n_pred, cfg.window_len, stride)
@@ -3369,8 +3390,10 @@ def evaluate_sliding(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cf
     starts = torch.tensor([s for s, _, _ in mine], device=ctx.device, dtype=torch.int64)
     firsts = torch.tensor([f for _, _, f in mine], device=ctx.device, dtype=torch.int64)
     length = windows[0][1]  # every window has the window length unless the split is shorter
+    progress = Progress(log if ctx.is_main else None, "sliding", len(mine))
     with autocast(cfg, ctx):
         for b in range(0, len(mine), rows):
+            progress(b)
             batch = mine[b:b + rows]
             # Pad a short last batch by repeating its last window; padded rows score nothing.
             sel, real = padded_rows(b, rows, len(mine), ctx.device)
@@ -3393,11 +3416,11 @@ def evaluate_sliding(model: nn.Module, val_tokens: Tensor, val_bytes: Tensor, cf
 
 
 @torch.inference_mode()
-def prewarm_eval(model: nn.Module, cfg: Config, ctx: Dist, n_val: int, sliding: bool = True) -> float:
+def prewarm_eval(model: nn.Module, cfg: Config, ctx: Dist, n_val: int, sliding: bool = True, log=None) -> float:
     """Build the compiled eval graphs (the exact shapes and modes evaluate and evaluate_sliding
     use) on dummy tokens before the training timer starts, so neither training-time
     validation nor the final scoring pays for compilation. Reads no validation data.
-    Returns the time spent in ms."""
+    `log` gets a line per graph (each compile takes tens of seconds on CPU). Returns ms."""
     t0 = time.perf_counter()
     dummy = torch.zeros(n_val, dtype=torch.int64, device=ctx.device)
     shapes = [(eval_batch_rows(cfg, ctx, n_val), cfg.train_seq_len, 0)]
@@ -3409,11 +3432,16 @@ def prewarm_eval(model: nn.Module, cfg: Config, ctx: Dist, n_val: int, sliding: 
               for rows, length, sf in dict.fromkeys(shapes)]
     was_training, was_looping = model.training, looping_of(model)
     model.eval()
+    graphs = [(looping, x, sf) for looping in eval_loop_states(cfg) for x, sf in inputs]
+    if log is not None:
+        log(f"eval_prewarm: compiling {len(graphs)} eval graph(s) on dummy tokens (shapes "
+            + ", ".join(f"{tuple(x.shape)}{' looped' if lp else ''}" for lp, x, _ in graphs) + ")")
     with autocast(cfg, ctx):
-        for looping in eval_loop_states(cfg):
+        for i, (looping, x, sf) in enumerate(graphs):
             set_looping(model, looping)
-            for x, sf in inputs:
-                model(x, score_from=sf)
+            model(x, score_from=sf)
+            if log is not None:
+                log(f"eval_prewarm_graph:{i + 1}/{len(graphs)} elapsed:{time.perf_counter() - t0:.1f}s")
     set_looping(model, was_looping)
     model.train(was_training)
     sync(ctx)
@@ -4142,12 +4170,21 @@ class Trainer:
         # the switch inside the timed run builds nothing.
         states = [False, True] if self.cfg.num_loops and self.cfg.enable_looping_at > 0 else [start_looping]
         lengths = sorted({L for _, L in self.cfg.seq_plan})  # TRAIN_SEQ_SCHEDULE: each length's graphs too
+        total, k = len(states) * len(lengths) * self.cfg.warmup_steps, 0
+        self.log(f"warmup: {total} step(s) of graph(s) {'+'.join('looped' if lp else 'plain' for lp in states)}"
+                 + (f" at lengths {','.join(map(str, lengths))}" if len(lengths) > 1 else "") + "; "
+                 + ("the first step of each graph compiles it" if use_compile(self.cfg, self.ctx) else "eager, nothing to compile"))
         for looping in states:
             set_looping(self.model, looping)
             for length in lengths:
                 self.loader.set_seq_len(length)
                 for i in range(self.cfg.warmup_steps):
                     self.step(i, 1.0)
+                    # the official script's line (`warmup_step:i/N`), with the graph and the time so far
+                    sync(self.ctx)
+                    k += 1
+                    self.log(f"warmup_step:{k}/{total} graph:{'looped' if looping else 'plain'}"
+                             + (f" seq_len:{length}" if len(lengths) > 1 else "") + f" elapsed:{time.perf_counter() - t0:.1f}s")
         sync(self.ctx)
         set_looping(self.model, start_looping)
         self.model.load_state_dict(model_state, strict=True)
@@ -4634,8 +4671,9 @@ def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_toke
     model = build_model(cfg, ctx, bos_id)
     compiled = compile_model(model, cfg, ctx)
     if use_compile(cfg, ctx):
-        ms = prewarm_eval(compiled, cfg, ctx, len(val_tokens), sliding=runs_sliding(cfg))
+        ms = prewarm_eval(compiled, cfg, ctx, len(val_tokens), sliding=runs_sliding(cfg), log=log)
         if cfg.ttt_enabled:
+            log("ttt_prewarm: compiling the TTT graphs on random tokens (adapters at every window length)")
             ms += prewarm_ttt(compiled, cfg, ctx)
         log(f"final_eval_prewarm_time:{ms:.0f}ms (graphs compiled on dummy and random tokens before the eval clock)")
         model.fa3_overflow.zero_()  # random tokens are no evidence about the data
@@ -4649,7 +4687,7 @@ def score_artifact(art_path: Path, cfg: Config, ctx: Dist, bos_id: int, val_toke
     if pre is not None:
         log(f"final_quant_gap_exact val_loss:{rt.loss - pre.loss:.8f} val_bpb:{rt.bpb - pre.bpb:.8f}")
     if runs_sliding(cfg):
-        final = evaluate_sliding(compiled, val_tokens, val_bytes, cfg, ctx, cfg.eval_stride, tilt=tilt)
+        final = evaluate_sliding(compiled, val_tokens, val_bytes, cfg, ctx, cfg.eval_stride, tilt=tilt, log=log)
         name = f"final_{label}_sliding_window"
         log_eval(log, name, final, f" stride:{cfg.eval_stride} seq_len:{cfg.window_len} ngram_tilt:{int(tilt is not None)}")
     if cfg.ttt_enabled:
@@ -4746,7 +4784,7 @@ def run_eval_only(cfg: Config, ctx: Dist, log: Logger, bos_id: int, val_tokens: 
     label = artifact_file_label(art_path.read_bytes(), str(art_path))
     log(f"eval_only:{art_path} format:{label} (no training: the artifact is scored with the current eval settings)")
     if use_compile(cfg, ctx):  # as in a training run, eval graphs are built before the eval timer
-        log(f"eval_prewarm_time:{prewarm_eval(compile_model(build_model(cfg, ctx, bos_id), cfg, ctx), cfg, ctx, len(val_tokens)):.0f}ms "
+        log(f"eval_prewarm_time:{prewarm_eval(compile_model(build_model(cfg, ctx, bos_id), cfg, ctx), cfg, ctx, len(val_tokens), log=log):.0f}ms "
             "(eval graphs compiled on dummy tokens before the timer)")
     score_and_report(art_path, label, cfg, ctx, bos_id, val_tokens, val_bytes, None, log, dict(train_ms=0.0, steps=0))
     return 0
@@ -4824,7 +4862,7 @@ def run(cfg: Config, ctx: Dist, log: Logger, out: Path, signals: StopSignals | N
     set_qat(model, trainer.qat_live)
     trainer.warmup_and_restore()
     if use_compile(cfg, ctx):
-        log(f"eval_prewarm_time:{prewarm_eval(eval_model, cfg, ctx, len(val_tokens)):.0f}ms "
+        log(f"eval_prewarm_time:{prewarm_eval(eval_model, cfg, ctx, len(val_tokens), log=log):.0f}ms "
             "(eval graphs compiled on dummy tokens before the timer)")
     averager = WeightAverager(model, cfg)
     stats, unsaved = train_and_save(trainer, averager, val_tokens, val_bytes, out, signals)

@@ -431,3 +431,23 @@ def test_two_ranks_hand_out_batches_as_they_free_up(tg, setup, tmp_path):
         assert not merged.isnan().any() and torch.allclose(merged, single.per_token, atol=1e-6, rtol=0)
         assert ranks[0]["bpb"] == ranks[1]["bpb"] == pytest.approx(single.bpb, rel=1e-9) and ranks[0]["tokens"] == single.tokens
     assert proc.stdout.count("ttt_phase:") == 4  # 2 phases, logged by each rank
+
+
+def test_sliding_eval_and_prewarm_report_progress(tg, setup):
+    """The sliding eval logs a line every ~10% of its windows with elapsed and projected time,
+    and prewarm_eval a line per graph it builds: long CPU evals and compiles are not silent.
+    The progress lines do not change the score."""
+    cfg, model, tokens, vb, lut = setup
+    cfg = with_(tg, cfg, eval_batch_seqs=4)  # 39 batches of windows
+    lines = []
+    quiet = tg.evaluate_sliding(model, tokens, vb, cfg, cpu(tg), stride=4)
+    loud = tg.evaluate_sliding(model, tokens, vb, cfg, cpu(tg), stride=4, log=lines.append)
+    assert (quiet.loss, quiet.bpb) == (loud.loss, loud.bpb)
+    n = len(tg.sliding_windows(len(tokens) - 1, cfg.window_len, 4))
+    assert 8 <= len(lines) <= 10, lines
+    for line in lines:
+        m = __import__("re").fullmatch(r"sliding_progress:(\d+)/(\d+) elapsed:[\d.]+s projected_total:[\d.]+s", line)
+        assert m and int(m.group(2)) == n and 0 < int(m.group(1)) < n, line
+    lines.clear()
+    tg.prewarm_eval(model, cfg, cpu(tg), len(tokens), log=lines.append)
+    assert lines[0].startswith("eval_prewarm: compiling ") and lines[-1].startswith(f"eval_prewarm_graph:{len(lines) - 1}/")
