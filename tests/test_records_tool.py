@@ -516,7 +516,7 @@ def test_validate_published_folders(capsys, tmp_path):
     assert any(ln.startswith("UNVERIFIED hardware") and "not in log" in ln for ln in unverified)
     assert any(ln.startswith("UNVERIFIED data audit seed 1337: no `data_audit:` line") for ln in unverified)
     code, out = run_cli(capsys, "validate", gptq, "--allow-unverified")
-    assert code == 0 and "RESULT: PASS (0 failed, 3 unverified, unverified allowed)" in out
+    assert code == 0 and "RESULT: PASS (0 failed, 3 unverified, unverified allowed, 1 warning(s))" in out  # the warning: one seed
 
 
 def test_validate_reports_the_data_audit_digest_or_unverified(capsys, tmp_path):
@@ -832,10 +832,12 @@ def test_validate_wording_and_derived_step_avg(capsys, tmp_path):
     assert not [ln for ln in lines_with(out, "FAIL") if "step_avg" in ln], out
     assert "not compared: step_avg_ms_mean, seed_results[42].step_avg_ms" in out
     # the compressed-code counting policy is a warning, not a failure
-    [warn] = lines_with(out, "WARN")
+    # (and so is a record-track folder with one seed)
+    [seeds, warn] = lines_with(out, "WARN")
+    assert seeds.startswith("WARN       seeds: 1 (42) in a record-track folder")
     assert "31,999 bytes of compressed code" in warn and "the organisers accepted" in warn
     assert not lines_with(out, "FAIL"), out
-    assert out.strip().splitlines()[-1].startswith("RESULT: UNVERIFIED (") and "0 failed, 1 warning(s)" in out
+    assert out.strip().splitlines()[-1].startswith("RESULT: UNVERIFIED (") and "0 failed, 2 warning(s)" in out
 
 
 # ----- CLI -----
@@ -939,3 +941,47 @@ def test_rescore_resolves_relative_logged_paths(capsys, tmp_path, trainer_runs, 
     code, out = run_cli(capsys, "validate", folder, "--rescore", artifact)
     assert code == 1 and "TOKENIZER_PATH=nowhere/tok.model (from the environment) is not at" in out
     assert "set TOKENIZER_PATH=<path> in the environment" in out
+
+
+def test_leaderboard_date_column_takes_iso_timestamps(capsys, tmp_path):
+    for name, date in (("2026-03-19_Iso", "2026-03-19T12:34:56Z"), ("2026-03-20_Space", "2026-03-20 08:00:00+00:00"),
+                       ("2026-03-21_Day", "2026-03-21")):
+        published_folder(tmp_path, name, {"submission.json": json.dumps({"val_bpb": 1.2, "name": "x", "date": date})})
+    code, out = run_cli(capsys, "leaderboard", "--root", tmp_path / "records")
+    assert code == 0, out
+    rows = {name: ln for ln in out.splitlines() for name in ("_Iso", "_Space", "_Day") if name in ln}
+    assert len(rows) == 3 and len({ln.index("  x ") for ln in rows.values()}) == 1, out  # the columns stay aligned
+    for name, day in (("_Iso", "2026-03-19"), ("_Space", "2026-03-20"), ("_Day", "2026-03-21")):
+        assert f"  {day}  " in rows[name] and "T12" not in rows[name] and "08:00" not in rows[name], rows[name]
+
+
+def test_validate_warns_on_fewer_than_three_seeds_in_the_record_track(capsys, tmp_path):
+    folder = make_record(capsys, tmp_path, logs=tiny_logs(tmp_path)[:2])
+    code, out = run_cli(capsys, "validate", folder)
+    assert "WARN       seeds: 2 (1, 2) in a record-track folder; a record submission shows 3 seeds" in out
+    assert "track_non_record_16mb" in out
+    three = make_record(capsys, tmp_path, desc="Three")
+    code, out = run_cli(capsys, "validate", three)
+    assert "seeds:" not in out
+
+
+def test_new_without_pack_counts_the_folder_file(capsys, tmp_path):
+    """Runs count the packed script; a folder built without --pack holds the readable one, so its
+    bytes_total is the model plus that file (not the log's total), and validate accepts it."""
+    src = (OURS / "tiny_train_gpt.py").read_text()
+    counted = len(rt.pack_source(src))
+    assert counted != len(src.encode())
+
+    def edit(seed, ln):  # the logs count the packed size, as train_gpt.py's runs do
+        return (ln.replace("code_bytes:1062 model_bytes:15913048 total_bytes:15914110",
+                           f"code_bytes:{counted} model_bytes:15913048 total_bytes:{15913048 + counted}")
+                  .replace("code_bytes:1062", f"code_bytes:{counted}"))
+    folder = make_record(capsys, tmp_path, logs=tiny_logs(tmp_path, edit))
+    sub = json.loads((folder / "submission.json").read_text())
+    file_bytes = (folder / "train_gpt.py").stat().st_size
+    models = {str(s): rt.parse_log(folder / f"train_seed{s}.log").model_bytes for s in (1, 2, 3)}
+    assert sub["bytes_total"] == max(models.values()) + file_bytes == sub["artifact_bytes_max"]
+    assert sub["bytes_code"] == file_bytes
+    assert {k: r["artifact_bytes"] for k, r in sub["seed_results"].items()} == {k: m + file_bytes for k, m in models.items()}
+    code, out = run_cli(capsys, "validate", folder)
+    assert "PASS       submission.json:" in out, out

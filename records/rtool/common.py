@@ -9,6 +9,7 @@ TRAIN_LIMIT_S = 600.0           # training wallclock on 8xH100
 EVAL_LIMIT_S = 600.0            # evaluation wallclock, a separate budget
 MIN_GAIN_NATS = 0.005           # a new record must beat the best val_loss by this much ...
 P_THRESHOLD = 0.01              # ... at this one-sided significance level
+MIN_RECORD_SEEDS = 3            # seeds a record-track submission shows (the README's and the records' practice)
 SEPARATOR = "=" * 100           # ends the embedded source in baseline-style logs
 NOT_IN_LOG = "not in log"
 SCORE_TOLERANCE = 0.5e-4 + 1e-12  # a submission.json score must equal the logs to 4 decimals

@@ -1,6 +1,8 @@
 """Command `leaderboard`: every record under a root, one table per track, sorted by score."""
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,11 +89,18 @@ def load_entry(folder: Path, root: Path) -> Entry:
     if is_number(sub.get("bytes_total")) and sub["bytes_total"] > CAP_BYTES and not over:
         notes.append(f"over the cap: submission.json bytes_total {sub['bytes_total']:,}")
     e.author = _text(sub, "author") if _text(sub, "author") != "-" else _text(sub, "github_id")
-    e.name, e.date = _text(sub, "name"), _text(sub, "date")
+    e.name, e.date = _text(sub, "name"), record_date(_text(sub, "date"))
     if e.date == "-" and len(folder.name) > 10 and folder.name[4] == "-" and folder.name[10] == "_":
         e.date = folder.name[:10]
     e.notes = notes
     return e
+
+
+def record_date(text: str) -> str:
+    """The YYYY-MM-DD of a submission's date: published ones write a day or an ISO timestamp
+    (2026-03-19T12:34:56Z, 2026-03-19 12:34:56+00:00); anything else is kept, clipped to the column."""
+    m = re.match(r"\s*(\d{4}-\d{2}-\d{2})(?:$|[T ]\d)", text)
+    return m.group(1) if m else _clip(text, 10)
 
 
 def _clip(text: str, width: int) -> str:

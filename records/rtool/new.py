@@ -353,9 +353,15 @@ def cmd_new(args) -> int:
               f"({HUMAN_NAME})")
     for r in runs:
         if r.code_bytes is not None and r.code_bytes != len(script):
-            print(f"WARNING {r.label}: the log counts {r.code_bytes:,} code bytes, train_gpt.py has {len(script):,}"
-                  + (" (the run executed the readable source; the packed file is the counted code)"
-                     if readable is not None and r.code_bytes > len(script) else ""))
+            if readable is not None and r.code_bytes > len(script):
+                print(f"note {r.label}: the log counts {r.code_bytes:,} code bytes, train_gpt.py has {len(script):,} "
+                      "(the run executed the readable source; the packed file is the counted code)")
+            elif readable is None and r.model_bytes is not None:  # a readable script: bytes_total counts it
+                print(f"note {r.label}: the log counts {r.code_bytes:,} code bytes (the packed form), the folder's "
+                      f"readable train_gpt.py has {len(script):,}: bytes_total counts the file ({r.model_bytes:,} + "
+                      f"{len(script):,}); --pack commits the packed script the run counted")
+            else:
+                print(f"WARNING {r.label}: the log counts {r.code_bytes:,} code bytes, train_gpt.py has {len(script):,}")
         if r.config.get("VAL_MAX_TOKENS") not in (None, "0"):
             print(f"WARNING {r.label}: VAL_MAX_TOKENS={r.config['VAL_MAX_TOKENS']}: a partial validation split")
     print(f"val_bpb mean {fmt_num(sub['val_bpb'])}  val_loss mean {fmt_num(sub['val_loss'])}  "

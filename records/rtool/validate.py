@@ -121,7 +121,12 @@ def check_scripts(runs: list[RunLog], script: Path | None, rep: Report) -> None:
 
 
 def check_run_setup(runs: list[RunLog], rep: Report, record_track: bool) -> None:
-    """Full validation split and the 8xH100 hardware of the 10-minute track."""
+    """Full validation split, and on the 10-minute track the 8xH100 hardware and three seeds."""
+    seeds = sorted({seed_key(r) for r in runs})
+    if record_track and len(seeds) < MIN_RECORD_SEEDS:
+        rep.add("WARN", f"seeds: {len(seeds)} ({', '.join(seeds)}) in a record-track folder; a record submission "
+                        f"shows {MIN_RECORD_SEEDS} seeds (the significance test needs at least 2): add runs, or move "
+                        "the folder to track_non_record_16mb (`new --track non_record_16mb`)")
     for r in runs:
         partial = r.config.get("VAL_MAX_TOKENS")
         if partial is not None and norm_value(partial) not in (0.0, "0"):
