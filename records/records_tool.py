@@ -11,6 +11,7 @@ Commands (each has --help):
                and (given the best score) the significance of the improvement
   diff         compare two record folders or two logs: config, metrics, unified script diff
   leaderboard  every record under a root, sorted by score
+  compare      curves, step time and final scores of any logs in one PNG and a table (alias plot)
 
 The log parser reads the logs our train_gpt.py writes (a verbatim-source header, then
 `code_sha256:`, `config:KEY=VALUE` and `final_score_exact metric:...` lines) and the logs of
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rtool.cli import build_parser, main  # noqa: E402
 from rtool.common import *  # noqa: E402,F401,F403
+from rtool.compare import *  # noqa: E402,F401,F403
 from rtool.diff import *  # noqa: E402,F401,F403
 from rtool.leaderboard import *  # noqa: E402,F401,F403
 from rtool.logs import *  # noqa: E402,F401,F403

@@ -842,7 +842,7 @@ def test_validate_wording_and_derived_step_avg(capsys, tmp_path):
 
 # ----- CLI -----
 
-@pytest.mark.parametrize("command", [None, "new", "validate", "diff", "leaderboard", "pack"])
+@pytest.mark.parametrize("command", [None, "new", "validate", "diff", "leaderboard", "pack", "compare"])
 def test_help(capsys, command):
     with pytest.raises(SystemExit) as exc:
         rt.main(([command] if command else []) + ["--help"])
@@ -985,3 +985,57 @@ def test_new_without_pack_counts_the_folder_file(capsys, tmp_path):
     assert {k: r["artifact_bytes"] for k, r in sub["seed_results"].items()} == {k: m + file_bytes for k, m in models.items()}
     code, out = run_cli(capsys, "validate", folder)
     assert "PASS       submission.json:" in out, out
+
+
+def test_user_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch):
+    """Each user error names the file or flag, on one line, exit 2, no traceback."""
+    garbage = tmp_path / "g.txt"
+    garbage.write_text("not a log\n")
+    (tmp_path / "empty").mkdir()
+    cases = [(["diff", garbage, garbage], "g.txt: the file is not a training log"),
+             (["diff", tmp_path / "empty", OURS / "tiny_s1.txt"], "empty: the folder holds no train_gpt.py"),
+             (["pack", OURS / "tiny_train_gpt.py", "--out", tmp_path / "g.txt" / "sub"], "g.txt"),
+             (["validate", garbage], "is not a directory"),
+             (["leaderboard", "--root", tmp_path / "nowhere"], "is not a directory")]
+    for argv, needle in cases:
+        code, out = run_cli(capsys, *argv)
+        assert code == 2 and needle in out and len(out.strip().splitlines()) == 1 and "Traceback" not in out, (argv, out)
+    proc = subprocess.run([sys.executable, str(TOOL), "new", OURS / "tiny_s1.txt"], capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "--name" in proc.stderr and "--help" in proc.stderr
+
+
+def test_new_leaves_nothing_half_written(capsys, tmp_path, monkeypatch):
+    import rtool.new
+    def fail(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "curves.png"))
+    monkeypatch.setattr(rtool.new, "plot_curves", fail)
+    code, out = run_cli(capsys, "new", *tiny_logs(tmp_path), "--script", OURS / "tiny_train_gpt.py", "--name", "n",
+                        "--author", "a", "--github-id", "g", "--description", "Half", "--date", "2026-05-01",
+                        "--blurb", "b", "--records-root", tmp_path / "records")
+    assert code == 2 and "No space left on device" in out and len(out.strip().splitlines()) == 1, out
+    track = tmp_path / "records" / "track_10min_16mb"
+    assert not list(track.iterdir()), list(track.iterdir())  # neither the folder nor the staging copy
+
+
+def test_compare_plots_ours_and_published_logs(capsys, tmp_path):
+    """compare (alias plot): one PNG and a table for any mix of our logs, record folders and the
+    published records' logs (the 04-27 record logs `N/T train_loss: x train_time: 0.8m`)."""
+    pytest.importorskip("matplotlib")
+    folder = make_record(capsys, tmp_path)
+    out = tmp_path / "cmp.png"
+    code, text = run_cli(capsys, "compare", folder, PUB / "top_phased_ttt_seed42.log", "--out", out, "--title", "t")
+    assert code == 0, text
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob(".*.partial.png"))
+    rows = [ln for ln in text.splitlines() if ln.endswith(("final_int6_sliding_window", "quantized_ttt_phased"))
+            or "train_seed" in ln]
+    assert len(rows) == 4, text  # three seeds of the folder and the published log
+    assert any("top_phased_ttt_seed42.log" in ln and "1.05989454" in ln for ln in rows), text
+    top = rt.parse_log(PUB / "top_phased_ttt_seed42.log")
+    assert top.time_points and all(ms % 6000 == 0 for _, ms in top.time_points)  # 0.1-minute resolution, in ms
+    times = rt.step_times(top)
+    assert times and all(t > 0 for _, t in times)  # intervals below the resolution are merged, never 0 ms/step
+    code, text = run_cli(capsys, "plot", tmp_path / "missing.txt", "--out", out)
+    assert code == 2 and "missing.txt does not exist" in text and len(text.strip().splitlines()) == 1
+    code, text = run_cli(capsys, "compare", folder, "--out", tmp_path / "cmp.pdf")
+    assert code == 2 and "must name a .png" in text

@@ -5,7 +5,8 @@ import argparse
 import datetime as _dt
 import sys
 
-from .common import TRACKS
+from .common import TRACKS, refuse
+from .compare import cmd_compare
 from .diff import cmd_diff
 from .leaderboard import cmd_leaderboard
 from .new import cmd_new
@@ -16,6 +17,14 @@ from .validate import cmd_validate
 DESCRIPTION = ("Records tool for Parameter Golf submissions: build, check, compare, rank and pack record "
                "folders.")
 
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line that names the flag and points at --help (exit 2), not the
+    whole usage block; sub-command parsers are of this class too."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _add_best_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("significance (0.005 nats at p < 0.01; see records/README.md)")
     g.add_argument("--best-loss", type=float, help="current best val_loss in nats (one-sample test)")
@@ -25,7 +34,7 @@ def _add_best_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="records_tool.py", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  python records/records_tool.py new logs/a.txt logs/b.txt logs/c.txt --name NAME --author A \\\n"
@@ -33,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  python records/records_tool.py validate records/track_10min_16mb/2026-05-01_Short_Name --best-loss 1.9295\n"
                "  python records/records_tool.py diff records/track_10min_16mb/A records/track_10min_16mb/B\n"
                "  python records/records_tool.py leaderboard --track 10min_16mb\n"
+               "  python records/records_tool.py compare logs/a.txt logs/b.txt records/track_10min_16mb/A --out cmp.png\n"
                "  python records/records_tool.py pack train_gpt.py --out /tmp/packed\n"
                "See records/README.md for the checks, the log formats and the significance test.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -105,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-diff", action="store_true", help="print the unified script diff after the summary by function")
     p.set_defaults(func=cmd_diff)
 
+    p = sub.add_parser("compare", aliases=["plot"], help="curves and final scores of any logs in one PNG and a table",
+                       description="Plot the training loss, validation bpb, step time and final score of any set of "
+                                   "run logs or record folders (ours and the published records' formats) into one "
+                                   "PNG, and print a table of steps, step time, train and eval time, score and size.")
+    p.add_argument("paths", nargs="+", help="run logs (logs/<RUN_ID>.txt) or record folders (every log inside)")
+    p.add_argument("--out", default="compare.png", help="the PNG to write (default compare.png)")
+    p.add_argument("--title", help="a title above the plots")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("pack", help="write a script as a small self-extracting train_gpt.py (+ train_gpt_human.py)",
                        description="Write OUT/train_gpt.py: the script lzma-compressed and base85-encoded inside a "
                                    "three-line wrapper that decompresses and executes it (the layout of the accepted "
@@ -132,5 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except OSError as e:  # a file the user named cannot be read or written: one line, no traceback
+        where = e.filename if e.filename is not None else "a file"
+        return refuse(f"{where}: {e.strerror or e} (check the path and its permissions, or pass another --out)")
 

@@ -125,6 +125,11 @@ def cmd_diff(args) -> int:
         if not Path(p).exists():
             return refuse(f"{p} does not exist")
     a, b = load_side(Path(args.a)), load_side(Path(args.b))
+    for side, p in ((a, args.a), (b, args.b)):
+        if not side.script and not any(r.source or r.config or r.train_points or r.metrics for r in side.runs):
+            what = "folder holds no train_gpt.py and no training log" if Path(p).is_dir() else \
+                "file is not a training log (no source, config, step or metric lines)"
+            return refuse(f"{p}: the {what}; give a record folder or a run's log")
     print(f"A: {a.label}  ({len(a.runs)} log(s); config from {a.config_source})")
     print(f"B: {b.label}  ({len(b.runs)} log(s); config from {b.config_source})")
     print("\n== configuration differences ==")

@@ -45,6 +45,7 @@ class RunLog:
     seed_source: str | None = None
     train_points: list = field(default_factory=list)   # (step, train_loss)
     val_points: list = field(default_factory=list)     # (step, val_loss, val_bpb)
+    time_points: list = field(default_factory=list)    # (step, train_time_ms) of the step lines
     last_step: dict | None = None                      # fields of the last step line
     steps: int | None = None
     iterations: int | None = None
@@ -85,6 +86,18 @@ def kv_fields(text: str) -> dict:
     for key, value in _KV.findall(text):
         out.setdefault(key, value)
     return out
+
+
+def duration_ms(value) -> float | None:
+    """`9612ms` (ours, the baseline), `0.8m` (the 04-27 record), `12.5s` -> milliseconds."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m|min)?\s*", str(value)) if value is not None else None
+    if m is None:
+        return None
+    try:
+        x = float(m.group(1))
+    except ValueError:
+        return None
+    return x * {"ms": 1.0, None: 1.0, "s": 1e3, "m": 6e4, "min": 6e4}[m.group(2)]
 
 
 def to_float(value) -> float | None:
@@ -194,6 +207,9 @@ def _p_step(run: RunLog, line: str, st: dict) -> bool:
         run.train_points.append((step, to_float(f["train_loss"])))
     if "val_loss" in f:
         run.val_points.append((step, to_float(f["val_loss"]), to_float(f.get("val_bpb"))))
+    ms = duration_ms(f.get("train_time"))
+    if ms is not None and "train_loss" in f:
+        run.time_points.append((step, ms))
     if run.last_step is None or step >= run.last_step["step"]:
         run.last_step = dict(f, step=step)
     return True

@@ -324,25 +324,37 @@ def cmd_new(args) -> int:
                                                / f"{args.date}_{args.description}")
     if folder.exists() and any(folder.iterdir()) and not args.force:
         return refuse(f"{folder} exists and is not empty (use --force to overwrite)")
-    folder.mkdir(parents=True, exist_ok=True)
-    if packed_source is not None:  # the packed file as given (its bytes are what the logs counted)
-        shutil.copyfile(script_path, folder / "train_gpt.py")
-        (folder / HUMAN_NAME).write_text(readable, encoding="utf-8")
-    elif readable is not None:
-        write_packed(readable, folder)
-    else:
-        shutil.copyfile(script_path, folder / "train_gpt.py")
-    names = []
-    for r in runs:
-        name = f"train_seed{r.seed}.log" if r.seed is not None else r.path.name
-        shutil.copyfile(r.path, folder / name)
-        names.append(name)
-    if args.requirements:
-        shutil.copyfile(args.requirements, folder / "requirements.txt")
-    sub = build_submission(runs, args, script, names)
-    (folder / "submission.json").write_text(json.dumps(sub, indent=2) + "\n", encoding="utf-8")
-    write_readme(folder, runs, sub, readable if readable is not None else script.decode("utf-8"))
-    plotted = plot_curves(runs, folder / "curves.png")
+    # Everything is written into a hidden folder beside the target and moved in place at the end:
+    # a failure (a full disk, an unwritable place) leaves no half-written record behind.
+    stage = folder.parent / f".{folder.name}.partial"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        stage.mkdir(parents=True)
+        final, folder = folder, stage
+        if packed_source is not None:  # the packed file as given (its bytes are what the logs counted)
+            shutil.copyfile(script_path, folder / "train_gpt.py")
+            (folder / HUMAN_NAME).write_text(readable, encoding="utf-8")
+        elif readable is not None:
+            write_packed(readable, folder)
+        else:
+            shutil.copyfile(script_path, folder / "train_gpt.py")
+        names = []
+        for r in runs:
+            name = f"train_seed{r.seed}.log" if r.seed is not None else r.path.name
+            shutil.copyfile(r.path, folder / name)
+            names.append(name)
+        if args.requirements:
+            shutil.copyfile(args.requirements, folder / "requirements.txt")
+        sub = build_submission(runs, args, script, names)
+        (folder / "submission.json").write_text(json.dumps(sub, indent=2) + "\n", encoding="utf-8")
+        write_readme(folder, runs, sub, readable if readable is not None else script.decode("utf-8"))
+        plotted = plot_curves(runs, folder / "curves.png")
+        final.mkdir(parents=True, exist_ok=True)
+        for f in stage.iterdir():
+            f.replace(final / f.name)
+        folder = final
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     print(f"created {folder}")
     for n in ["train_gpt.py", *([HUMAN_NAME] if readable is not None else []), *names, "submission.json",
               "README.md"] + (["requirements.txt"] if args.requirements else []):
