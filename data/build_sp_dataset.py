@@ -992,9 +992,16 @@ def _unescape_separator(text: str) -> str:
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line naming the flag and pointing at --help (exit 2), not the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = BuildOptions()
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description="Train a SentencePiece BPE tokenizer with the Parameter Golf settings (or take an existing "
         "one) and write challenge-format shards (validation = the first --val-docs documents).",
     )
@@ -1056,6 +1063,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--official-split keeps the input order; it cannot be combined with --shuffle-seed")
     if args.tokenizer is not None and (args.tokenizer_train_docs or args.tokenizer_train_bytes):
         parser.error("--tokenizer-train-docs/--tokenizer-train-bytes cap tokenizer training; --tokenizer trains none")
+    missing = [str(p) for p in args.inputs if not Path(p).is_file()]
+    if missing:
+        parser.error(f"input file(s) not found: {', '.join(missing)}")
+    if args.tokenizer is not None and not args.tokenizer.is_file():
+        parser.error(f"--tokenizer {args.tokenizer}: no such file (leave it out to train one)")
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        parser.error(f"--output-dir {args.output_dir} is a file, not a folder")
     vocab_size = args.vocab_size
     if vocab_size is None:
         vocab_size = BuildOptions.vocab_size
@@ -1078,9 +1092,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         caseops=args.caseops,
         byte_sidecar=args.byte_sidecar,
     )
+    created = not args.output_dir.exists()
     try:
         manifest = build_dataset(args.inputs, args.output_dir, options, tokenizer=args.tokenizer,
                                  encode_threads=args.workers, progress=not args.no_progress, audit=not args.no_audit)
+    except (TokenizerError, CaseOpsError, ShardFormatError, OSError, UnicodeDecodeError) as exc:
+        # a corpus or a place the tool cannot use: one line; a folder this run created is removed
+        if created:
+            shutil.rmtree(args.output_dir, ignore_errors=True)
+        where = (f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else "")
+        fix = {TokenizerError: "use a larger corpus or a smaller --vocab-size",
+               UnicodeDecodeError: "inputs must be UTF-8 text"}.get(type(exc), "check the inputs and --output-dir")
+        print(f"build_sp_dataset.py: error: {where}{getattr(exc, 'strerror', None) or exc}: {fix} "
+              + ("(nothing written)" if created else f"({args.output_dir} existed before and may hold a partial build)"),
+              file=sys.stderr)
+        return 2
     except SplitError as exc:
         hint = (f"--official-split holds out the first {OFFICIAL_VAL_DOCS:,} documents as validation; "
                 "use --val-docs N for a smaller corpus" if args.official_split else "lower --val-docs")

@@ -242,6 +242,51 @@ def download_file(repo_id: str, remote_path: str, local_path: Path) -> None:
     os.replace(partial, local_path)
 
 
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def probe_hub(repo_id: str, timeout: float = 8.0) -> str | None:
+    """None when the Hugging Face dataset repo answers, else why not, in one sentence. One
+    request with a short timeout (proxies from the environment apply), so an offline machine
+    fails in seconds instead of after the hub client's retries."""
+    import urllib.error
+    import urllib.request
+    url = f"{hub_endpoint()}/api/datasets/{repo_id}"
+    headers = {"Authorization": f"Bearer {os.environ['HF_TOKEN']}"} if os.environ.get("HF_TOKEN") else {}
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD", headers=headers), timeout=timeout)
+        return None
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403, 404):
+            return (f"the dataset repo {repo_id} is not on {hub_endpoint()} (HTTP {exc.code}); check --repo-id "
+                    "(private repos need HF_TOKEN)")
+        return f"{url} answered HTTP {exc.code} {exc.reason}; try again later"
+    except (urllib.error.URLError, OSError) as exc:
+        cause = getattr(exc, "reason", exc)
+        return (f"cannot reach {hub_endpoint()} for the dataset repo {repo_id} ({cause}): this machine looks offline; "
+                "download on a machine with internet and copy data/datasets/ and data/tokenizers/ over")
+
+
+class HubUnreachable(Exception):
+    """The dataset repo cannot be reached (offline, wrong repo id): the message says which and why."""
+
+
+def probed(download: DownloadFn, probe: Callable[[str], str | None]) -> DownloadFn:
+    """`download`, preceded on its first call by probe(repo_id); a problem raises HubUnreachable.
+    Files already present never call it, so an offline re-run with complete data still succeeds."""
+    ok: set = set()
+
+    def run(repo_id: str, remote: str, local: Path) -> None:
+        if repo_id not in ok:
+            problem = probe(repo_id)
+            if problem is not None:
+                raise HubUnreachable(problem)
+            ok.add(repo_id)
+        download(repo_id, remote, local)
+    return run
+
+
 def fetch_files(
     requests: Sequence[FileRequest],
     repo_id: str,
@@ -285,8 +330,15 @@ def load_manifest(
 # ----------------------------------------------------------------------------------------
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line naming the flag and pointing at --help (exit 2), not the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description="Download the Parameter Golf FineWeb shards and tokenizer from Hugging Face "
         "into data/datasets/ and data/tokenizers/.",
     )
@@ -316,18 +368,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, download: DownloadFn = download_file) -> int:
+def main(argv: Sequence[str] | None = None, *, download: DownloadFn = download_file,
+         probe: Callable[[str], str | None] = probe_hub) -> int:
     args = build_parser().parse_args(argv)
     train_shards = args.train_shards if args.train_shards_positional is None else args.train_shards_positional
+    if download is download_file:  # the hub is probed once, before the first real download only
+        download = probed(download, probe)
+    if train_shards < 0:
+        print(f"error: --train-shards {train_shards} must be 0 or more", file=sys.stderr)
+        return 2
     try:
         dataset_name_for_variant(args.variant)  # reject a malformed variant before any network use
+
         manifest = load_manifest(args.repo_id, args.remote_root, args.output_root,
                                  download=download, allow_download=not args.skip_manifest)
         source = (f"the manifest of {args.repo_id} ({remote_path(args.remote_root, 'manifest.json')}, cached as "
                   f"{local_path_for(manifest_relative_path(args.repo_id, args.remote_root), args.output_root)})")
         requests = plan_downloads(manifest, args.variant, train_shards, output_root=args.output_root,
                                   remote_root=args.remote_root, with_docs=args.with_docs, source=source)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, HubUnreachable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -336,7 +395,15 @@ def main(argv: Sequence[str] | None = None, *, download: DownloadFn = download_f
             state = "present" if is_complete(request.local_path) else "missing"
             print(f"{state}\t{request.remote_path}\t->\t{request.local_path}")
         return 0
-    fetched = fetch_files(requests, args.repo_id, download=download, progress=not args.no_progress)
+    try:
+        fetched = fetch_files(requests, args.repo_id, download=download, progress=not args.no_progress)
+    except HubUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError, ValueError) as exc:  # the hub client's errors derive from these
+        print(f"error: downloading from {args.repo_id} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(files already complete are kept; run the same command again to resume)", file=sys.stderr)
+        return 2
     print(f"{args.variant}: {len(requests)} files in {args.output_root} "
           f"({len(fetched)} downloaded, {len(requests) - len(fetched)} already present)")
     print("train_gpt.py variables for this data:")

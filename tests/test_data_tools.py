@@ -191,6 +191,34 @@ def test_main_downloads_manifest_then_files_and_skips_complete_ones(tmp_path, ca
     ])
 
 
+def test_offline_fails_in_seconds_naming_the_repo(tmp_path, capsys, monkeypatch):
+    """Offline, the downloader stops after one short probe (not the hub client's retries) with one
+    line that names the repo and the cause, and writes nothing; a download that fails midway is
+    one line too, and keeps the files already complete."""
+    import time
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    t0 = time.perf_counter()
+    problem = dl.probe_hub("someone/golf", timeout=5)
+    assert time.perf_counter() - t0 < 10
+    assert problem.startswith("cannot reach http://127.0.0.1:9 for the dataset repo someone/golf (") and "offline" in problem
+    hub = StubHub()
+    argv = ["--variant", "sp1024", "--train-shards", "1", "--output-root", str(tmp_path / "out"), "--no-progress",
+            "--repo-id", "someone/golf"]
+    assert dl.main(argv, download=dl.probed(hub, lambda repo: f"cannot reach X for the dataset repo {repo} (down)")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "someone/golf" in err and "(down)" in err
+    assert hub.calls == [] and not (tmp_path / "out").exists()
+
+    def flaky(repo_id, remote, local):
+        if "train" in remote:
+            raise OSError("Connection reset by peer")
+        hub(repo_id, remote, local)
+    assert dl.main(argv, download=flaky) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "downloading from someone/golf failed: OSError: Connection reset by peer" in err
+    assert (tmp_path / "out/datasets/fineweb10B_sp1024/fineweb_val_000000.bin").is_file()
+
+
 def test_main_refuses_bad_requests_before_downloading_shards(tmp_path, capsys):
     hub = StubHub()
     base = ["--output-root", str(tmp_path), "--no-progress"]
@@ -805,3 +833,29 @@ def test_official_split_is_the_first_50000_documents_unshuffled(tmp_path, capsys
     assert "cannot be combined with --shuffle-seed" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # one of the two split options is required
         bsd.main([str(src), "--output-dir", str(tmp_path / "o")])
+
+
+def test_build_user_errors_are_one_line_and_leave_nothing(tmp_path, capsys):
+    """A missing input or tokenizer, a file as --output-dir, a corpus too small for the vocabulary:
+    one line that names the file or flag and the fix, exit 2, no traceback, no output folder left."""
+    small = tmp_path / "small.txt"
+    small.write_text("hello world this is doc one\n\nsecond doc here\n\nthird doc\n", encoding="utf-8")
+    cases = [([str(tmp_path / "nothere.txt"), "--output-dir", str(tmp_path / "o"), "--val-docs", "1"],
+              "input file(s) not found: "),
+             ([str(small), "--output-dir", str(tmp_path / "o"), "--val-docs", "0", "--tokenizer", str(tmp_path / "no.model")],
+              "--tokenizer "),
+             ([str(small), "--output-dir", str(small), "--val-docs", "0"], "is a file, not a folder"),
+             ([str(small), "--output-dir", str(tmp_path / "o"), "--val-docs", "0", "--no-progress", "--no-audit"],
+              "the training text is too small for this vocab size: use a larger corpus or a smaller --vocab-size "
+              "(nothing written)")]
+    def exit_code(argv):
+        try:
+            return bsd.main(argv)
+        except SystemExit as e:  # argparse's parser.error
+            return e.code
+
+    for argv, needle in cases:
+        code = exit_code(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+        assert not (tmp_path / "o").exists()
