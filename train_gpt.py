@@ -5190,13 +5190,20 @@ def dry_run(cfg: Config, world_size: int) -> int:
     steps, switch, elapsed_ms = simulate_schedule(cfg, plain_ms, looped_ms)
     step_ms = elapsed_ms / max(steps, 1)
     cap_ms = 1000 * cfg.train_cap_seconds  # the training loop's share: the cap less the GPTQ reserve
-    loop_s = (f"{cfg.train_cap_seconds:.0f} s (the {cfg.max_wallclock_seconds:.0f} s cap less the "
-              f"{cfg.max_wallclock_seconds - cfg.train_cap_seconds:.0f} s GPTQ reserve)"
-              if cfg.train_cap_seconds != cfg.max_wallclock_seconds else f"{cfg.max_wallclock_seconds:.0f} s")
+    def secs(x: float) -> str:  # 592 s, 599.5 s, 8 s, 0.5 s, 0.00097 s: never "0 s" for a real duration
+        t = f"{x:.1f}" if x >= 10 else f"{x:.2g}"
+        return (t.rstrip("0").rstrip(".") if "." in t and "e" not in t else t) + " s"
+    loop_s = (f"{secs(cfg.train_cap_seconds)} (the {secs(cfg.max_wallclock_seconds)} cap less the "
+              f"{secs(cfg.max_wallclock_seconds - cfg.train_cap_seconds)} GPTQ reserve)"
+              if cfg.train_cap_seconds != cfg.max_wallclock_seconds else secs(cfg.max_wallclock_seconds))
+    # the step times are 8xH100's unless DRY_RUN_STEP_MS gives this machine's: say which
+    on = (f" at DRY_RUN_STEP_MS={cfg.dry_run_step_ms:g}" if cfg.dry_run_step_ms else
+          " on 8xH100 (the estimate's hardware; a CPU step is far slower: set DRY_RUN_STEP_MS to a run's step_avg)")
     if not cap_ms:
-        verdict = f"ITERATIONS binds (no wallclock cap): {cfg.iterations} steps take about {elapsed_ms / 1000:.0f} s"
+        verdict = f"ITERATIONS binds (no wallclock cap): {cfg.iterations} steps take about {secs(elapsed_ms / 1000)}{on}"
     elif steps >= cfg.iterations:
-        verdict = f"ITERATIONS binds: training ends at step {cfg.iterations} after about {elapsed_ms / 1000:.0f} s of {loop_s}"
+        verdict = (f"ITERATIONS binds: training ends at step {cfg.iterations} after about {secs(elapsed_ms / 1000)} of "
+                   f"{loop_s}{on}")
     else:
         verdict = f"the wallclock cap binds: about {steps} of ITERATIONS={cfg.iterations} steps fit in {loop_s}"
     if cfg.num_loops:

@@ -242,6 +242,8 @@ def test_pack_round_trip_and_refusals(capsys, tmp_path):
     assert packed.startswith(b"#coding:latin-1\nimport lzma,linecache as C\n") and len(packed) < len(src)
     code, out = run_cli(capsys, "pack", OURS / "tiny_train_gpt.py", "--out", tmp_path / "p")
     assert code == 0 and "round trip checked" in out
+    # never `cd <out> && torchrun ...`: the default ./data paths resolve from where the run starts
+    assert "cd " not in out and f"--nproc_per_node=8 {tmp_path / 'p' / 'train_gpt.py'}" in out
     assert (tmp_path / "p" / "train_gpt.py").read_bytes() == packed
     assert (tmp_path / "p" / "train_gpt_human.py").read_text() == src
     code, out = run_cli(capsys, "pack", OURS / "tiny_train_gpt.py", "--out", tmp_path / "p")

@@ -198,3 +198,16 @@ def test_flops_per_token_of_the_default_model(tg):
     # 6N + 12LdT over the 17 passes of the looped step: N = 31.72M block weights x 17/11 + the 4.19M tied head
     assert round(tg.flops_per_token(cfg, model) / 1e6, 1) == 533.2
     assert round(tg.flops_per_token(cfg, model, looped=False) / 1e6, 1) == 353.9  # 11 passes, before the switch
+
+
+def test_step_budget_says_whose_seconds_and_never_0_s(tg, capsys):
+    """A tiny CPU configuration's steps take fractions of a second on 8xH100: the dry run prints
+    them as such ("0.0024 s", not "0 s"), says they are 8xH100 seconds unless DRY_RUN_STEP_MS
+    gives this machine's, and a 0.5 s GPTQ reserve is "0.5 s"."""
+    rc, out = dry(tg, capsys, {"MAX_WALLCLOCK_SECONDS": "600", "GPTQ_RESERVE_SECONDS": "0.5"})
+    [line] = [l for l in out.splitlines() if l.startswith("step_budget: ITERATIONS binds")]
+    assert "(the 600 s cap less the 0.5 s GPTQ reserve) on 8xH100 (the estimate's hardware" in line, line
+    assert not re.search(r"about 0 s\b", line)
+    rc, out = dry(tg, capsys, {"MAX_WALLCLOCK_SECONDS": "0", "DRY_RUN_STEP_MS": "500"})
+    [line] = [l for l in out.splitlines() if l.startswith("step_budget: ITERATIONS binds")]
+    assert re.search(r"steps take about [\d.]+ s at DRY_RUN_STEP_MS=500", line) and "8xH100" not in line, line

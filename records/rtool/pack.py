@@ -43,5 +43,8 @@ def cmd_pack(args) -> int:
           f"({len(readable):,} bytes, the readable source)")
     print(f"saved {len(readable) - len(packed):,} bytes of the {CAP_BYTES:,}-byte cap "
           f"({100.0 * len(packed) / len(readable):.1f}% of the readable size); round trip checked")
-    print(f"run it as the record will: cd {out} && torchrun --standalone --nproc_per_node=8 {PACKED_NAME}")
+    # from where the data paths resolve: the defaults (./data/...) are relative to the directory
+    # the run starts in, so `cd {out}` first would look for the data inside the output folder
+    print(f"run it from the directory your data paths are relative to (the repository root for the defaults): "
+          f"torchrun --standalone --nproc_per_node=8 {out / PACKED_NAME}")
     return 0
