@@ -63,7 +63,29 @@ def read_env(path: Path) -> dict:
 
 
 def test_every_preset_is_pinned():
-    assert sorted(p.name for p in CONFIGS.glob("*.env")) == sorted(PRESETS)
+    assert sorted(p.name for p in CONFIGS.glob("*.env")) == sorted([*PRESETS, "cpu_sample.env"])
+
+
+def test_cpu_sample_preset_parses_and_trains(tg, tmp_path):
+    """The README's quick start, configs/cpu_sample.env: plain KEY=VALUE lines that `env $(cat ...)`
+    passes, a valid configuration of the default architecture fitted to 4 blocks (eager: on 2
+    cores the compile warmup alone outlasts the whole eager run), and it trains and scores from
+    the repository root. A few steps here: the test checks that it runs, it times nothing."""
+    from conftest import REPO, clean_environ
+    import subprocess
+    import sys
+    env = read_env(CONFIGS / "cpu_sample.env")
+    cfg = tg.Config.from_env(env)
+    assert cfg.num_layers == 4 and cfg.compile == "0" and cfg.train_log_every <= 10 and not cfg.max_wallclock_seconds
+    assert (REPO / cfg.data_path).is_dir() and (REPO / cfg.tokenizer_path).is_file()  # relative to the repository
+    short = {"ITERATIONS": "3", "WARMDOWN_ITERS": "1", "MUON_MOMENTUM_WARMUP_STEPS": "1", "VAL_MAX_TOKENS": "4096",
+             "OUT_DIR": str(tmp_path), "RUN_ID": "sample", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run([sys.executable, "train_gpt.py"], cwd=REPO, env=clean_environ() | env | short,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    log = (tmp_path / "sample.txt").read_text()
+    assert "compile:0 (COMPILE=0)" in log and "step:3/3 train_loss:" in log
+    assert "final_score_exact metric:final_int6-int8_brotli11_sliding_window val_loss:" in log
 
 
 @pytest.mark.parametrize("name, count", list(PRESETS.items()))
