@@ -165,7 +165,8 @@ def dry_run_total(tg, name: str) -> int:
     pytest.param("record_0427_1.0611.env", marks=pytest.mark.xfail(strict=True, reason="needs EXPORT_COMPRESSOR=pergroup")),
 ])
 def test_every_preset_fits_its_dry_run(tg, name):
-    assert sorted(p.name for p in CONFIGS.glob("*.env")) == sorted(PRESETS)  # a new preset joins this list
+    # a new record preset joins this list (cpu_sample.env, the quick start, is trained by its own test)
+    assert sorted(p.name for p in CONFIGS.glob("*.env") if p.name != "cpu_sample.env") == sorted(PRESETS)
     total = dry_run_total(tg, name)
     assert total < tg.ARTIFACT_CAP_BYTES, f"{name} projects {total:,} bytes"
 
