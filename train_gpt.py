@@ -5301,7 +5301,7 @@ def check_ranks_agree(cfg: Config, ctx: Dist) -> None:
     both values."""
     if not ctx.enabled:
         return
-    mine = dict(cfg.items()) | {"code sha256": source_sha256()}
+    mine = dict(cfg.items()) | {"train_gpt.py sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
     everyone = [None] * ctx.world_size
     dist.all_gather_object(everyone, mine, group=ctx.control)
     problems = []

@@ -665,8 +665,22 @@ def test_eval_only_needs_no_model_variables(tg, tmp_path, monkeypatch, tiny_arti
     eval_only_env(tg, monkeypatch, tmp_path, art)
     assert tg.main([]) == 0
     again = (tmp_path / "again.txt").read_text()
-    want = re.search(r"final_score_exact .*", trained).group(0)
+    want = re.search(r"^final_score_exact metric:.*", trained, re.M).group(0)
     assert want in again and "config:NUM_LAYERS=2" in again and "EVAL_ONLY: " in again
+
+
+def test_the_packed_copy_rescores_the_readable_runs_artifact(tg, tmp_path, tiny_artifact):
+    """The artifact's code hash is of the text the packed copy runs (the minified source), so a
+    record folder's packed train_gpt.py re-scores an artifact its readable source trained, with
+    no model variables, to the same digits."""
+    art, trained = tiny_artifact
+    packed = tmp_path / "train_gpt.py"
+    packed.write_bytes(tg.pack_source((REPO / "train_gpt.py").read_text()))
+    env = {k: v for k, v in (TINY_ENV | QUICK).items() if k not in tg.model_settings(tg.Config())}
+    env = clean_environ() | env | {"EVAL_ONLY": str(art), "OUT_DIR": str(tmp_path), "RUN_ID": "again", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run([sys.executable, str(packed)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"^final_score_exact metric:.*", trained, re.M).group(0) in (tmp_path / "again.txt").read_text()
 
 
 def test_eval_only_may_change_the_eval_time_model_settings(tg, tmp_path, monkeypatch, tiny_artifact):
