@@ -2942,9 +2942,12 @@ def model_settings(cfg: Config) -> dict[str, object]:
     """The settings that define the model an artifact's weights belong to (every MODEL knob but the
     attention kernel, the vocabulary, and TRAIN_SEQ_LEN: the RoPE span and the default eval window),
     recorded in the artifact's header so EVAL_ONLY rebuilds the same model without being told."""
-    keep = [f for f in dataclasses.fields(Config)
-            if (f.metadata["group"] == "model" and f.name != "attn_backend") or f.name in ("vocab_size", "train_seq_len")]
-    return {Config.env_name(f): getattr(cfg, f.name) for f in keep}
+    # The model knobs by position (NUM_LAYERS up to the optimizer's first, MATRIX_LR), not by their
+    # group: the packed copy drops knob groups, and it must record the same settings.
+    names = [f.name for f in dataclasses.fields(Config)]
+    keep = names[names.index("num_layers"):names.index("matrix_lr")]
+    keep = [n for n in keep if n != "attn_backend"] + ["vocab_size", "train_seq_len"]
+    return {n.upper(): getattr(cfg, n) for n in keep}
 
 
 def encode_artifact(qstate: dict[str, Quantized], packing: str, compressor: str = "zstd",

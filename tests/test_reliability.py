@@ -658,6 +658,14 @@ def eval_only_env(tg, monkeypatch, tmp_path, art, **model):
         monkeypatch.setenv(k, v)
 
 
+def test_the_recorded_model_settings_are_the_model_knobs(tg):
+    """model_settings picks the knobs by position (the packed copy has no knob groups): the same
+    set as the readable file's MODEL group, less the attention kernel, plus the vocabulary and the
+    training context."""
+    group = {tg.Config.env_name(f) for f in tg.dataclasses.fields(tg.Config) if f.metadata["group"] == "model"}
+    assert set(tg.model_settings(tg.Config())) == group - {"ATTN_BACKEND"} | {"VOCAB_SIZE", "TRAIN_SEQ_LEN"}
+
+
 def test_eval_only_needs_no_model_variables(tg, tmp_path, monkeypatch, tiny_artifact):
     """The model comes from the artifact's header: without NUM_LAYERS, MODEL_DIM, ... the re-score
     equals the training run's (it used to fail in load_state_dict with a raw traceback)."""
