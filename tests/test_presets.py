@@ -84,7 +84,7 @@ def test_cpu_sample_preset_parses_and_trains(tg, tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     log = (tmp_path / "sample.txt").read_text()
-    assert "compile:0 (COMPILE=0)" in log and "step:3/3 train_loss:" in log
+    assert "compile:0 (COMPILE=0)" in log and "step:1/3 train_loss:" in log and "warmup_step:2/2 " in log
     assert "final_score_exact metric:final_int6-int8_brotli11_sliding_window val_loss:" in log
 
 
