@@ -32,6 +32,6 @@ for seed in "${SEEDS[@]}"; do
   for tilt in ${TILTS:-0 1}; do
     eid="eval_tilt${tilt}_s$seed"
     env $MODEL $SCORE SEED=$seed NGRAM_TILT_ENABLED=$tilt EVAL_ONLY="$art" RUN_ID=$eid nice -n "${NICE:-10}" python train_gpt.py > "$OUT/$eid.console" 2>&1
-    echo "$eid $(grep '^final_score_exact' "$OUT/$eid.txt") | $(grep -o 'eval_time_total_ms:[0-9]*' "$OUT/$eid.txt") | $(grep '^ngram_tilt:precompute_done' "$OUT/$eid.txt" || true)"
+    echo "$eid $(grep '^final_score_exact' "$OUT/$eid.txt") | $(grep -o 'eval_time_total_ms:[0-9][0-9]*' "$OUT/$eid.txt" | tail -1) | $(grep '^ngram_tilt:precompute_done' "$OUT/$eid.txt" || true)"
   done
 done
