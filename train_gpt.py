@@ -58,6 +58,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 import lzma
+import shutil
 import zlib  # crc32 of every artifact frame
 import zstandard  # required: the artifact header is zstd-22; there is deliberately no zlib fallback
 from torch import Tensor, nn
@@ -252,7 +253,8 @@ class Config:
     lqer_asym_group: int = knob(64, "group size of the LQER B factor's scales", lo=1, group="quant")
     lqer_factor_bits: int = knob(4, "bits of the LQER B factor (the A factor is int2, one scale per tensor)", lo=2, hi=8, group="quant")
     export_compressor: str = knob("brotli", "compressor of the artifact's frames: brotli (quality 11, needs the brotli package), zstd (level 22) "
-                                  "or lzma (preset 9); the header is always zstd", choices=("brotli", "zstd", "lzma"), group="quant")
+                                  "or lzma (preset 9); the header is always zstd; pergroup: each quantized role's frame (rows L1-sorted, codes "
+                                  "column-major) through the lrzip binary's ZPAQ (-z -L 9), the rest brotli", choices=("brotli", "zstd", "lzma", "pergroup"), group="quant")
     # --- evaluation ---
     eval_stride: int = knob(64, "sliding-window stride for the final score (0 = non-overlapping windows)", lo=0, group="eval")
     eval_seq_len: int = knob(0, "sliding-window length (0 = TRAIN_SEQ_LEN)", lo=0, group="eval")
@@ -2591,7 +2593,47 @@ class Optimizers:
 
 ARTIFACT_MAGIC = b"PGA3"
 ZSTD_LEVEL = 22
-COMPRESSOR_LEVELS = {"zstd": ZSTD_LEVEL, "brotli": 11, "lzma": 9}
+COMPRESSOR_LEVELS = {"zstd": ZSTD_LEVEL, "brotli": 11, "lzma": 9, "pergroup": 9}
+# EXPORT_COMPRESSOR=pergroup: a quantized role's codes are stored "sorted": column-major and, in the
+# SORTED_ROLES, each matrix's rows in a greedy L1 nearest-neighbour order (the permutation, uint16,
+# in the frame), so neighbouring bytes are close (on trained proxy weights sorting paid for its
+# permutation only in the embedding, docs/quantization.md); the frame goes through lrzip's ZPAQ, which also
+# finds repeats across a role's layers that brotli's 16 MB window misses. One ZPAQ thread (-p 1):
+# the bytes must not depend on the machine's core count.
+LRZIP = ["lrzip", "-q", "-f", "-p", "1"]
+SORTED_ROLES = ("embed", "head")
+
+
+def lrzip(data: bytes, args: list[str], where: str) -> bytes:
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = Path(d, "in"), Path(d, "out")
+        src.write_bytes(data)
+        try:
+            r = subprocess.run(LRZIP + args + ["-o", str(dst), str(src)], capture_output=True)
+        except FileNotFoundError:
+            raise RuntimeError(f"{where}: EXPORT_COMPRESSOR=pergroup needs the lrzip binary on PATH (Debian package lrzip: apt-get install lrzip)") from None
+        if r.returncode:
+            raise ValueError(f"{where}: lrzip {'de' * (args == ['-d'])}compression failed ({r.stderr.decode(errors='replace').strip()}); "
+                             "the file is truncated or corrupt")
+        return dst.read_bytes()
+
+
+def frame_codec(compressor: str, packing: str) -> str:
+    """pergroup: lrzip for the "sorted" packing, brotli for every other frame."""
+    return ("lrzip" if packing == "sorted" else "brotli") if compressor == "pergroup" else compressor
+
+
+def l1_order(codes: np.ndarray) -> np.ndarray:
+    """Greedy nearest-neighbour row order (L1 distance), starting at row 0."""
+    if len(codes) > 65536:
+        raise ValueError(f"EXPORT_COMPRESSOR=pergroup stores row orders as uint16: a matrix of {len(codes)} rows is too tall")
+    x, left, order = codes.astype(np.int16), np.arange(1, len(codes)), [0]
+    while len(left):
+        j = int(np.abs(x[left] - x[order[-1]]).sum(1).argmin())
+        order.append(left[j])
+        left = np.delete(left, j)
+    return np.array(order, dtype=np.uint16)
 
 
 def brotli_module():
@@ -2924,7 +2966,13 @@ def pack_role(items: list[tuple[str, Quantized]], packing: str) -> tuple[bytes, 
         else:
             codes, Q = qt.codes.numpy().reshape(-1), 2 ** (qt.bits - 1) - 1
             # Offset to unsigned in int16: at 8 bits codes + 127 does not fit in int8.
-            e["codes"] = put(codes.tobytes() if packing == "int8" else pack_bits((codes.astype(np.int16) + Q).astype(np.uint16), qt.bits))
+            if packing == "sorted":
+                c2 = qt.codes.numpy().reshape(qt.shape[0], -1)
+                if qt.role in SORTED_ROLES:
+                    perm = l1_order(c2)
+                    e["perm"], c2 = put(perm.tobytes()), c2[perm]
+                codes = c2.T
+            e["codes"] = put(codes.tobytes() if packing != "bitpack" else pack_bits((codes.astype(np.int16) + Q).astype(np.uint16), qt.bits))
             e["scales"] = put(qt.scales.numpy().tobytes())
             if qt.hi is not None:  # int8 containers, like LQER's
                 e["awq"] = dict(starts=qt.hi.starts, size=qt.hi.size, bits=qt.hi.bits, codes=put(qt.hi.codes.numpy().tobytes()),
@@ -2961,10 +3009,12 @@ def encode_artifact(qstate: dict[str, Quantized], packing: str, compressor: str 
             continue
         quantized = any(q.bits < 16 for _, q in items)
         options = ("int8", "bitpack") if packing == "auto" and quantized else (packing if quantized else "none",)
+        if compressor == "pergroup":  # a few-KB role costs less as brotli than ZPAQ's container: smaller wins
+            options = ("sorted",) * quantized + options
         tried = {}
         for opt in options:
             raw, entries = pack_role(items, opt)
-            tried[opt] = (compress(raw, compressor), raw, entries)
+            tried[opt] = (compress(raw, frame_codec(compressor, opt)), raw, entries)
         chosen = min(tried, key=lambda o: len(tried[o][0]))
         blob, raw, entries = tried[chosen]
         for e in entries:
@@ -3032,7 +3082,7 @@ def decode_artifact(blob: bytes, where: str = "artifact") -> dict[str, Tensor]:
     for f in frames:
         if offset + f["size"] > len(blob):
             raise ValueError(f"{where}: truncated: the {f['role']} frame ends at byte {offset + f['size']} of {len(blob)}")
-        raw = decompress(blob[offset:offset + f["size"]], where, compressor)
+        raw = decompress(blob[offset:offset + f["size"]], where, frame_codec(compressor, f["packing"]))
         if len(raw) != f["raw_size"]:
             raise ValueError(f"{where}: the {f['role']} frame decompressed to {len(raw)} bytes, expected {f['raw_size']}")
         if "crc32" in f and zlib.crc32(raw) != f["crc32"]:
@@ -3063,11 +3113,17 @@ def decode_tensor(e: dict, payload: np.ndarray, packing: str, where: str) -> Qua
     numel = math.prod(shape)  # exact (np.prod would wrap around on a crafted shape)
     if bits == 16:
         return Quantized(e["role"], 16, shape, data=torch.from_numpy(get(e, "data", 2 * numel).view(np.float16).copy()))
-    if bits not in BITS or packing not in ("int8", "bitpack"):
+    if bits not in BITS or packing not in ("int8", "bitpack", "sorted"):
         raise ValueError(f"{where}: tensor {name} has unknown bits {bits} or packing {packing!r}")
     rows, Q = shape[0], 2 ** (bits - 1) - 1
     if packing == "int8":
         codes = get(e, "codes", numel).view(np.int8).astype(np.int8)
+    elif packing == "sorted":  # column-major codes of the rows in `perm` order: undo both
+        perm = get(e, "perm", 2 * rows).view(np.uint16) if "perm" in e else np.arange(rows)
+        if sorted(perm) != list(range(rows)):
+            raise ValueError(f"{where}: tensor {name} has a row permutation that is not one")
+        codes = np.empty((rows, numel // rows), np.int8)
+        codes[perm] = get(e, "codes", numel).view(np.int8).reshape(-1, rows).T
     else:
         codes = (unpack_bits(get(e, "codes", (numel * bits + 7) // 8), bits, numel) - Q).astype(np.int8)
     qt = Quantized(e["role"], bits, shape, codes=torch.from_numpy(codes.reshape(rows, -1)),
@@ -3099,6 +3155,8 @@ def decode_tensor(e: dict, payload: np.ndarray, packing: str, where: str) -> Qua
 
 
 def compress(raw: bytes, method: str = "zstd") -> bytes:
+    if method == "lrzip":
+        return lrzip(raw, ["-z", "-L", "9"], "export")
     if method == "brotli":
         return brotli_module().compress(raw, quality=11, lgwin=24)
     if method == "lzma":
@@ -3107,6 +3165,8 @@ def compress(raw: bytes, method: str = "zstd") -> bytes:
 
 
 def decompress(blob: bytes, where: str = "artifact", method: str = "zstd") -> bytes:
+    if method == "lrzip":
+        return lrzip(blob, ["-d"], where)
     if method == "brotli":
         brotli = brotli_module()
         try:
@@ -3130,7 +3190,16 @@ def format_label(bits: set[int], compressor: str = "zstd") -> str:
 
 def artifact_label(cfg: Config, roles: set[str]) -> str:
     """Name of the export format built from the bits actually used (labels must not lie)."""
-    return format_label({cfg.bits(r) for r in roles if r not in ("scalar", "softcap")}, cfg.export_compressor)
+    return format_label({cfg.bits(r) for r in roles if r not in ("scalar", "softcap")}, export_compressor(cfg))
+
+
+def export_compressor(cfg: Config, log=None) -> str:
+    """EXPORT_COMPRESSOR, or brotli (with a warning) when pergroup's lrzip binary is missing."""
+    if cfg.export_compressor == "pergroup" and not shutil.which("lrzip"):
+        if log:
+            log("WARNING: EXPORT_COMPRESSOR=pergroup but no lrzip binary on PATH (Debian package lrzip): the artifact is brotli")
+        return "brotli"
+    return cfg.export_compressor
 
 
 def artifact_meta(cfg: Config) -> dict:
@@ -3174,16 +3243,16 @@ def export_artifact(state: dict[str, Tensor], roles: dict[str, str], cfg: Config
                     hessians: dict[str, Tensor] | None = None) -> bytes:
     """Quantize, encode, write the file and log the per-role budget. `hessians` (from
     collect_hessians) are needed with QUANT_METHOD=gptq."""
-    t0 = time.perf_counter()
+    t0, compressor = time.perf_counter(), export_compressor(cfg, log)
     blob, report = encode_artifact(quantize_state(state, roles, cfg, log, hessians), cfg.export_packing,
-                                   cfg.export_compressor, artifact_meta(cfg))
+                                   compressor, artifact_meta(cfg))
     atomic_write(path, blob)
     for r in report:
         sizes = " ".join(f"{o}_raw_bytes:{raw} {o}_compressed_bytes:{z}" for o, (raw, z) in r["sizes"].items())
         z = r["sizes"][r["chosen"]][1]
-        log(f"budget role:{r['role']} params:{r['params']} bits:{r['bits']} compressor:{cfg.export_compressor} {sizes} chosen:{r['chosen']} "
+        log(f"budget role:{r['role']} params:{r['params']} bits:{r['bits']} compressor:{compressor} {sizes} chosen:{r['chosen']} "
             f"bits_per_param:{8 * z / max(r['params'], 1):.3f}")
-    log(f"artifact:{path} format:{artifact_label(cfg, set(roles.values()))} params:{sum(r['params'] for r in report)} "
+    log(f"artifact:{path} format:{artifact_file_label(blob)} params:{sum(r['params'] for r in report)} "
         f"bytes:{len(blob)} export_time:{1000 * (time.perf_counter() - t0):.0f}ms")
     return blob
 
@@ -4811,7 +4880,7 @@ def check_inputs(cfg: Config, ctx: Dist, log, train: bool = True, world_size: in
     kind, one line naming the file or setting, exit 2. `world_size`: DRY_RUN's, checked in one process."""
     world_size = world_size or ctx.world_size
     try:
-        if cfg.export_compressor == "brotli" and train:
+        if cfg.export_compressor in ("brotli", "pergroup") and train:
             brotli_module()  # a missing compressor fails now, not after training
         if train and cfg.quant_method == "gptq" and cfg.gptq_calibration_batches % world_size:
             raise ValueError(f"GPTQ_CALIBRATION_BATCHES={cfg.gptq_calibration_batches} must be a multiple of the world size {world_size}")
@@ -4974,6 +5043,11 @@ def projected_step_ms(cfg: Config, model: nn.Module) -> tuple[float, float]:
 # 6 std projects it to 15,469,996 (-0.1%) and the 1.0856 record's (SDClip) to 15,914,141, under
 # its real size (below 15,968,000). bench/projection_tail.py prints these; docs/quantization.md.
 PROJECTION_ROW_MAX = 6.0
+# EXPORT_COMPRESSOR=pergroup gains from what synthetic rows lack (similar rows, repeats across
+# layers), so DRY_RUN projects a quantized role as brotli times its pergroup/brotli ratio of frame
+# bytes less permutations, measured on trained weights with bench/pergroup_ratio.py
+# (docs/quantization.md), plus each sorted matrix's row permutation, counted uncompressed.
+PERGROUP_RATIO = {"attn": 0.9894, "mlp": 0.9918, "embed": 0.9146}
 
 
 def project_artifact(model: nn.Module, cfg: Config, rows: int = 32, seed: int = 0) -> tuple[int, list[dict]]:
@@ -5000,12 +5074,19 @@ def project_artifact(model: nn.Module, cfg: Config, rows: int = 32, seed: int = 
     # Synthetic weights have no activations: GPTQ is projected as round-to-nearest on its grid (what GPTQ
     # does with H proportional to I); real GPTQ codes compress about the same (docs/quantization.md).
     grid_cfg = dataclasses.replace(cfg, quant_method="rtn", awq_lite_enabled=False, lqer_enabled=False)
-    blob, report = encode_artifact(quantize_state(sample, roles, grid_cfg), cfg.export_packing, cfg.export_compressor,
-                                   artifact_meta(cfg))
+    pergroup = export_compressor(cfg) == "pergroup"
+    blob, report = encode_artifact(quantize_state(sample, roles, grid_cfg), cfg.export_packing,
+                                   "brotli" if pergroup else export_compressor(cfg), artifact_meta(cfg))
     frames = sum(r["sizes"][r["chosen"]][1] for r in report)
     out, total = [], len(blob) - frames  # magic and header: they list every tensor, sampled or not
+    perms = {}
+    for name, p in model.named_parameters():
+        if pergroup and p.ndim >= 2 and cfg.bits(p.role) < 16:
+            perms[p.role] = perms.get(p.role, 0) + 2 * p.size(0) * (p.role in SORTED_ROLES)
     for r in report:
         z = r["sizes"][r["chosen"]][1] * full[r["role"]] / sampled[r["role"]]
+        if pergroup and r["role"] in perms:
+            z = z * PERGROUP_RATIO.get(r["role"], 1.0) + perms[r["role"]]
         out.append(dict(role=r["role"], params=full[r["role"]], bits=r["bits"], chosen=r["chosen"], bytes=round(z)))
         total += round(z)
     if cfg.awq_lite_enabled:  # which matrix wins is known only after calibration: the tallest candidate, uncompressed

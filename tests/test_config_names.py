@@ -201,6 +201,7 @@ def test_compressor_is_our_export_compressor(tg):
     notes = []
     assert tg.Config.from_env({"COMPRESSOR": "lzma"}, notes).export_compressor == "lzma"
     assert "COMPRESSOR=lzma read as EXPORT_COMPRESSOR (published records' name)" in notes
+    assert tg.Config.from_env({"COMPRESSOR": "pergroup"}).export_compressor == "pergroup"  # the 1.0611 record's
     for name in ("USE_ZSTD", "ZSTD_LEVEL"):
         with pytest.raises(tg.ConfigError) as e:
             tg.Config.from_env({name: "1"})
