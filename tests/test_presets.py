@@ -42,7 +42,7 @@ RECORD_0611_OTHER = {
     "ttt_optimizer": "adam: the TTT adapters' optimizer here is AdamW",
     "ttt_eval_batches": "empty: every TTT batch is scored",
     "val_doc_fraction": "1.0: the whole validation set is scored",
-    "compressor": "pergroup: the artifact compressor is EXPORT_COMPRESSOR (per-group lrzip is not in this script yet)",
+    "compressor": ("EXPORT_COMPRESSOR", "pergroup"),
     "global_ttt_respect_doc_boundaries": ("ATTN_DOC_MASK", "1"),  # the global phases attend within documents
     "run_id": "the run's name", "seed": "the command line's", "data_dir": "a path", "artifact_dir": "a path",
     "logfile": "a path", "model_path": "a path", "quantized_model_path": "a path", "distributed": "the launcher's",
@@ -160,9 +160,7 @@ def dry_run_total(tg, name: str) -> int:
 
 @pytest.mark.parametrize("name", [
     "record_0321_1.1248.env", "record_0405_1.0856.env",
-    # the record compressed with lrzip per group (COMPRESSOR=pergroup, about 280 KB smaller than
-    # brotli by its README), which this script does not build yet: brotli projects over the cap
-    pytest.param("record_0427_1.0611.env", marks=pytest.mark.xfail(strict=True, reason="needs EXPORT_COMPRESSOR=pergroup")),
+    "record_0427_1.0611.env",  # fits only with its record's EXPORT_COMPRESSOR=pergroup (brotli projects 163 KB over)
 ])
 def test_every_preset_fits_its_dry_run(tg, name):
     # a new record preset joins this list (cpu_sample.env, the quick start, is trained by its own test)

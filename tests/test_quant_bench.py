@@ -64,3 +64,14 @@ def test_greedy_row_order_is_a_permutation_chaining_neighbours():
     order = compressors.greedy_row_order(rows)
     assert sorted(order) == list(range(5)) and list(order) == [0, 2, 4, 3, 1]
     assert compressors.byte_shuffle(bytes([1, 2, 3, 4, 5])) == bytes([1, 3, 5, 2, 4])
+
+
+def test_pergroup_ratio_prints_every_role_and_an_exact_round_trip(tiny_run, capsys):
+    from bench import pergroup_ratio
+    assert pergroup_ratio.main([str(tiny_run / "run.txt"), "--weights", str(tiny_run / "run.raw.pt"),
+                                "--set", "QUANT_METHOD=rtn"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {l.split()[0]: l.split()[1:] for l in out}
+    assert {"attn", "mlp", "embed", "total_bytes"} <= rows.keys() and out[-1] == "round_trip: exact"
+    assert int(rows["embed"][3]) > 0 == int(rows["attn"][3])  # only the sorted roles carry permutations
+    assert float(rows["total_bytes"][3]) == pytest.approx(int(rows["total_bytes"][1]) / int(rows["total_bytes"][0]), abs=1e-4)
