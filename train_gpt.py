@@ -2598,9 +2598,9 @@ COMPRESSOR_LEVELS = {"zstd": ZSTD_LEVEL, "brotli": 11, "lzma": 9, "pergroup": 9}
 # SORTED_ROLES, each matrix's rows in a greedy L1 nearest-neighbour order (the permutation, uint16,
 # in the frame), so neighbouring bytes are close (on trained proxy weights sorting paid for its
 # permutation only in the embedding, docs/quantization.md); the frame goes through lrzip's ZPAQ, which also
-# finds repeats across a role's layers that brotli's 16 MB window misses. One ZPAQ thread (-p 1):
-# the bytes must not depend on the machine's core count.
-LRZIP = ["lrzip", "-q", "-f", "-p", "1"]
+# finds repeats across a role's layers that brotli's 16 MB window misses. -T: no LZ4 pre-test (it
+# stores low-entropy code bytes uncompressed); -p 1: the bytes must not depend on the core count.
+LRZIP = ["lrzip", "-q", "-f", "-T", "-p", "1"]
 SORTED_ROLES = ("embed", "head")
 
 
