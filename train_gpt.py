@@ -3784,9 +3784,10 @@ def prewarm_ttt(model: nn.Module, cfg: Config, ctx: Dist) -> float:
     trainable = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(False)
-    lora = make_lora(model, cfg, cfg.ttt_batch_size, ctx.device)
+    rows = max(2, cfg.ttt_batch_size)  # as the eval pads a batch: a dynamic size of 1 would specialize
+    lora = make_lora(model, cfg, rows, ctx.device)
     for L in dict.fromkeys((cfg.ttt_chunk_size, cfg.ttt_eval_seq_len)):
-        x = torch.randint(0, cfg.vocab_size, (cfg.ttt_batch_size, L), generator=g).to(ctx.device)
+        x = torch.randint(0, cfg.vocab_size, (rows, L), generator=g).to(ctx.device)
         torch._dynamo.maybe_mark_dynamic(x, 0)
         torch._dynamo.maybe_mark_dynamic(x, 1)
         with autocast(cfg, ctx):

@@ -1101,7 +1101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if created:
             shutil.rmtree(args.output_dir, ignore_errors=True)
         where = (f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else "")
-        fix = {TokenizerError: "use a larger corpus or a smaller --vocab-size",
+        fix = {TokenizerError: "pass the --vocab-size and --caseops the given --tokenizer was built for"
+               if args.tokenizer else "use a larger corpus or a smaller --vocab-size",
                UnicodeDecodeError: "inputs must be UTF-8 text"}.get(type(exc), "check the inputs and --output-dir")
         print(f"build_sp_dataset.py: error: {where}{getattr(exc, 'strerror', None) or exc}: {fix} "
               + ("(nothing written)" if created else f"({args.output_dir} existed before and may hold a partial build)"),

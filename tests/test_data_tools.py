@@ -795,15 +795,18 @@ def test_plain_sidecar_equals_the_trainer_lut(tmp_path, synthetic):
     assert side["tokenizer"]["trained_on"]["given"] == f"syn_{VOCAB}_bpe.model"
 
 
-def test_given_tokenizer_checks(tmp_path, synthetic):
+def test_given_tokenizer_checks(tmp_path, synthetic, capsys):
+    """A tokenizer that does not fit the flags is a user error: one line naming it and the fix, exit 2."""
     _, out, _, inputs = synthetic
     model = out / f"syn_{VOCAB}_bpe.model"
-    base = [*map(str, inputs), "--output-dir", str(tmp_path), "--val-docs", "2", "--text-field", "body",
+    base = [*map(str, inputs), "--output-dir", str(tmp_path / "o"), "--val-docs", "2", "--text-field", "body",
             "--txt-doc-sep", r"\n\n\n", "--no-progress", "--tokenizer", str(model)]
-    with pytest.raises(bsd.TokenizerError, match="has 400 pieces, --vocab-size says 512"):
-        bsd.main(base + ["--vocab-size", "512"])
-    with pytest.raises(bsd.TokenizerError, match="not trained for --caseops"):
-        bsd.main(base + ["--caseops"])
+    for extra, says in ((["--vocab-size", "512"], "has 400 pieces, --vocab-size says 512"),
+                        (["--caseops"], "not trained for --caseops")):
+        assert bsd.main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert says in err and "the given --tokenizer was built for" in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "o").exists()  # nothing half-written
     with pytest.raises(SystemExit):
         bsd.main(base + ["--tokenizer-train-docs", "3"])
 

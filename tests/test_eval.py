@@ -393,6 +393,8 @@ for phases in (0, cfg.phased_ttt_num_phases):  # two evals in one process group:
     model.load_state_dict(state)
     runs.append(dict(per_token=r.per_token, trace=trace, bpb=r.bpb, tokens=r.tokens, claimed=list(claimed)))
 torch.save(runs, {out!r} + f".{{ctx.rank}}")
+tg.barrier(ctx)  # no rank leaves while the other still talks to the store (an abort at exit otherwise)
+torch.distributed.destroy_process_group()
 """
 
 

@@ -341,7 +341,9 @@ def test_ctrl_c_on_timeout_torchrun_saves_loadable_weights(tg, tmp_path):
     out, _ = proc.communicate(timeout=120)
     text = log.read_text().split("=" * 100)[1]  # the events, after the embedded source
     assert proc.returncode != 0, out[-3000:]
-    assert "error:RunStopped: interrupted by SIGINT after step" in text, text[-3000:]
+    # the ranks get the terminal's SIGINT and torchrun's SIGTERM in either order: whichever came
+    # first names the stop; the second must not abort the weight saves
+    assert re.search(r"error:RunStopped: interrupted by SIG(INT|TERM) after step", text), text[-3000:]
     assert text.count("error:") == 1 and 'train_gpt.py", line' not in out  # torchrun prints its own traceback
     assert "raw_model:" in text and "averaged_model:" in text and "(training stopped at step" in text
     cfg = tg.Config.from_env({k: v for k, v in TINY_ENV.items()})
