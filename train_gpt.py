@@ -3064,9 +3064,8 @@ def check_header(header: object, where: str) -> tuple[list[dict], list[dict]]:
     return frames, tensors
 
 
-def decode_artifact(blob: bytes, where: str = "artifact") -> dict[str, Tensor]:
-    """Inverse of encode_artifact; returns float32 tensors. Raises ValueError on any corruption
-    (the header is checked field by field before it is used: check_header)."""
+def read_header(blob: bytes, where: str) -> tuple[object, int]:
+    """The artifact's JSON header (unchecked) and its length; ValueError on a bad magic or header."""
     if len(blob) < 8 or blob[:4] != ARTIFACT_MAGIC:
         raise ValueError(f"{where}: not a train_gpt.py artifact (bad magic)")
     (hlen,) = struct.unpack("<I", blob[4:8])
@@ -3074,6 +3073,13 @@ def decode_artifact(blob: bytes, where: str = "artifact") -> dict[str, Tensor]:
         header = json.loads(decompress(blob[8:8 + hlen], where))
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{where}: corrupt header ({e})") from None
+    return header, hlen
+
+
+def decode_artifact(blob: bytes, where: str = "artifact") -> dict[str, Tensor]:
+    """Inverse of encode_artifact; returns float32 tensors. Raises ValueError on any corruption
+    (the header is checked field by field before it is used: check_header)."""
+    header, hlen = read_header(blob, where)
     frames, tensors = check_header(header, where)
     compressor = header.get("compressor", "zstd")  # headers written before the choice existed: zstd frames
     if compressor not in COMPRESSOR_LEVELS:
@@ -3210,13 +3216,7 @@ def artifact_meta(cfg: Config) -> dict:
 
 def read_artifact_meta(blob: bytes, where: str = "artifact") -> dict:
     """The header's model settings and code hash ({} for an artifact written before they were recorded)."""
-    if len(blob) < 8 or blob[:4] != ARTIFACT_MAGIC:
-        raise ValueError(f"{where}: not a train_gpt.py artifact (bad magic)")
-    (hlen,) = struct.unpack("<I", blob[4:8])
-    try:
-        header = json.loads(decompress(blob[8:8 + hlen], where))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{where}: corrupt header ({e})") from None
+    header, _ = read_header(blob, where)
     meta = {k: header[k] for k in ("model", "code_sha256") if isinstance(header, dict) and k in header}
     if not isinstance(meta.get("model", {}), dict) or not isinstance(meta.get("code_sha256", ""), str):
         raise ValueError(f"{where}: corrupt header (model settings or code hash of the wrong type)")
